@@ -1,0 +1,64 @@
+# Loopline: `make demo` runs the main job on embedded defaults, `make test` runs every test.
+# Both install into .venv first (once; again only when requirements.in, constraints.txt or
+# pyproject.toml change).
+
+PYTHON_BOOT ?= python3.11
+VENV        := .venv
+PY          := $(VENV)/bin/python
+STAMP       := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+export LOOPLINE_HOME ?= $(CURDIR)/.loopline
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+# Nothing may be fetched from a model hub at run time.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export DO_NOT_TRACK := 1
+
+.PHONY: install demo test test-unit test-slow up bench constraints clean help
+
+help:
+	@echo "make demo   install if needed, run the pipelines through a real Airflow scheduler, print a summary"
+	@echo "make test   install if needed, run the whole test suite"
+	@echo "make up     the Airflow UI on localhost until Ctrl-C"
+	@echo "make bench  benchmarks (docs/benchmarks.md)"
+
+install: $(STAMP)
+
+$(STAMP): requirements.in constraints.txt pyproject.toml
+	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip wheel
+	$(PY) -m pip install --progress-bar off -r requirements.in -c constraints.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m pip check
+	touch $(STAMP)
+
+demo: install
+	$(PY) -m pipelines.demo
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: install
+	$(PY) -m pytest -m unit $(PYTEST_ARGS)
+
+test-slow: install
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+up: install
+	$(PY) -m pipelines.airflow_runtime
+
+bench: install
+	$(PY) -m benchmarks
+
+# Re-pin after changing requirements.in: resolves in a scratch venv and writes constraints.txt.
+constraints:
+	rm -rf /tmp/loopline-constraints && $(PYTHON_BOOT) -m venv /tmp/loopline-constraints
+	/tmp/loopline-constraints/bin/pip install --quiet --upgrade pip
+	/tmp/loopline-constraints/bin/pip install -r requirements.in
+	{ echo "# Full pinned set, made from the tested environment with 'make constraints' (Airflow's convention)."; \
+	  echo "# Every install uses it: pip install -r requirements.in -c constraints.txt"; \
+	  /tmp/loopline-constraints/bin/pip freeze; } > constraints.txt
+
+clean:
+	rm -rf $(LOOPLINE_HOME)

@@ -1,0 +1,63 @@
+{#-
+  read_landing(table, window_days=1): a DuckDB table function over the landing files of `table`
+  for the `window_days` days ending on var('ds'), with the partition day as a DATE column `ds`.
+
+  Why the files are listed here instead of passing the glob `ds=*/<table>.<ext>` straight to
+  read_parquet: DuckDB binds the schema from the FIRST file the glob matches, before hive-partition
+  pruning. One corrupt or renamed-column file on any past day would then break every later build,
+  even days whose window does not include it. Listing only the window's files, the run's own day
+  first, means a build reads (and binds to) exactly the days it aggregates.
+
+  CSV is read all-varchar so every type comes from the casts in staging, not from a sniffer that
+  might guess differently from one day to the next.
+-#}
+{% macro read_landing(table, window_days=1) -%}
+  {#- No trailing slash, so the listed paths compare equal to own_file below. -#}
+  {%- set landing_path = (var('landing_path') | string).rstrip('/') -%}
+  {%- set file_format = var('file_format') -%}
+  {%- set ds = var('ds') -%}
+  {%- if file_format not in ['parquet', 'csv'] -%}
+    {{ exceptions.raise_compiler_error("var file_format must be 'parquet' or 'csv', got '" ~ file_format ~ "'") }}
+  {%- endif -%}
+  {%- set pattern = landing_path ~ '/ds=*/' ~ table ~ '.' ~ file_format -%}
+  {%- if execute -%}
+    {%- if not landing_path or not ds -%}
+      {{ exceptions.raise_compiler_error("read_landing needs vars landing_path and ds (YYYY-MM-DD); got landing_path='" ~ landing_path ~ "', ds='" ~ ds ~ "'") }}
+    {%- endif -%}
+    {%- set listing -%}
+      with landed as (
+          select
+              file,
+              try_cast(regexp_extract(file, 'ds=(\d{4}-\d{2}-\d{2})', 1) as date) as file_ds
+          from glob({{ loopline_literal(pattern) }})
+      )
+      select file
+      from landed
+      where file_ds between cast({{ loopline_literal(ds) }} as date) - {{ window_days - 1 }}
+                        and cast({{ loopline_literal(ds) }} as date)
+      order by file_ds = cast({{ loopline_literal(ds) }} as date) desc, file_ds
+    {%- endset -%}
+    {%- set files = run_query(listing).columns[0].values() | list -%}
+    {%- set own_file = landing_path ~ '/ds=' ~ ds ~ '/' ~ table ~ '.' ~ file_format -%}
+    {%- if files | length == 0 or files[0] != own_file -%}
+      {{ exceptions.raise_compiler_error("no " ~ table ~ "." ~ file_format ~ " landed for ds=" ~ ds ~ ": expected " ~ own_file ~ "; land the day (files, then _SUCCESS) before building it") }}
+    {%- endif -%}
+  {%- else -%}
+    {#- Parsing only: the SQL is never run, and run_query is not available. -#}
+    {%- set files = [pattern] -%}
+  {%- endif -%}
+  {%- set file_list -%}
+    [{% for f in files %}{{ loopline_literal(f) }}{{ ", " if not loop.last }}{% endfor %}]
+  {%- endset -%}
+  {%- if file_format == 'parquet' -%}
+    read_parquet({{ file_list }}, hive_partitioning = true, hive_types = {'ds': 'DATE'})
+  {%- else -%}
+    read_csv({{ file_list }}, header = true, all_varchar = true, hive_partitioning = true, hive_types = {'ds': 'DATE'})
+  {%- endif -%}
+{%- endmacro %}
+
+
+{#- A SQL string literal, quotes doubled. -#}
+{% macro loopline_literal(value) -%}
+  '{{ value | string | replace("'", "''") }}'
+{%- endmacro %}

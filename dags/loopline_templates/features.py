@@ -1,0 +1,120 @@
+"""Template ``features``: landing partition → dbt → Great Expectations → Feast, one day per run."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, dag, task
+
+from pipelines.config import FeaturesConfig
+
+
+def _doc(config: FeaturesConfig) -> str:
+    return f"""\
+# {config.dag_id}
+
+{config.description or "Daily features for the " + config.instance + " use case."}
+
+Each run handles one day, the run's data interval (`ds` = its start, UTC):
+
+1. **wait_for_partition**: waits (mode `{config.sensor.mode}`, every {config.sensor.poke_interval_seconds} s, up to
+   {config.sensor.timeout_hours} h) for `{config.landing.path}/{config.landing.partition}` to be complete.
+2. **check_landing**: every raw file exists, reads as {config.landing.format} and has the contract's columns and types.
+3. **build_mart**: `dbt build` of `{config.dbt.project}` for the day (staging → `{config.dbt.mart}`, dbt tests).
+4. **validate_mart**: Great Expectations suite `{config.validation.suite}` on the day's mart rows.
+5. **publish_features**: the validated day is written where Feast's offline source reads it.
+6. **apply_definitions**: `feast apply` of `{config.feast.repo}`, only when the definitions changed.
+7. **materialize_interval**: exactly the day goes online (project `{config.feast.project}`), then the Asset
+   `{config.features_asset_name}` is emitted for DAGs scheduled on it.
+
+A bad partition fails steps 2–4 with a readable reason and is moved to the quarantine folder under the
+data home; nothing downstream runs and the online store keeps its values. Re-running a day changes nothing.
+
+Config: `dags/configs/{config.instance}_{config.template}.yaml`.
+"""
+
+
+def build_features_dag(config: FeaturesConfig) -> DAG:
+    """Build the DAG ``{instance}_features`` from its config."""
+    features_online = Asset(name=config.features_asset_name, uri=f"loopline://features/{config.instance}")
+
+    @dag(
+        dag_id=config.dag_id,
+        description=config.description or None,
+        schedule=CronDataIntervalTimetable(config.schedule, timezone="UTC"),
+        start_date=config.start_date,
+        catchup=False,
+        max_active_runs=1,  # one writer per DuckDB warehouse and online store
+        tags=["loopline", "template:features", *config.tags],
+        default_args={
+            "owner": config.owner,
+            "retries": config.retries,
+            "retry_delay": timedelta(minutes=config.retry_delay_minutes),
+        },
+        doc_md=_doc(config),
+    )
+    def features_pipeline() -> None:
+        @task.sensor(
+            poke_interval=config.sensor.poke_interval_seconds,
+            timeout=config.sensor.timeout_hours * 3600,
+            mode=config.sensor.mode,
+        )
+        def wait_for_partition(data_interval_start=None) -> bool:
+            """Wait until the day's landing partition is complete."""
+            from pipelines import feature_pipeline
+
+            return feature_pipeline.partition_ready(config, data_interval_start.date())
+
+        @task
+        def check_landing(data_interval_start=None) -> dict:
+            """Check the day's raw files against the contract in the YAML."""
+            from pipelines import feature_pipeline
+
+            return feature_pipeline.check_landing(config, data_interval_start.date())
+
+        @task
+        def build_mart(data_interval_start=None) -> dict:
+            """dbt build (staging → marts, with tests) for the day."""
+            from pipelines import feature_pipeline
+
+            return feature_pipeline.build_mart(config, data_interval_start.date())
+
+        @task
+        def validate_mart(data_interval_start=None) -> dict:
+            """Great Expectations validation of the day's mart rows."""
+            from pipelines import feature_pipeline
+
+            return feature_pipeline.validate_mart(config, data_interval_start.date())
+
+        @task
+        def publish_features(data_interval_start=None) -> dict:
+            """Write the validated day where Feast's offline source reads it."""
+            from pipelines import feature_pipeline
+
+            return feature_pipeline.publish_features(config, data_interval_start.date())
+
+        @task
+        def apply_definitions() -> dict:
+            """feast apply, only when the definitions changed."""
+            from pipelines import feature_pipeline
+
+            return feature_pipeline.apply_definitions(config)
+
+        @task(outlets=[features_online])
+        def materialize_interval(published: dict, data_interval_start=None) -> dict:
+            """Materialize exactly the day's interval into the online store."""
+            from pipelines import feature_pipeline
+
+            return feature_pipeline.materialize_day(config, data_interval_start.date(), published["rows"])
+
+        published = publish_features()
+        (
+            wait_for_partition()
+            >> check_landing()
+            >> build_mart()
+            >> validate_mart()
+            >> published
+        )
+        [published, apply_definitions()] >> materialize_interval(published)
+
+    return features_pipeline()

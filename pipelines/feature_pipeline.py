@@ -1,0 +1,150 @@
+"""The steps of the ``features`` template, one function per task, each keyed by the day ``ds``.
+
+Every step is idempotent: re-running a day rebuilds the same mart rows, writes the same offline file
+and leaves the online store as it was. A step that finds bad data quarantines the landing partition,
+removes the day from the mart and raises an error that says what was wrong and where the data went;
+the online store is never touched by a failing day.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from pipelines.config import FeaturesConfig
+from pipelines.settings import LooplineSettings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+class _Paths:
+    """Where one instance keeps its state, all under the data home."""
+
+    def __init__(self, config: FeaturesConfig, settings: LooplineSettings):
+        self.landing = settings.resolve(config.landing.path)
+        self.dbt_project = settings.resolve(config.dbt.project)
+        self.suite = settings.resolve(config.validation.suite)
+        self.feast_repo = settings.resolve(config.feast.repo)
+        self.warehouse = settings.path("warehouse", f"{config.instance}.duckdb")
+        self.dbt_work = settings.path("dbt", config.instance)
+        self.quarantine = settings.quarantine_dir / config.instance
+        self.reports = settings.reports_dir / config.instance / "validation"
+        self.offline = settings.path("offline", config.instance, config.dbt.mart)
+
+
+def paths(config: FeaturesConfig, settings: LooplineSettings | None = None) -> _Paths:
+    return _Paths(config, settings or get_settings())
+
+
+def _quarantine(config: FeaturesConfig, p: _Paths, ds: date, reason: str, details: dict | None = None) -> Path:
+    from pipelines.landing import partition_dir, quarantine_partition
+    from pipelines.transform import delete_mart_day
+
+    delete_mart_day(p.warehouse, ds, mart=config.dbt.mart)
+    where = quarantine_partition(partition_dir(config.landing, p.landing, ds), p.quarantine, reason, details)
+    log.error("Quarantined landing partition %s to %s: %s", ds, where, reason)
+    return where
+
+
+def partition_ready(config: FeaturesConfig, ds: date) -> bool:
+    """Whether the day's landing partition is complete (the sensor's poke)."""
+    from pipelines.landing import partition_ready as ready
+
+    is_ready = ready(config.landing, paths(config).landing, ds)
+    log.info("Landing partition %s of %s: %s", ds, config.instance, "ready" if is_ready else "not yet")
+    return is_ready
+
+
+def check_landing(config: FeaturesConfig, ds: date) -> dict[str, int]:
+    """Check the day's raw files against the YAML contract; quarantine the partition if they break it.
+
+    Returns:
+        Row count per raw table.
+    """
+    from pipelines.landing import LandingContractError, check_partition
+
+    p = paths(config)
+    try:
+        check = check_partition(config.landing, p.landing, ds)
+    except LandingContractError as exc:
+        where = _quarantine(config, p, ds, str(exc))
+        raise LandingContractError(f"{exc}; quarantined to {where}") from None
+    log.info("Landing partition %s matches its contract: %s", ds, check.rows)
+    return check.rows
+
+
+def build_mart(config: FeaturesConfig, ds: date) -> dict[str, Any]:
+    """Run ``dbt build`` for the day (staging → marts, with dbt's tests)."""
+    from pipelines.transform import DbtBuildError, run_dbt_build
+
+    settings = get_settings()
+    p = paths(config, settings)
+    try:
+        result = run_dbt_build(
+            p.dbt_project, ds=ds, landing_path=p.landing, file_format=config.landing.format,
+            warehouse_path=p.warehouse, target=settings.dbt_target, work_dir=p.dbt_work,
+        )
+    except DbtBuildError as exc:
+        where = _quarantine(config, p, ds, str(exc))
+        raise DbtBuildError(f"{exc}; quarantined to {where}") from None
+    log.info("dbt build for %s: %s", ds, result)
+    return asdict(result)
+
+
+def validate_mart(config: FeaturesConfig, ds: date) -> dict[str, Any]:
+    """Validate the day's mart rows with the Great Expectations suite kept in the repo.
+
+    On failure the partition is quarantined, the day leaves the mart, and the error lists every
+    failed expectation. The report is saved as JSON either way.
+    """
+    from pipelines.transform import read_mart_day
+    from pipelines.validation import raise_for_failures, validate_dataframe
+
+    p = paths(config)
+    frame = read_mart_day(p.warehouse, ds, mart=config.dbt.mart)
+    report = validate_dataframe(frame, p.suite, batch_name=f"{config.instance} {ds}")
+    p.reports.mkdir(parents=True, exist_ok=True)
+    (p.reports / f"{ds}.json").write_text(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
+    if not report.success:
+        where = _quarantine(config, p, ds, report.summary(), report.to_dict())
+        raise_for_failures(report, quarantined_to=where)
+    log.info("%s: %d expectations passed on %d rows", report.batch_name, report.evaluated, len(frame))
+    return {"rows": len(frame), "expectations": report.evaluated, "success": True}
+
+
+def publish_features(config: FeaturesConfig, ds: date) -> dict[str, Any]:
+    """Copy the validated day of the mart to where Feast's offline source reads it."""
+    from pipelines.features import publish_offline_day
+    from pipelines.transform import read_mart_day
+
+    p = paths(config)
+    frame = read_mart_day(p.warehouse, ds, mart=config.dbt.mart)
+    path = publish_offline_day(frame, p.offline, ds)
+    log.info("Published %d rows of %s to %s", len(frame), ds, path)
+    return {"rows": len(frame), "path": str(path)}
+
+
+def apply_definitions(config: FeaturesConfig) -> dict[str, Any]:
+    """``feast apply``, only when the definitions in the repo changed."""
+    from pipelines.features import apply_if_changed
+
+    return asdict(apply_if_changed(config.feast.project, paths(config).feast_repo))
+
+
+def materialize_day(config: FeaturesConfig, ds: date, rows: int) -> dict[str, Any]:
+    """Materialize exactly the day's interval into the online store."""
+    from pipelines.features import day_bounds, materialize_interval
+
+    start, end = day_bounds(ds)
+    result = materialize_interval(
+        config.feast.project, paths(config).feast_repo, config.feast.feature_views, start, end,
+        rows_in_interval=rows,
+    )
+    return {
+        "feature_views": list(result.feature_views), "start": start.isoformat(), "end": end.isoformat(),
+        "rows": rows, "replayed_to": result.replayed_to.isoformat() if result.replayed_to else None,
+    }
