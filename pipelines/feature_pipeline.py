@@ -33,7 +33,8 @@ class _Paths:
         self.dbt_work = settings.path("dbt", config.instance)
         self.quarantine = settings.quarantine_dir / config.instance
         self.reports = settings.reports_dir / config.instance / "validation"
-        self.offline = settings.path("offline", config.instance, config.dbt.mart)
+        # Feast resolves the relative source paths of feature_repo/ against <data home>/offline/<project>.
+        self.offline = settings.path("offline", config.feast.project, config.dbt.mart)
 
 
 def paths(config: FeaturesConfig, settings: LooplineSettings | None = None) -> _Paths:
@@ -141,7 +142,7 @@ def materialize_day(config: FeaturesConfig, ds: date, rows: int) -> dict[str, An
 
     start, end = day_bounds(ds)
     result = materialize_interval(
-        config.feast.project, paths(config).feast_repo, config.feast.feature_views, start, end,
+        config.feast.project, config.feast.feature_views, start, end,
         rows_in_interval=rows,
     )
     return {

@@ -26,8 +26,17 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def repo_config(project: str, repo_path: Path, settings: LooplineSettings | None = None) -> Any:
-    """A Feast ``RepoConfig`` for ``project`` with the parts the settings choose."""
+def offline_root(project: str, settings: LooplineSettings | None = None) -> Path:
+    """Where a project's offline sources live; relative source paths in ``feature_repo/`` resolve here."""
+    return (settings or get_settings()).path("offline", project)
+
+
+def repo_config(project: str, settings: LooplineSettings | None = None) -> Any:
+    """A Feast ``RepoConfig`` for ``project`` with the parts the settings choose.
+
+    Its ``repo_path`` is the project's offline folder, so the same definitions serve every instance:
+    a source declared as ``customer_daily_features`` reads ``<data home>/offline/<project>/customer_daily_features``.
+    """
     from feast.repo_config import RegistryConfig, RepoConfig
 
     settings = settings or get_settings()
@@ -47,16 +56,16 @@ def repo_config(project: str, repo_path: Path, settings: LooplineSettings | None
         registry=registry,
         online_store=online,
         offline_store={"type": settings.feast_offline_store},
-        repo_path=repo_path,
+        repo_path=offline_root(project, settings),
         entity_key_serialization_version=3,
     )
 
 
-def feature_store(project: str, repo_path: Path, settings: LooplineSettings | None = None) -> FeatureStore:
+def feature_store(project: str, settings: LooplineSettings | None = None) -> FeatureStore:
     """A ``FeatureStore`` for ``project`` (no definitions are applied by this call)."""
     from feast import FeatureStore
 
-    return FeatureStore(config=repo_config(project, repo_path, settings))
+    return FeatureStore(config=repo_config(project, settings))
 
 
 def load_definitions(repo_path: Path) -> list[Any]:
@@ -89,12 +98,29 @@ def load_definitions(repo_path: Path) -> list[Any]:
     return [found[key] for key in sorted(found)]
 
 
+_VOLATILE_FIELDS = {"meta", "created_timestamp", "last_updated_timestamp"}
+
+
+def _without_timestamps(message: Any) -> Any:
+    """Clear, in place and at any depth, the fields Feast stamps with the time an object was built."""
+    for field, value in message.ListFields():
+        if field.name in _VOLATILE_FIELDS:
+            message.ClearField(field.name)
+        elif field.message_type is not None:
+            items = value if field.is_repeated else [value]
+            if field.message_type.GetOptions().map_entry:
+                items = [v for v in value.values() if hasattr(v, "ListFields")]
+            for item in items:
+                _without_timestamps(item)
+    return message
+
+
 def definitions_digest(objects: list[Any]) -> str:
     """A digest of the objects' specs: it changes exactly when a definition changes."""
     digest = hashlib.sha256()
     for obj in objects:
         proto = obj.to_proto()
-        spec = getattr(proto, "spec", proto)
+        spec = _without_timestamps(getattr(proto, "spec", proto))
         digest.update(type(obj).__name__.encode())
         digest.update(spec.SerializeToString(deterministic=True))
     return digest.hexdigest()
@@ -116,7 +142,7 @@ def apply_if_changed(project: str, repo_path: Path, settings: LooplineSettings |
     settings = settings or get_settings()
     objects = load_definitions(repo_path)
     digest = definitions_digest(objects)
-    store = feature_store(project, repo_path, settings)
+    store = feature_store(project, settings)
     marker = settings.feast_home / project / "applied_definitions.sha256"
     registered = {fv.name for fv in store.list_feature_views()}
     declared = {obj.name for obj in objects if type(obj).__name__ == "FeatureView"}
@@ -162,7 +188,6 @@ def _read_ledger(path: Path) -> dict[str, str]:
 
 def materialize_interval(
     project: str,
-    repo_path: Path,
     feature_views: list[str],
     start: datetime,
     end: datetime,
@@ -177,7 +202,7 @@ def materialize_interval(
     latest end already materialized: the online store ends exactly as it was.
     """
     settings = settings or get_settings()
-    store = feature_store(project, repo_path, settings)
+    store = feature_store(project, settings)
     ledger_file = _ledger_path(settings, project)
     ledger = _read_ledger(ledger_file)
     latest_done = max((datetime.fromisoformat(ledger[name]) for name in feature_views if name in ledger), default=None)
@@ -196,7 +221,7 @@ def materialize_interval(
 
 
 def read_online(
-    project: str, repo_path: Path, feature_service: str, entity_key: str, keys: list[Any],
+    project: str, feature_service: str, entity_key: str, keys: list[Any],
     settings: LooplineSettings | None = None,
 ) -> pd.DataFrame:
     """Online features of a feature service for some entities.
@@ -204,7 +229,7 @@ def read_online(
     Returns:
         One row per key: the entity key column, then one column per feature of the service.
     """
-    store = feature_store(project, repo_path, settings)
+    store = feature_store(project, settings)
     service = store.get_feature_service(feature_service)
     rows = [{entity_key: key} for key in keys]
     return store.get_online_features(features=service, entity_rows=rows).to_df()

@@ -36,7 +36,9 @@ FAULTS: frozenset[str] = frozenset(
     {
         "null_burst",  # ~30% of customers.monthly_charges are null
         "renamed_column",  # customers.monthly_charges is written as monthly_charge
-        "retyped_column",  # customers.customer_id is written as a string
+        # customers.customer_id is written as a string; CSV has no types, so there the ids are
+        # only quoted and the file still reads as int64.
+        "retyped_column",
         "duplicate_keys",  # ~5% of customers rows appear twice
         "empty_file",  # events file of zero bytes
         "corrupt_file",  # events file of garbage bytes

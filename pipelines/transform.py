@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
@@ -31,20 +31,37 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 class DbtBuildError(RuntimeError):
     """A dbt build of one day failed; the message names the day and every failing node.
 
+    Takes a plain message like any RuntimeError, so a caller can re-raise with more context
+    (``DbtBuildError(f"{exc}; quarantined to {where}")``).
+
     Attributes:
-        ds: the day that was being built.
+        ds: the day that was being built, when known.
         failures: one ``"<resource type> <node name>: <dbt's message>"`` per failing node.
-        log_path: the folder holding dbt.log for the run.
+        log_path: the folder holding dbt.log for the run, when known.
     """
 
-    def __init__(self, ds: date, failures: list[str], log_path: Path) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        ds: date | None = None,
+        failures: Sequence[str] = (),
+        log_path: Path | None = None,
+    ) -> None:
+        super().__init__(message)
         self.ds = ds
         self.failures = tuple(failures)
         self.log_path = log_path
-        super().__init__(
-            f"dbt build for {ds.isoformat()} failed: {'; '.join(failures)} "
-            f"(full log: {log_path / 'dbt.log'})"
-        )
+
+
+def _build_error(ds: date, failures: list[str], log_path: Path) -> DbtBuildError:
+    return DbtBuildError(
+        f"dbt build for {ds.isoformat()} failed: {'; '.join(failures)} "
+        f"(full log: {log_path / 'dbt.log'})",
+        ds=ds,
+        failures=failures,
+        log_path=log_path,
+    )
 
 
 @dataclass(frozen=True)
@@ -182,7 +199,7 @@ def run_dbt_build(
             _release_duckdb()
 
     if outcome.exception is not None:
-        raise DbtBuildError(ds, [_one_line(str(outcome.exception))], log_path)
+        raise _build_error(ds, [_one_line(str(outcome.exception))], log_path)
     results = list(getattr(outcome.result, "results", None) or [])
     failures = [
         f"{r.node.resource_type} {r.node.name}: {_one_line(r.message)}"
@@ -193,7 +210,7 @@ def run_dbt_build(
         skipped = sum(str(r.status) == "skipped" for r in results)
         if skipped:
             failures.append(f"{skipped} downstream node(s) skipped")
-        raise DbtBuildError(ds, failures or ["dbt reported failure without a failing node"], log_path)
+        raise _build_error(ds, failures or ["dbt reported failure without a failing node"], log_path)
 
     executed = [r for r in results if str(r.status) != "skipped"]
     return DbtBuildResult(
