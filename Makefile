@@ -49,7 +49,7 @@ up: install
 	$(PY) -m pipelines.airflow_runtime
 
 bench: install
-	$(PY) -m benchmarks
+	$(PY) tests/benchmarks/bench_foundation.py
 
 # Re-pin after changing requirements.in: resolves in a scratch venv and writes constraints.txt.
 constraints:

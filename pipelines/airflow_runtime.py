@@ -94,10 +94,13 @@ class AirflowClient:
     def unpause(self, dag_id: str) -> None:
         self.patch(f"/api/v2/dags/{dag_id}", {"is_paused": False})
 
-    def trigger(self, dag_id: str, *, logical_date: str, run_id: str | None = None, conf: dict | None = None) -> dict:
+    def trigger(self, dag_id: str, *, logical_date: str, run_id: str | None = None, conf: dict | None = None,
+                data_interval: tuple[str, str] | None = None) -> dict:
         body: dict[str, Any] = {"logical_date": logical_date, "conf": conf or {}}
         if run_id:
             body["dag_run_id"] = run_id
+        if data_interval:
+            body["data_interval_start"], body["data_interval_end"] = data_interval
         return self.post(f"/api/v2/dags/{dag_id}/dagRuns", body)
 
     def dag_run(self, dag_id: str, run_id: str) -> dict:

@@ -21,6 +21,14 @@ from pipelines.settings import LooplineSettings, get_settings
 log = logging.getLogger(__name__)
 
 
+class BatchQuarantined(ValueError):
+    """A day's data was bad: it is quarantined, and retrying the task cannot help until it is re-landed."""
+
+    def __init__(self, message: str, quarantined_to: Path):
+        super().__init__(message)
+        self.quarantined_to = quarantined_to
+
+
 class _Paths:
     """Where one instance keeps its state, all under the data home."""
 
@@ -73,7 +81,7 @@ def check_landing(config: FeaturesConfig, ds: date) -> dict[str, int]:
         check = check_partition(config.landing, p.landing, ds)
     except LandingContractError as exc:
         where = _quarantine(config, p, ds, str(exc))
-        raise LandingContractError(f"{exc}; quarantined to {where}") from None
+        raise BatchQuarantined(f"{exc}; quarantined to {where}", where) from exc
     log.info("Landing partition %s matches its contract: %s", ds, check.rows)
     return check.rows
 
@@ -91,7 +99,7 @@ def build_mart(config: FeaturesConfig, ds: date) -> dict[str, Any]:
         )
     except DbtBuildError as exc:
         where = _quarantine(config, p, ds, str(exc))
-        raise DbtBuildError(f"{exc}; quarantined to {where}") from None
+        raise BatchQuarantined(f"{exc}; quarantined to {where}", where) from exc
     log.info("dbt build for %s: %s", ds, result)
     return asdict(result)
 
@@ -103,7 +111,7 @@ def validate_mart(config: FeaturesConfig, ds: date) -> dict[str, Any]:
     failed expectation. The report is saved as JSON either way.
     """
     from pipelines.transform import read_mart_day
-    from pipelines.validation import raise_for_failures, validate_dataframe
+    from pipelines.validation import DataValidationError, raise_for_failures, validate_dataframe
 
     p = paths(config)
     frame = read_mart_day(p.warehouse, ds, mart=config.dbt.mart)
@@ -112,7 +120,10 @@ def validate_mart(config: FeaturesConfig, ds: date) -> dict[str, Any]:
     (p.reports / f"{ds}.json").write_text(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
     if not report.success:
         where = _quarantine(config, p, ds, report.summary(), report.to_dict())
-        raise_for_failures(report, quarantined_to=where)
+        try:
+            raise_for_failures(report, quarantined_to=where)
+        except DataValidationError as exc:
+            raise BatchQuarantined(str(exc), where) from exc
     log.info("%s: %d expectations passed on %d rows", report.batch_name, report.evaluated, len(frame))
     return {"rows": len(frame), "expectations": report.evaluated, "success": True}
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from contextlib import contextmanager
+
 from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, dag, task
+from airflow.sdk.exceptions import AirflowFailException
 
 from pipelines.config import FeaturesConfig
 
@@ -32,6 +35,17 @@ data home; nothing downstream runs and the online store keeps its values. Re-run
 
 Config: `dags/configs/{config.instance}_{config.template}.yaml`.
 """
+
+
+@contextmanager
+def _no_retry_on_bad_data():
+    """Bad data is quarantined: fail the task for good instead of retrying what cannot succeed."""
+    from pipelines.feature_pipeline import BatchQuarantined
+
+    try:
+        yield
+    except BatchQuarantined as exc:
+        raise AirflowFailException(str(exc)) from exc
 
 
 def build_features_dag(config: FeaturesConfig) -> DAG:
@@ -70,21 +84,24 @@ def build_features_dag(config: FeaturesConfig) -> DAG:
             """Check the day's raw files against the contract in the YAML."""
             from pipelines import feature_pipeline
 
-            return feature_pipeline.check_landing(config, data_interval_start.date())
+            with _no_retry_on_bad_data():
+                return feature_pipeline.check_landing(config, data_interval_start.date())
 
         @task
         def build_mart(data_interval_start=None) -> dict:
             """dbt build (staging → marts, with tests) for the day."""
             from pipelines import feature_pipeline
 
-            return feature_pipeline.build_mart(config, data_interval_start.date())
+            with _no_retry_on_bad_data():
+                return feature_pipeline.build_mart(config, data_interval_start.date())
 
         @task
         def validate_mart(data_interval_start=None) -> dict:
             """Great Expectations validation of the day's mart rows."""
             from pipelines import feature_pipeline
 
-            return feature_pipeline.validate_mart(config, data_interval_start.date())
+            with _no_retry_on_bad_data():
+                return feature_pipeline.validate_mart(config, data_interval_start.date())
 
         @task
         def publish_features(data_interval_start=None) -> dict:
