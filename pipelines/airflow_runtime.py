@@ -34,10 +34,10 @@ def airflow_environment(settings: LooplineSettings | None = None, *, port: int |
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__EXECUTOR": settings.airflow_executor,
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": settings.airflow_database_url or f"sqlite:///{home / 'airflow.db'}",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
         # Pick up new and edited DAG files quickly on a laptop.
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "20",
@@ -142,11 +142,11 @@ def _free_port(preferred: int) -> int:
 
 
 @contextmanager
-def standalone(settings: LooplineSettings | None = None, *, port: int = 8080, timeout_s: float = 240,
+def standalone(settings: LooplineSettings | None = None, *, port: int | None = None, timeout_s: float = 240,
                log=print) -> Iterator[AirflowClient]:
     """Start ``airflow standalone`` (api-server, scheduler, dag-processor, triggerer); stop it on exit."""
     settings = settings or get_settings()
-    port = _free_port(port)
+    port = _free_port(port or settings.airflow_port)
     env = {**os.environ, **airflow_environment(settings, port=port)}
     home = settings.airflow_home
     home.mkdir(parents=True, exist_ok=True)
@@ -206,10 +206,10 @@ def wait_for_dags(client: AirflowClient, dag_ids: list[str], timeout_s: float = 
     raise TimeoutError(f"DAGs {dag_ids} not parsed after {timeout_s:.0f} s. Import errors: {errors or 'none'}")
 
 
-def up(port: int = 8080) -> None:
+def up() -> None:
     """``make up``: Airflow with the UI on localhost until Ctrl-C."""
     settings = get_settings()
-    with standalone(settings, port=port) as client:
+    with standalone(settings, timeout_s=600) as client:
         print(f"\nAirflow UI: {client.base_url.replace('127.0.0.1', 'localhost')}  (user {ADMIN_USER}, "
               f"password in {settings.airflow_home / 'simple_auth_manager_passwords.json.generated'}: "
               f"{client.password})\nCtrl-C stops it.")
@@ -221,4 +221,4 @@ def up(port: int = 8080) -> None:
 
 
 if __name__ == "__main__":
-    up(int(os.environ.get("LOOPLINE_AIRFLOW_PORT", "8080")))
+    up()

@@ -23,7 +23,13 @@ class LooplineSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LOOPLINE_", extra="ignore")
 
     home: Path = Field(default=REPO_ROOT / ".loopline", description="The data home: all state lives here.")
-    profile: Literal["local", "production"] = "local"
+
+    # Airflow: SQLite under the data home and the LocalExecutor unless told otherwise.
+    airflow_database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL of Airflow's metadata database, e.g. postgresql+psycopg2://…"
+    )
+    airflow_executor: str = "LocalExecutor"
+    airflow_port: int = 8080
 
     # dbt
     dbt_target: Literal["duckdb", "postgres"] = "duckdb"
