@@ -185,14 +185,26 @@ def _wait_until_ready(home: Path, port: int, process: subprocess.Popen, timeout_
 
 
 def _stop(process: subprocess.Popen, grace_s: float = 30) -> None:
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
+    """Stop standalone and every process it started (scheduler, executor workers, api-server…)."""
+    group = process.pid
     try:
-        process.wait(grace_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+        os.killpg(group, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        process.poll()
+        try:
+            os.killpg(group, 0)  # anyone of the group still alive?
+        except ProcessLookupError:
+            return
+        time.sleep(0.5)
+    # Some children (the scheduler waiting on its executor) outlive standalone: make sure nothing stays.
+    try:
+        os.killpg(group, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
 
 
 def wait_for_dags(client: AirflowClient, dag_ids: list[str], timeout_s: float = 180) -> None:

@@ -163,7 +163,8 @@ def publish_offline_day(frame: pd.DataFrame, offline_dir: Path, ds: date) -> Pat
     """Write one validated day of a mart where the Feast file source reads it (atomically)."""
     offline_dir.mkdir(parents=True, exist_ok=True)
     target = offline_day_path(offline_dir, ds)
-    partial = target.with_suffix(".parquet.partial")
+    # A leading dot keeps a half-written file invisible to Feast's reader, which skips hidden files.
+    partial = target.with_name(f".{target.name}.partial")
     frame.to_parquet(partial, index=False)
     os.replace(partial, target)
     return target
@@ -216,7 +217,9 @@ def materialize_interval(
     for name in feature_views:
         done = datetime.fromisoformat(ledger[name]) if name in ledger else None
         ledger[name] = max(end, done).isoformat() if done else end.isoformat()
-    ledger_file.write_text(json.dumps(ledger, indent=2, sort_keys=True) + "\n")
+    partial = ledger_file.with_name(f".{ledger_file.name}.partial")
+    partial.write_text(json.dumps(ledger, indent=2, sort_keys=True) + "\n")
+    os.replace(partial, ledger_file)
     return MaterializeResult(tuple(feature_views), start, end, rows_in_interval, replayed_to)
 
 

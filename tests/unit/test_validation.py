@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from pipelines.simulator import MART_COLUMNS
 from pipelines.validation import (
     DataValidationError,
     ExpectationFailure,
@@ -25,21 +26,7 @@ SUITE_PATH = REPO / "dags" / "expectations" / "customer_daily_features.json"
 BATCH = "churn 2026-11-03"
 DS = dt.date(2026, 11, 3)
 N_EXPECTATIONS = 26
-CONTRACT_COLUMNS = [
-    "customer_id",
-    "ds",
-    "feature_timestamp",
-    "tenure_days",
-    "plan",
-    "region",
-    "monthly_charges",
-    "sessions_7d",
-    "sessions_30d",
-    "purchases_30d",
-    "spend_30d",
-    "support_tickets_30d",
-    "days_since_last_session",
-]
+CONTRACT_COLUMNS = list(MART_COLUMNS)
 
 
 def make_features(n: int = 500) -> pd.DataFrame:
