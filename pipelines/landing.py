@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
 
-from pipelines.config import LandingConfig
+from pipelines.configs.features import LandingConfig
 
 # How a contract type reads in pyarrow's type names (CSV columns are read as what they parse to).
 _ARROW_TYPES = {

@@ -31,6 +31,11 @@ class LooplineSettings(BaseSettings):
     airflow_executor: str = "LocalExecutor"
     airflow_port: int = 8080
 
+    # MLflow: a local SQLite backend store and artifacts under the data home unless a server is named.
+    mlflow_tracking_uri: str | None = Field(
+        default=None, description="Tracking server or database URI; default sqlite under the data home."
+    )
+
     # dbt
     dbt_target: Literal["duckdb", "postgres"] = "duckdb"
 
@@ -62,6 +67,14 @@ class LooplineSettings(BaseSettings):
     @property
     def airflow_home(self) -> Path:
         return self.path("airflow")
+
+    @property
+    def mlflow_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.path('mlflow', 'mlflow.db')}"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.path("mlflow", "artifacts")
 
     @property
     def warehouse_path(self) -> Path:

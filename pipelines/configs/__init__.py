@@ -1,0 +1,1 @@
+"""Typed configs of the pipeline templates, one module per template."""

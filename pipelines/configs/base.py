@@ -1,0 +1,33 @@
+"""What every pipeline config has: the instance name, schedule, owner, retries, tags."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+IDENTIFIER = r"^[a-z][a-z0-9_]*$"
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PipelineBase(StrictModel):
+    instance: str = Field(pattern=IDENTIFIER, description="Use-case name; the DAG id is {instance}_{template}.")
+    description: str = ""
+    owner: str = "loopline"
+    schedule: str = "@daily"
+    start_date: datetime = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    retries: int = Field(1, ge=0, le=10)
+    retry_delay_minutes: float = Field(5, ge=0)
+    tags: list[str] = Field(default_factory=list)
+
+    @field_validator("start_date")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+    @property
+    def dag_id(self) -> str:
+        return f"{self.instance}_{self.template}"  # type: ignore[attr-defined]
