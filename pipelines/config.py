@@ -15,8 +15,9 @@ from pydantic import Field, TypeAdapter, ValidationError
 
 from pipelines.configs.base import PipelineBase
 from pipelines.configs.features import FeaturesConfig
+from pipelines.configs.training import TrainingConfig
 
-__all__ = ["FeaturesConfig", "PipelineBase", "PipelineConfig", "PipelineConfigError", "config_files", "load_config"]
+__all__ = ["FeaturesConfig", "TrainingConfig", "PipelineBase", "PipelineConfig", "PipelineConfigError", "config_files", "load_config"]
 
 
 class PipelineConfigError(ValueError):
@@ -28,9 +29,9 @@ class PipelineConfigError(ValueError):
         super().__init__(f"{path.parent.name}/{path.name}: " + "; ".join(problems))
 
 
-PipelineConfig = Annotated[Union[FeaturesConfig], Field(discriminator="template")]
-_ADAPTER: TypeAdapter[FeaturesConfig] = TypeAdapter(PipelineConfig)
-TEMPLATES = ("features",)
+PipelineConfig = Annotated[Union[FeaturesConfig, TrainingConfig], Field(discriminator="template")]
+_ADAPTER: TypeAdapter[PipelineBase] = TypeAdapter(PipelineConfig)
+TEMPLATES = ("features", "training")
 
 
 def _describe(error: dict) -> str:
@@ -49,7 +50,7 @@ def _describe(error: dict) -> str:
     return f"{where}: {error['msg']} (got {error.get('input')!r})"
 
 
-def load_config(path: Path) -> FeaturesConfig:
+def load_config(path: Path) -> PipelineBase:
     """Read and validate one pipeline YAML file.
 
     Raises:

@@ -183,8 +183,16 @@ def _ledger_path(settings: LooplineSettings, project: str) -> Path:
     return settings.feast_home / project / "materialized_intervals.json"
 
 
-def _read_ledger(path: Path) -> dict[str, str]:
+def _read_ledger(path: Path) -> dict[str, dict[str, Any]]:
+    """Per feature view: ``latest_end`` (ISO datetime) and ``days`` (ISO dates) that went online."""
     return json.loads(path.read_text()) if path.exists() else {}
+
+
+def materialized_days(project: str, feature_views: list[str], settings: LooplineSettings | None = None) -> set[date]:
+    """The days whose interval every one of ``feature_views`` has materialized."""
+    ledger = _read_ledger(_ledger_path(settings or get_settings(), project))
+    per_view = [{date.fromisoformat(d) for d in ledger.get(name, {}).get("days", [])} for name in feature_views]
+    return set.intersection(*per_view) if per_view else set()
 
 
 def materialize_interval(
@@ -206,7 +214,8 @@ def materialize_interval(
     store = feature_store(project, settings)
     ledger_file = _ledger_path(settings, project)
     ledger = _read_ledger(ledger_file)
-    latest_done = max((datetime.fromisoformat(ledger[name]) for name in feature_views if name in ledger), default=None)
+    ends = [datetime.fromisoformat(ledger[name]["latest_end"]) for name in feature_views if name in ledger]
+    latest_done = max(ends, default=None)
     window_end = end
     replayed_to = None
     if latest_done is not None and latest_done > end:
@@ -215,8 +224,9 @@ def materialize_interval(
     log.info("Materializing %s for %s → %s (%d rows in the interval)", ", ".join(feature_views), start, window_end, rows_in_interval)
     store.materialize(start_date=start, end_date=window_end, feature_views=feature_views)
     for name in feature_views:
-        done = datetime.fromisoformat(ledger[name]) if name in ledger else None
-        ledger[name] = max(end, done).isoformat() if done else end.isoformat()
+        entry = ledger.setdefault(name, {"latest_end": end.isoformat(), "days": []})
+        entry["latest_end"] = max(end, datetime.fromisoformat(entry["latest_end"])).isoformat()
+        entry["days"] = sorted({*entry["days"], start.date().isoformat()})
     partial = ledger_file.with_name(f".{ledger_file.name}.partial")
     partial.write_text(json.dumps(ledger, indent=2, sort_keys=True) + "\n")
     os.replace(partial, ledger_file)

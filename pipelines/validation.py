@@ -145,7 +145,7 @@ def raise_for_failures(report: ValidationReport, *, quarantined_to: Path | None 
         raise DataValidationError(report, quarantined_to=quarantined_to)
 
 
-def load_suite(suite_path: Path) -> ExpectationSuite:
+def load_suite(suite_path: Path | dict[str, Any]) -> ExpectationSuite:
     """Loads an expectation suite from its JSON file.
 
     Unlike ``ExpectationSuite(**json)``, which logs and silently drops an expectation it cannot
@@ -166,7 +166,10 @@ def load_suite(suite_path: Path) -> ExpectationSuite:
         ExpectationConfiguration,
     )
 
-    raw = json.loads(Path(suite_path).read_text(encoding="utf-8"))
+    if isinstance(suite_path, dict):  # a suite built in code, e.g. from a pipeline's config
+        raw, suite_path = suite_path, f"suite {suite_path.get('name')!r}"
+    else:
+        raw = json.loads(Path(suite_path).read_text(encoding="utf-8"))
     if not isinstance(raw, dict) or not raw.get("name") or "expectations" not in raw:
         raise ValueError(
             f"{suite_path} is not a GX expectation suite: expected a JSON object with "
@@ -241,7 +244,9 @@ class _PandasValidator:
         return list(result.results)
 
 
-def validate_dataframe(df: pd.DataFrame, suite_path: Path, *, batch_name: str) -> ValidationReport:
+def validate_dataframe(
+    df: pd.DataFrame, suite_path: Path | dict[str, Any], *, batch_name: str
+) -> ValidationReport:
     """Validates a DataFrame against an expectation suite kept as JSON.
 
     Runs in an ephemeral GX context (no files, no GX progress bars, no usage statistics) that is
@@ -250,7 +255,8 @@ def validate_dataframe(df: pd.DataFrame, suite_path: Path, *, batch_name: str) -
 
     Args:
         df: The batch to check; it is not modified.
-        suite_path: The suite's JSON file, e.g. ``dags/expectations/customer_daily_features.json``.
+        suite_path: The suite's JSON file, e.g. ``dags/expectations/customer_daily_features.json``,
+            or the same content as a dict (for suites built from a config).
         batch_name: How the batch is named in the report and error, e.g. ``churn 2026-11-03``.
 
     Returns:
@@ -441,7 +447,15 @@ def _describe_generic(label: str | None, kwargs: dict[str, Any], details: dict[s
     return f"{subject} failed: observed {details.get('observed_value')!r}"
 
 
+def _describe_mean(label: str | None, kwargs: dict[str, Any], details: dict[str, Any]) -> str:
+    observed = details.get("observed_value")
+    shown = _number(round(observed, 4)) if isinstance(observed, (int, float)) else repr(observed)
+    low, high = kwargs.get("min_value"), kwargs.get("max_value")
+    return f"{label} has mean {shown}, expected between {_number(low)} and {_number(high)}"
+
+
 _DESCRIBERS = {
+    "expect_column_mean_to_be_between": _describe_mean,
     "expect_column_values_to_not_be_null": _describe_not_null,
     "expect_column_values_to_be_in_set": _describe_in_set,
     "expect_column_values_to_be_between": _describe_between,

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from contextlib import contextmanager
-
 from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, dag, task
-from airflow.sdk.exceptions import AirflowFailException
+
+from loopline_templates.common import fail_without_retry
 
 from pipelines.config import FeaturesConfig
 
@@ -37,15 +36,8 @@ Config: `dags/configs/{config.instance}_{config.template}.yaml`.
 """
 
 
-@contextmanager
-def _no_retry_on_bad_data():
-    """Bad data is quarantined: fail the task for good instead of retrying what cannot succeed."""
-    from pipelines.feature_pipeline import BatchQuarantined
-
-    try:
-        yield
-    except BatchQuarantined as exc:
-        raise AirflowFailException(str(exc)) from exc
+# A quarantined day stays bad on a retry: fail for good.
+QUARANTINED = "pipelines.feature_pipeline:BatchQuarantined"
 
 
 def build_features_dag(config: FeaturesConfig) -> DAG:
@@ -84,7 +76,7 @@ def build_features_dag(config: FeaturesConfig) -> DAG:
             """Check the day's raw files against the contract in the YAML."""
             from pipelines import feature_pipeline
 
-            with _no_retry_on_bad_data():
+            with fail_without_retry(QUARANTINED):
                 return feature_pipeline.check_landing(config, data_interval_start.date())
 
         @task
@@ -92,7 +84,7 @@ def build_features_dag(config: FeaturesConfig) -> DAG:
             """dbt build (staging → marts, with tests) for the day."""
             from pipelines import feature_pipeline
 
-            with _no_retry_on_bad_data():
+            with fail_without_retry(QUARANTINED):
                 return feature_pipeline.build_mart(config, data_interval_start.date())
 
         @task
@@ -100,7 +92,7 @@ def build_features_dag(config: FeaturesConfig) -> DAG:
             """Great Expectations validation of the day's mart rows."""
             from pipelines import feature_pipeline
 
-            with _no_retry_on_bad_data():
+            with fail_without_retry(QUARANTINED):
                 return feature_pipeline.validate_mart(config, data_interval_start.date())
 
         @task

@@ -13,10 +13,12 @@ from pathlib import Path
 from airflow.sdk import DAG
 
 from loopline_templates.features import build_features_dag
-from pipelines.config import FeaturesConfig, load_config
+from loopline_templates.training import build_training_dag
+from pipelines.config import PipelineBase, load_config
 
-TEMPLATE_BUILDERS: dict[str, Callable[[FeaturesConfig], DAG]] = {
+TEMPLATE_BUILDERS: dict[str, Callable[..., DAG]] = {
     "features": build_features_dag,
+    "training": build_training_dag,
 }
 
 

@@ -1,0 +1,160 @@
+"""Template ``training``: Feast training set → Great Expectations → model → MLflow → champion alias → scoring."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
+
+from loopline_templates.common import fail_without_retry
+from pipelines.configs.training import TrainingConfig
+
+# Bad training data stays bad on a retry: fail for good, register nothing.
+BAD_TRAINING_SET = ("pipelines.training.dataset:TrainingSetError", "pipelines.training.steps:TrainingSetRejected")
+
+
+def _params(config: TrainingConfig) -> dict[str, Param]:
+    """The trigger form: every field typed and bounded, so the form refuses a bad value itself."""
+    hp = config.hyperparameters
+    return {
+        "family": Param(config.family, type="string", enum=["gradient_boosting", "torch_mlp"],
+                        title="Model family", description="gradient_boosting (scikit-learn) or torch_mlp (PyTorch)."),
+        "learning_rate": Param(hp.learning_rate, type="number", minimum=0.0001, maximum=1,
+                               title="Learning rate", description="Step size of either family."),
+        "max_iter": Param(hp.max_iter, type="integer", minimum=10, maximum=2000,
+                          title="Boosting iterations", description="gradient_boosting only."),
+        "max_depth": Param(hp.max_depth, type="integer", minimum=1, maximum=16,
+                           title="Tree depth", description="gradient_boosting only."),
+        "min_samples_leaf": Param(hp.min_samples_leaf, type="integer", minimum=1, maximum=10000,
+                                  title="Rows per leaf", description="gradient_boosting only; larger resists overfitting."),
+        "hidden_units": Param(hp.hidden_units, type="integer", minimum=4, maximum=512,
+                              title="Hidden units", description="torch_mlp only."),
+        "epochs": Param(hp.epochs, type="integer", minimum=1, maximum=500,
+                        title="Epochs", description="torch_mlp only."),
+        "window_days": Param(config.window_days, type="integer", minimum=2, maximum=365,
+                             title="Training window (days)", description="Days of labels to learn from."),
+        "window_end": Param(None, type=["null", "string"], format="date", title="Window end (exclusive)",
+                            description="Last label day + 1, YYYY-MM-DD; empty: the day the run starts."),
+        "force_promote": Param(False, type="boolean", title="Force promote",
+                               description="Make this version the champion even if the policy says no."),
+    }
+
+
+def _doc(config: TrainingConfig) -> str:
+    p = config.promotion
+    return f"""\
+# {config.dag_id}
+
+{config.description or "Trains, registers and promotes the " + config.model_name + " model."}
+
+**When it runs:** on `{config.schedule}` (UTC) **or** when the Asset `{config.retrain_asset_name}` gets an event
+(drift-driven retraining), whichever comes first; or by hand with the form (model family, hyperparameters,
+window, force promote).
+
+1. **wait_for_features**: waits (reschedule mode, up to {config.features_wait_hours} h) until
+   `{config.features_config}` has materialized the newest feature day the window reads. It never trains on
+   features that are not online yet.
+2. **build_training_set**: labels of the last {config.window_days} days joined point-in-time to Feast's
+   historical features (a label only sees values stamped before it); the latest {config.holdout_fraction:.0%} of
+   label days are held out.
+3. **validate_training_set**: Great Expectations: the schema, at least {config.checks.min_rows} rows, a label
+   rate within [{config.checks.label_rate_min}, {config.checks.label_rate_max}].
+4. **train_and_register**: `{config.family}` by default, seeded; params, metrics, plots, the dataset and the
+   model (with signature) go to MLflow, and a version of `{config.model_name}` is registered. Same inputs
+   again: the existing version is reused, nothing new is registered.
+5. **evaluate_and_promote**: the challenger and the `champion` on the same holdout. Promotion needs ROC AUC
+   ≥ {p.floor}, a gain of at least {p.min_improvement} over the champion, and no slice of `{p.slices.column}`
+   losing more than {p.max_slice_regression}. Otherwise the version is tagged with the reason.
+6. **score_batch**: the newest day of features scored with `models:/{config.model_name}@champion`;
+   predictions, stamped with the model version, go under the data home.
+
+A training set that fails its checks fails the run without retry: nothing is registered, the champion stays.
+Config: `dags/configs/{config.dag_id}.yaml`. Policy: docs/training.md.
+"""
+
+
+def build_training_dag(config: TrainingConfig) -> DAG:
+    """Build the DAG ``{instance}_training`` from its config."""
+    retrain = Asset(name=config.retrain_asset_name, uri=f"loopline://retrain/{config.instance}")
+    model_asset = Asset(name=config.model_asset_name, uri=f"loopline://models/{config.model_name}")
+
+    @dag(
+        dag_id=config.dag_id,
+        description=config.description or None,
+        schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable(config.schedule, timezone="UTC"), assets=retrain),
+        start_date=config.start_date,
+        catchup=False,
+        max_active_runs=1,
+        tags=["loopline", "template:training", *config.tags],
+        default_args={
+            "owner": config.owner,
+            "retries": config.retries,
+            "retry_delay": timedelta(minutes=config.retry_delay_minutes),
+        },
+        params=_params(config),
+        doc_md=_doc(config),
+    )
+    def training_pipeline() -> None:
+        def run_config(params):
+            from pipelines.training import steps
+
+            return steps.resolve_run(config, params)
+
+        def run_window(params, dag_run):
+            from pipelines.training import steps
+
+            return steps.window_for(run_config(params), dag_run.run_after.date(), params.get("window_end"))
+
+        @task.sensor(poke_interval=60, timeout=config.features_wait_hours * 3600, mode="reschedule")
+        def wait_for_features(params=None, dag_run=None) -> bool:
+            """Wait until the window's newest feature day is materialized."""
+            from pipelines.training import steps
+
+            return steps.features_ready(config, run_window(params, dag_run))
+
+        @task
+        def build_training_set(params=None, dag_run=None) -> dict:
+            """Labels of the window joined point-in-time to the feature service."""
+            from pipelines.training import steps
+
+            with fail_without_retry(*BAD_TRAINING_SET):
+                return steps.build_training_set(run_config(params), run_window(params, dag_run))
+
+        @task
+        def validate_training_set(info: dict, params=None) -> dict:
+            """Great Expectations: schema, row count, label balance."""
+            from pipelines.training import steps
+
+            with fail_without_retry(*BAD_TRAINING_SET):
+                return steps.validate_training_set(run_config(params), info)
+
+        @task
+        def train_and_register(info: dict, params=None) -> dict:
+            """Train, log to MLflow and register a version (or reuse the one these inputs made)."""
+            from pipelines.training import steps
+
+            return steps.train_and_register(run_config(params), info)
+
+        @task(outlets=[model_asset])
+        def evaluate_and_promote(info: dict, trained: dict, params=None) -> dict:
+            """Challenger against champion on the same holdout; move the alias or record why not."""
+            from pipelines.training import steps
+
+            return steps.evaluate_and_promote(run_config(params), info, trained, force=bool(params.get("force_promote")))
+
+        @task
+        def score_batch(decision: dict) -> dict:
+            """Score the newest features with the champion; write predictions with its version."""
+            from pipelines.training import steps
+
+            return steps.score_latest(config)
+
+        info = build_training_set()
+        checked = validate_training_set(info)
+        trained = train_and_register(info)
+        decision = evaluate_and_promote(info, trained)
+        wait_for_features() >> info
+        checked >> trained
+        score_batch(decision)
+
+    return training_pipeline()

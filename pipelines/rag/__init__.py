@@ -1,0 +1,7 @@
+"""RAG re-indexing: documents → structure-aware chunks → embeddings → a versioned, evaluated vector index.
+
+Modules: ``corpus`` (load, normalise, chunk), ``hashing`` (chunk ids, digests, the diff against an index),
+``embeddings`` (sentence-transformers, offline), ``stores`` (one interface; LanceDB and Weaviate),
+``versions`` (the catalog of index versions, rollback), ``evaluation`` (hit@k, MRR, the gate) and
+``indexing`` (the steps the ``rag_index`` DAG's tasks call). Module tops import the standard library only.
+"""

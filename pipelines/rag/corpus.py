@@ -1,0 +1,415 @@
+"""Load a folder of Markdown, HTML and text documents, normalise them, and chunk them along their structure.
+
+A document's id is its path relative to the corpus folder (POSIX, e.g. ``guides/setup.md``). Chunks never
+cross a heading: a document is cut into sections by its headings, a section into paragraphs (a fenced
+code block is one paragraph), and only a paragraph longer than the chunk size is cut further, at line,
+sentence, word and, last, character boundaries. Consecutive pieces of a section are packed into chunks of
+at most ``size_chars`` characters, each starting with up to ``overlap_chars`` characters of the previous
+one. Every chunk's text starts with its heading path (``Architecture > The features template``), which is
+also kept as metadata.
+
+Bad input (binary, undecodable, empty or oversized files) is skipped with a reason, or fails the load when
+``bad_files="fail"``; a corpus with no readable document is an error. Nothing here writes anywhere.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import logging
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path, PurePosixPath
+
+log = logging.getLogger(__name__)
+
+# Bump when the chunking algorithm changes in a way that changes chunk texts: it is part of every chunk id,
+# so the next run rebuilds the index as a new version instead of mixing old and new chunks.
+CHUNKER_VERSION = 1
+HEADING_SEPARATOR = " > "
+
+MARKDOWN_SUFFIXES = {".md", ".markdown", ".mdx"}
+HTML_SUFFIXES = {".html", ".htm", ".xhtml"}
+
+
+class CorpusError(ValueError):
+    """The corpus cannot be indexed as it is; the message says which folder or file, why, and what to do."""
+
+
+@dataclass(frozen=True)
+class Document:
+    """One normalised document. ``doc_id`` is its path relative to the corpus folder."""
+
+    doc_id: str
+    kind: str  # markdown | html | text
+    text: str
+    content_hash: str
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A file that was not indexed, and why."""
+
+    doc_id: str
+    reason: str
+
+
+@dataclass
+class Corpus:
+    """The readable documents of a folder, and the files that were skipped."""
+
+    root: Path
+    documents: list[Document]
+    skipped: list[SkippedFile] = field(default_factory=list)
+
+    @property
+    def digest(self) -> str:
+        """sha256 over every document id and content hash: equal digests, equal corpora."""
+        h = hashlib.sha256()
+        for doc in sorted(self.documents, key=lambda d: d.doc_id):
+            h.update(f"{doc.doc_id}\0{doc.content_hash}\n".encode())
+        return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Section:
+    """A run of paragraphs under one heading path; ``blocks`` are (start, end) offsets into the text."""
+
+    heading_path: tuple[str, ...]
+    blocks: list[tuple[int, int]]
+
+
+# --- loading ------------------------------------------------------------------------------------------------
+
+def document_kind(path: str | Path) -> str:
+    suffix = PurePosixPath(str(path)).suffix.lower()
+    if suffix in MARKDOWN_SUFFIXES:
+        return "markdown"
+    if suffix in HTML_SUFFIXES:
+        return "html"
+    return "text"
+
+
+def _matches(rel: str, patterns: list[str]) -> bool:
+    path = PurePosixPath(rel)
+    for pattern in patterns:
+        # PurePath.match anchors at the right; "**/*.md" should also match a top-level "a.md".
+        if path.match(pattern) or fnmatch.fnmatch(rel, pattern) or (
+                pattern.startswith("**/") and fnmatch.fnmatch(rel, pattern[3:])):
+            return True
+    return False
+
+
+def corpus_files(root: Path, include: list[str], exclude: list[str]) -> list[tuple[str, Path]]:
+    """The (document id, path) of every file under ``root`` matching ``include`` and not ``exclude``, sorted."""
+    found: dict[str, Path] = {}
+    for pattern in include:
+        for path in root.glob(pattern):
+            if path.is_file():
+                found[path.relative_to(root).as_posix()] = path
+    return [(rel, found[rel]) for rel in sorted(found) if not _matches(rel, exclude)]
+
+
+def read_document(doc_id: str, raw: bytes, max_bytes: int) -> Document | SkippedFile:
+    """Decode and normalise one file's bytes, or say why it cannot be a document."""
+    if len(raw) > max_bytes:
+        return SkippedFile(doc_id, f"is {len(raw) / 1e6:.1f} MB, over corpus.max_file_mb "
+                                   f"({max_bytes / 1e6:g} MB): split it or raise the limit")
+    if not raw.strip():
+        return SkippedFile(doc_id, "is empty")
+    if b"\x00" in raw[:8192]:
+        return SkippedFile(doc_id, "is a binary file (NUL bytes): exclude it with corpus.exclude")
+    try:
+        decoded = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        return SkippedFile(doc_id, f"is not valid UTF-8 (byte {exc.start}: {raw[exc.start:exc.start + 1]!r}): "
+                                   "save it as UTF-8 or exclude it")
+    kind = document_kind(doc_id)
+    text = normalise_text(decoded, kind)
+    if not text:
+        return SkippedFile(doc_id, "has no text after normalisation")
+    return Document(doc_id, kind, text, hashlib.sha256(text.encode()).hexdigest()[:16])
+
+
+def load_corpus(root: Path, include: list[str], exclude: list[str] | None = None, *,
+                max_bytes: int = 5_000_000, bad_files: str = "skip") -> Corpus:
+    """Read every matching file of ``root`` into a normalised :class:`Document`.
+
+    Args:
+        root: The corpus folder.
+        include: Glob patterns relative to ``root``.
+        exclude: Glob patterns of files to leave out.
+        max_bytes: Files larger than this are bad input.
+        bad_files: ``skip`` (log and leave out) or ``fail`` (raise) for binary, undecodable, empty and
+            oversized files.
+
+    Raises:
+        CorpusError: the folder is missing, holds no readable document, or (``fail``) holds a bad file.
+    """
+    if not root.is_dir():
+        raise CorpusError(f"corpus folder {root} does not exist or is not a folder: point corpus.path at a "
+                          "folder of .md, .html or .txt documents")
+    documents, skipped = [], []
+    for doc_id, path in corpus_files(root, include, exclude or []):
+        item = read_document(doc_id, path.read_bytes(), max_bytes)
+        if isinstance(item, SkippedFile):
+            log.warning("Skipped %s: %s", path, item.reason)
+            skipped.append(item)
+        else:
+            documents.append(item)
+    if skipped and bad_files == "fail":
+        listed = "; ".join(f"{s.doc_id} {s.reason}" for s in skipped[:5])
+        more = f" (and {len(skipped) - 5} more)" if len(skipped) > 5 else ""
+        raise CorpusError(f"corpus {root} has {len(skipped)} bad file(s): {listed}{more}. Nothing was indexed; "
+                          "fix or exclude them, or set corpus.bad_files: skip")
+    if not documents:
+        why = f"; {len(skipped)} file(s) skipped: " + "; ".join(
+            f"{s.doc_id} {s.reason}" for s in skipped[:5]) if skipped else ""
+        raise CorpusError(f"corpus {root} has no readable document matching {include}{why}. Nothing was "
+                          "indexed and the live index is untouched: add documents or fix corpus.path/include")
+    log.info("Corpus %s: %d documents, %d files skipped", root, len(documents), len(skipped))
+    return Corpus(root, documents, skipped)
+
+
+# --- normalising --------------------------------------------------------------------------------------------
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_BLANK_RUNS = re.compile(r"\n{3,}")
+_FRONT_MATTER = re.compile(r"\A---\n.*?\n(?:---|\.\.\.)\n", re.S)
+
+
+def normalise_text(raw: str, kind: str) -> str:
+    """One text form for every input: NFC, ``\\n`` line ends, no control characters or trailing blanks.
+
+    HTML becomes Markdown-like text first (headings as ``#`` lines, block elements as paragraphs, scripts
+    and styles dropped); a Markdown front matter block is dropped.
+    """
+    text = raw.replace("\r\n", "\n").replace("\r", "\n")
+    if kind == "html":
+        text = html_to_markdown(text)
+    text = unicodedata.normalize("NFC", text)
+    text = _CONTROL.sub("", text)
+    text = "\n".join(line.rstrip() for line in text.split("\n"))
+    if kind == "markdown":
+        text = _FRONT_MATTER.sub("", text, count=1)
+    return _BLANK_RUNS.sub("\n\n", text).strip("\n").strip()
+
+
+class _HtmlToMarkdown(HTMLParser):
+    BLOCKS = {"p", "div", "section", "article", "header", "footer", "main", "aside", "blockquote", "ul", "ol",
+              "li", "table", "tr", "form", "figure", "figcaption", "dl", "dt", "dd", "hr", "br", "nav", "body"}
+    HIDDEN = {"script", "style", "noscript", "template", "svg", "head"}
+    HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.blocks: list[str] = []
+        self.current: list[str] = []
+        self.hidden = 0
+        self.pre = 0
+        self.title: list[str] = []
+        self.in_title = False
+        self.heading_level = 0
+        self.saw_h1 = False
+
+    def _flush(self, prefix: str = "") -> None:
+        text = re.sub(r"\s+", " ", "".join(self.current)).strip()
+        if text:
+            self.blocks.append(prefix + text)
+        self.current = []
+
+    def handle_starttag(self, tag: str, attrs) -> None:
+        if tag == "title":
+            self.in_title = True
+        if tag in self.HIDDEN:
+            self.hidden += 1
+        elif tag in self.HEADINGS:
+            self._flush()
+            self.heading_level = self.HEADINGS[tag]
+            self.saw_h1 |= tag == "h1"
+        elif tag == "pre":
+            self._flush()
+            self.pre += 1
+        elif tag in self.BLOCKS:
+            self._flush()
+            if tag == "li":
+                self.current.append("- ")
+        elif tag in ("td", "th"):
+            self.current.append(" ")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "title":
+            self.in_title = False
+        if tag in self.HIDDEN:
+            self.hidden = max(0, self.hidden - 1)
+        elif tag in self.HEADINGS and self.heading_level:
+            self._flush("#" * self.heading_level + " ")
+            self.heading_level = 0
+        elif tag == "pre" and self.pre:
+            self.pre -= 1
+            code = "".join(self.current).strip("\n")
+            if code.strip():
+                self.blocks.append(f"```\n{code}\n```")
+            self.current = []
+        elif tag in self.BLOCKS:
+            self._flush()
+
+    def handle_data(self, data: str) -> None:
+        if self.in_title:
+            self.title.append(data)
+        if not self.hidden:
+            self.current.append(data)
+
+    def markdown(self) -> str:
+        self._flush()
+        title = re.sub(r"\s+", " ", "".join(self.title)).strip()
+        blocks = self.blocks if self.saw_h1 or not title else [f"# {title}", *self.blocks]
+        return "\n\n".join(blocks)
+
+
+def html_to_markdown(html: str) -> str:
+    """The text of an HTML page as Markdown-like paragraphs, with its headings as ``#`` lines."""
+    parser = _HtmlToMarkdown()
+    parser.feed(html)
+    parser.close()
+    return parser.markdown()
+
+
+# --- chunking -----------------------------------------------------------------------------------------------
+
+_ATX_HEADING = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+_SPLIT_LEVELS = ("\n", ". ", " ")
+_WHITESPACE = re.compile(r"\s+")
+
+
+def sections(text: str, kind: str) -> list[Section]:
+    """Cut a normalised document into sections by its headings (Markdown and converted HTML; ATX ``#``).
+
+    Paragraphs are runs of non-blank lines; a fenced code block is one paragraph, and a ``#`` line inside
+    it is not a heading. Sections without a paragraph (a heading right above a sub-heading) are dropped;
+    their heading stays in the path of the sections below.
+    """
+    headings: list[tuple[int, str]] = []
+    result: list[Section] = []
+    blocks: list[tuple[int, int]] = []
+    block_start = block_end = None
+    fence: str | None = None
+
+    def close_block() -> None:
+        nonlocal block_start, block_end
+        if block_start is not None:
+            blocks.append((block_start, block_end))
+        block_start = block_end = None
+
+    def close_section() -> None:
+        nonlocal blocks
+        close_block()
+        if blocks:
+            result.append(Section(tuple(title for _, title in headings), blocks))
+        blocks = []
+
+    pos = 0
+    for line in text.split("\n"):
+        start, end = pos, pos + len(line)
+        pos = end + 1
+        if fence:
+            block_end = end
+            if line.strip().startswith(fence) and set(line.strip()) == {fence[0]}:
+                fence = None
+                close_block()
+            continue
+        opening = _FENCE.match(line)
+        if opening:
+            close_block()
+            fence = opening.group(1)
+            block_start, block_end = start, end
+            continue
+        heading = _ATX_HEADING.match(line) if kind in ("markdown", "html") else None
+        if heading:
+            close_section()
+            level, title = len(heading.group(1)), (heading.group(2) or "").strip()
+            headings[:] = [(lv, t) for lv, t in headings if lv < level]
+            if title:
+                headings.append((level, title))
+            continue
+        if not line.strip():
+            close_block()
+            continue
+        if block_start is None:
+            block_start = start
+        block_end = end
+    close_section()
+    return result
+
+
+def _pieces(text: str, start: int, end: int, size: int, level: int = 0) -> list[tuple[int, int]]:
+    """(start, end) spans of at most ``size`` characters covering text[start:end], cut at the coarsest
+    boundary that works: lines, then sentences, then words, then characters."""
+    if end - start <= size:
+        return [(start, end)]
+    if level >= len(_SPLIT_LEVELS):
+        return [(i, min(i + size, end)) for i in range(start, end, size)]
+    separator = _SPLIT_LEVELS[level]
+    spans, cursor = [], start
+    while cursor < end:
+        found = text.find(separator, cursor, end)
+        cut = end if found == -1 else found + len(separator)
+        spans.append((cursor, cut))
+        cursor = cut
+    if len(spans) == 1:
+        return _pieces(text, start, end, size, level + 1)
+    out: list[tuple[int, int]] = []
+    for a, b in spans:
+        out.extend(_pieces(text, a, b, size, level + 1) if b - a > size else [(a, b)])
+    return out
+
+
+def _overlap_start(text: str, prev_start: int, prev_end: int, next_start: int, overlap: int) -> int:
+    """Where the next chunk starts: up to ``overlap`` characters back into the previous one, at a word start."""
+    if overlap <= 0:
+        return next_start
+    p = max(prev_end - overlap, prev_start + 1)
+    if not text[p - 1].isspace():
+        gap = _WHITESPACE.search(text, p, prev_end)
+        if gap is None:
+            return next_start
+        p = gap.end()
+    return p if p < next_start else next_start
+
+
+def chunk_spans(text: str, blocks: list[tuple[int, int]], size: int, overlap: int) -> list[tuple[int, int]]:
+    """Pack a section's paragraphs into (start, end) spans of at most ``size`` characters, with overlap."""
+    pieces = [p for a, b in blocks for p in _pieces(text, a, b, size)]
+    chunks: list[tuple[int, int]] = []
+    cs = ce = None
+    for s, e in pieces:
+        if cs is None:
+            cs, ce = s, e
+        elif e - cs <= size:
+            ce = e
+        else:
+            chunks.append((cs, ce))
+            ns = _overlap_start(text, cs, ce, s, overlap)
+            cs, ce = (ns if e - ns <= size else s), e
+    if cs is not None:
+        chunks.append((cs, ce))
+    return chunks
+
+
+def chunk_document(doc: Document, size: int, overlap: int) -> list[tuple[str, str]]:
+    """The (heading path, chunk text) pairs of a document, in order.
+
+    The chunk text is the heading path, a blank line, then the chunk's body (at most ``size`` characters);
+    a document without headings has bare bodies.
+    """
+    out = []
+    for section in sections(doc.text, doc.kind):
+        heading = HEADING_SEPARATOR.join(section.heading_path)
+        for a, b in chunk_spans(doc.text, section.blocks, size, overlap):
+            body = doc.text[a:b].strip()
+            if body:
+                out.append((heading, f"{heading}\n\n{body}" if heading else body))
+    return out

@@ -1,0 +1,1 @@
+"""Training: Feast training sets, model families, MLflow tracking and champion/challenger promotion."""

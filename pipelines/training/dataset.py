@@ -1,0 +1,208 @@
+"""The training set: labels of a window joined point-in-time to Feast's historical features.
+
+A label observed at ``label_ts`` only ever sees feature values stamped at or before ``label_ts``
+(Feast's point-in-time join, bounded by the feature views' TTL), so a model never trains on the future.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipelines.configs.features import FeaturesConfig
+from pipelines.configs.training import TrainingConfig
+from pipelines.settings import LooplineSettings, get_settings
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+ENTITY_TIMESTAMP = "event_timestamp"
+SPLIT = "split"
+
+
+class TrainingSetError(ValueError):
+    """The window cannot give a training set (no labels, a missing feature service…); nothing is trained."""
+
+
+@dataclass(frozen=True)
+class Window:
+    """Labels observed in ``[start, end)``; they read features of the days ``start-1 … end-2``."""
+
+    start: date
+    end: date
+
+    @classmethod
+    def ending(cls, end: date, days: int) -> Window:
+        return cls(start=end - timedelta(days=days), end=end)
+
+    @property
+    def label_days(self) -> list[date]:
+        return [self.start + timedelta(days=n) for n in range((self.end - self.start).days)]
+
+    @property
+    def last_feature_day(self) -> date:
+        """The newest feature day any label of the window can use: labels of end-1 see end-2's values."""
+        return self.end - timedelta(days=2)
+
+    def __str__(self) -> str:
+        return f"[{self.start}, {self.end})"
+
+
+@dataclass(frozen=True)
+class FeatureColumns:
+    numeric: tuple[str, ...]
+    categorical: tuple[str, ...]
+
+    @property
+    def all(self) -> list[str]:
+        return [*self.numeric, *self.categorical]
+
+
+def feature_columns(project: str, feature_service: str, settings: LooplineSettings | None = None) -> FeatureColumns:
+    """The features a feature service serves, split by type (strings are categorical).
+
+    Raises:
+        TrainingSetError: the feature service is not registered in the project.
+    """
+    from feast.types import String
+
+    from pipelines.features import feature_store
+
+    store = feature_store(project, settings)
+    try:
+        service = store.get_feature_service(feature_service)
+    except Exception as exc:  # Feast raises its own FeatureServiceNotFoundException
+        known = sorted(s.name for s in store.list_feature_services())
+        raise TrainingSetError(
+            f"feature service {feature_service!r} is not registered in Feast project {project!r} "
+            f"(registered: {', '.join(known) or 'none'}); run the features pipeline or fix the config"
+        ) from exc
+    numeric, categorical = [], []
+    for projection in service.feature_view_projections:
+        for field in projection.features:
+            (categorical if field.dtype == String else numeric).append(field.name)
+    return FeatureColumns(tuple(numeric), tuple(categorical))
+
+
+def load_labels(features: FeaturesConfig, training: TrainingConfig, window: Window,
+                settings: LooplineSettings | None = None) -> pd.DataFrame:
+    """Labels observed in the window, read from the features instance's landing partitions.
+
+    Returns:
+        Columns ``<entity key>``, ``event_timestamp`` (UTC), ``label`` (int) and ``label_day`` (date).
+    """
+    import pandas as pd
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    from pipelines.landing import partition_dir, table_file
+
+    settings = settings or get_settings()
+    landing_root = settings.resolve(features.landing.path)
+    key = features.feast.entity_key
+    frames = []
+    for day in window.label_days:
+        path = table_file(features.landing, partition_dir(features.landing, landing_root, day), training.label.table)
+        if not path.exists():
+            continue  # a day not landed, or quarantined: it has no labels to give
+        table = pq.read_table(path) if features.landing.format == "parquet" else pacsv.read_csv(path)
+        frame = table.to_pandas()
+        frames.append(pd.DataFrame({
+            key: frame[key].astype("int64"),
+            ENTITY_TIMESTAMP: pd.to_datetime(frame[training.label.timestamp], utc=True),
+            "label": frame[training.label.target].astype("int64"),
+            "label_day": day,
+        }))
+    if not frames:
+        raise TrainingSetError(
+            f"no labels landed for {training.dag_id} in the window {window} under {landing_root}; "
+            "land labels for those days or move the window (param window_end)"
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def join_features(labels: pd.DataFrame, project: str, feature_service: str,
+                  settings: LooplineSettings | None = None) -> pd.DataFrame:
+    """Point-in-time join of labels to the feature service's historical features.
+
+    Returns:
+        The label columns plus one column per feature; rows whose entity had no feature value at the
+        label's time (before its first feature day, or past the views' TTL) are dropped and logged.
+    """
+    from pipelines.features import feature_store
+
+    store = feature_store(project, settings)
+    service = store.get_feature_service(feature_service)
+    joined = store.get_historical_features(entity_df=labels, features=service).to_df()
+    columns = feature_columns(project, feature_service, settings).all
+    complete = joined.dropna(subset=columns)
+    dropped = len(joined) - len(complete)
+    if dropped:
+        log.info("%d of %d labels had no features at their label time (days without features) and are left out",
+                 dropped, len(joined))
+    return complete
+
+
+def split_by_time(frame: pd.DataFrame, holdout_fraction: float) -> pd.DataFrame:
+    """Hold out the latest label days: a model is judged on days after those it learnt from.
+
+    Returns:
+        The frame with a ``split`` column, ``train`` or ``holdout``.
+    """
+    days = sorted(frame["label_day"].unique())
+    if len(days) < 2:
+        raise TrainingSetError(
+            f"the window has labels on {len(days)} day(s) only; a time-based holdout needs at least 2: "
+            "widen the window (param window_days)"
+        )
+    n_holdout = min(len(days) - 1, max(1, math.ceil(len(days) * holdout_fraction)))
+    holdout_days = set(days[-n_holdout:])
+    out = frame.copy()
+    out[SPLIT] = ["holdout" if d in holdout_days else "train" for d in out["label_day"]]
+    return out
+
+
+def dataset_digest(frame: pd.DataFrame) -> str:
+    """A digest of the training set's content, independent of row order."""
+    import pandas as pd
+
+    canonical = frame.sort_values(list(frame.columns[:2])).reset_index(drop=True)
+    canonical = canonical[sorted(canonical.columns)]
+    hashes = pd.util.hash_pandas_object(canonical, index=False).to_numpy()
+    digest = hashlib.sha256(",".join(canonical.columns).encode())
+    digest.update(hashes.tobytes())
+    return digest.hexdigest()
+
+
+def validation_suite(training: TrainingConfig, columns: FeatureColumns, entity_key: str) -> dict[str, Any]:
+    """The Great Expectations suite of a training set, from the config's bounds."""
+    checks = training.checks
+    expected = [entity_key, ENTITY_TIMESTAMP, "label", "label_day", SPLIT, *columns.all]
+    expectations: list[dict[str, Any]] = [
+        {"type": "expect_table_columns_to_match_set", "kwargs": {"column_set": expected, "exact_match": True}},
+        {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": checks.min_rows}},
+        {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "label", "value_set": [0, 1]}},
+        {"type": "expect_column_mean_to_be_between",
+         "kwargs": {"column": "label", "min_value": checks.label_rate_min, "max_value": checks.label_rate_max}},
+        {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": SPLIT, "value_set": ["train", "holdout"]}},
+    ]
+    expectations += [{"type": "expect_column_values_to_not_be_null", "kwargs": {"column": c}} for c in columns.all]
+    return {"name": f"{training.dag_id}_training_set", "expectations": expectations,
+            "meta": {"notes": "Built from the training config's checks (pipelines/training/dataset.py)."}}
+
+
+def day_end(day: date) -> datetime:
+    """The instant a day's features are stamped: 23:59:59 UTC."""
+    return datetime.combine(day, time(23, 59, 59), tzinfo=timezone.utc)
+
+
+def training_set_path(training: TrainingConfig, window: Window, settings: LooplineSettings | None = None) -> Path:
+    return (settings or get_settings()).path("training", training.instance, f"window={window.start}_{window.end}",
+                                             "training_set.parquet")

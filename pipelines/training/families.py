@@ -1,0 +1,136 @@
+"""Model families: each builds an sklearn-compatible estimator (``fit``, ``predict_proba``).
+
+The template is not tied to one library: ``gradient_boosting`` is scikit-learn's histogram gradient
+boosting, ``torch_mlp`` a small PyTorch network. Both sit behind the same preprocessing (scaled numbers,
+one-hot categories) and are logged and served the same way. Adding a family: docs/training.md.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from pipelines.configs.training import Hyperparameters
+
+log = logging.getLogger(__name__)
+
+
+def _preprocessing(numeric: list[str], categorical: list[str]) -> Any:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    return ColumnTransformer([
+        ("numeric", StandardScaler(), numeric),
+        ("categorical", OneHotEncoder(handle_unknown="ignore", sparse_output=False), categorical),
+    ])
+
+
+def gradient_boosting(hp: Hyperparameters, seed: int) -> Any:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    return HistGradientBoostingClassifier(
+        learning_rate=hp.learning_rate, max_iter=hp.max_iter, max_depth=hp.max_depth,
+        min_samples_leaf=hp.min_samples_leaf, early_stopping=False, random_state=seed,
+    )
+
+
+class TorchMLPClassifier:
+    """A two-hidden-layer PyTorch network with the sklearn classifier interface.
+
+    Trains full-batch with Adam (weight decay, dropout) on binary cross-entropy; seeded, so the same data gives the same model.
+    Uses CUDA when it is there, the CPU otherwise.
+    """
+
+    _estimator_type = "classifier"
+
+    def __init__(self, hidden_units: int = 32, epochs: int = 60, learning_rate: float = 0.01, seed: int = 42):
+        self.hidden_units = hidden_units
+        self.epochs = epochs
+        self.learning_rate = learning_rate
+        self.seed = seed
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        return {"hidden_units": self.hidden_units, "epochs": self.epochs,
+                "learning_rate": self.learning_rate, "seed": self.seed}
+
+    def set_params(self, **params: Any) -> TorchMLPClassifier:
+        for key, value in params.items():
+            setattr(self, key, value)
+        return self
+
+    def __sklearn_tags__(self):  # sklearn >= 1.6 asks estimators what they are
+        from sklearn.utils import ClassifierTags, Tags, TargetTags
+
+        return Tags(estimator_type="classifier", target_tags=TargetTags(required=True),
+                    classifier_tags=ClassifierTags())
+
+    def fit(self, X, y) -> TorchMLPClassifier:
+        import numpy as np
+        import torch
+        from torch import nn
+
+        torch.manual_seed(self.seed)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        features = torch.as_tensor(np.asarray(X, dtype=np.float32), device=device)
+        target = torch.as_tensor(np.asarray(y, dtype=np.float32).reshape(-1, 1), device=device)
+        self.classes_ = np.array([0, 1])
+        self.network_ = nn.Sequential(
+            nn.Linear(features.shape[1], self.hidden_units), nn.ReLU(), nn.Dropout(0.2),
+            nn.Linear(self.hidden_units, self.hidden_units), nn.ReLU(), nn.Dropout(0.2),
+            nn.Linear(self.hidden_units, 1),
+        ).to(device)
+        # Weight decay and dropout: churn tables are small, and an unregularised network memorises them.
+        optimizer = torch.optim.Adam(self.network_.parameters(), lr=self.learning_rate, weight_decay=1e-2)
+        loss_fn = nn.BCEWithLogitsLoss()
+        for epoch in range(1, self.epochs + 1):
+            optimizer.zero_grad()
+            loss = loss_fn(self.network_(features), target)
+            loss.backward()
+            optimizer.step()
+            if epoch == 1 or epoch % 20 == 0 or epoch == self.epochs:
+                log.info("torch_mlp epoch %d/%d: training loss %.4f", epoch, self.epochs, loss.item())
+        self.network_ = self.network_.cpu().eval()
+        return self
+
+    def predict_proba(self, X):
+        import numpy as np
+        import torch
+
+        with torch.no_grad():
+            logits = self.network_(torch.as_tensor(np.asarray(X, dtype=np.float32)))
+            positive = torch.sigmoid(logits).numpy().reshape(-1)
+        return np.column_stack([1 - positive, positive])
+
+    def predict(self, X):
+        return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
+
+
+def torch_mlp(hp: Hyperparameters, seed: int) -> TorchMLPClassifier:
+    return TorchMLPClassifier(hidden_units=hp.hidden_units, epochs=hp.epochs,
+                              learning_rate=hp.learning_rate, seed=seed)
+
+
+FAMILIES: dict[str, Callable[[Hyperparameters, int], Any]] = {
+    "gradient_boosting": gradient_boosting,
+    "torch_mlp": torch_mlp,
+}
+
+# The hyperparameters each family reads: only these enter its params, its run and its idempotency key.
+FAMILY_HYPERPARAMETERS: dict[str, tuple[str, ...]] = {
+    "gradient_boosting": ("learning_rate", "max_iter", "max_depth", "min_samples_leaf"),
+    "torch_mlp": ("learning_rate", "hidden_units", "epochs"),
+}
+
+
+def build_model(family: str, hp: Hyperparameters, seed: int, numeric: list[str], categorical: list[str]) -> Any:
+    """The family's classifier behind the shared preprocessing, as one sklearn ``Pipeline``."""
+    from sklearn.pipeline import Pipeline
+
+    if family not in FAMILIES:
+        raise ValueError(f"unknown model family {family!r}; known: {', '.join(FAMILIES)}")
+    return Pipeline([("preprocess", _preprocessing(numeric, categorical)), ("classifier", FAMILIES[family](hp, seed))])
+
+
+def family_params(family: str, hp: Hyperparameters) -> dict[str, Any]:
+    return {name: getattr(hp, name) for name in FAMILY_HYPERPARAMETERS[family]}

@@ -1,0 +1,351 @@
+"""The steps of the ``training`` template, one function per task.
+
+Re-running a step for the same window and inputs changes nothing: the training set is rebuilt
+identically, an existing registered version with the same training key is reused instead of
+registering a second one, and promotion is decided again on the same evidence.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import subprocess
+import tempfile
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from pipelines.config import load_config
+from pipelines.configs.features import FeaturesConfig
+from pipelines.configs.training import TrainingConfig
+from pipelines.settings import REPO_ROOT, LooplineSettings, get_settings
+from pipelines.training.dataset import SPLIT, TrainingSetError, Window
+
+log = logging.getLogger(__name__)
+
+TRAINING_KEY_TAG = "loopline.training_key"
+
+
+class TrainingSetRejected(ValueError):
+    """The training set failed its checks: nothing was trained or registered, the champion is untouched."""
+
+
+def features_config(training: TrainingConfig) -> FeaturesConfig:
+    """The features instance a training config reads (its YAML in dags/configs/)."""
+    config = load_config(REPO_ROOT / "dags" / "configs" / f"{training.features_config}.yaml")
+    if not isinstance(config, FeaturesConfig):
+        raise ValueError(f"features_config {training.features_config!r} is a {config.template} config, not features")
+    return config
+
+
+def resolve_run(training: TrainingConfig, params: dict[str, Any] | None) -> TrainingConfig:
+    """The config with a manual run's params (from the trigger form) applied, validated."""
+    params = dict(params or {})
+    overrides: dict[str, Any] = {}
+    if params.get("family"):
+        overrides["family"] = params["family"]
+    if params.get("window_days"):
+        overrides["window_days"] = params["window_days"]
+    hyper = {k: params[k] for k in ("learning_rate", "max_iter", "max_depth", "min_samples_leaf", "hidden_units", "epochs")
+             if params.get(k) is not None}
+    if hyper:
+        overrides["hyperparameters"] = {**training.hyperparameters.model_dump(), **hyper}
+    return TrainingConfig.model_validate({**training.model_dump(), **overrides})
+
+
+def window_for(training: TrainingConfig, run_after: date, window_end: str | None = None) -> Window:
+    """The label window of a run: ``window_days`` days ending the day the run starts (or at ``window_end``)."""
+    end = date.fromisoformat(window_end) if window_end else run_after
+    return Window.ending(end, training.window_days)
+
+
+def features_ready(training: TrainingConfig, window: Window) -> bool:
+    """Whether the features pipeline has materialized the newest feature day the window reads."""
+    from pipelines.features import materialized_days
+
+    features = features_config(training)
+    done = materialized_days(features.feast.project, features.feast.feature_views)
+    ready = window.last_feature_day in done
+    log.info("Window %s needs features of %s: %s (materialized through %s)", window, window.last_feature_day,
+             "ready" if ready else "not yet", max(done) if done else "nothing yet")
+    return ready
+
+
+def build_training_set(training: TrainingConfig, window: Window) -> dict[str, Any]:
+    """Labels of the window joined point-in-time to the feature service; written as parquet.
+
+    Raises:
+        TrainingSetError: no labels in the window, a missing feature service, or a window too short to split.
+    """
+    from pipelines.training import dataset
+
+    settings = get_settings()
+    features = features_config(training)
+    project, service = features.feast.project, features.feast.feature_service
+    columns = dataset.feature_columns(project, service, settings)
+    labels = dataset.load_labels(features, training, window, settings)
+    joined = dataset.join_features(labels, project, service, settings)
+    if joined.empty:
+        raise TrainingSetError(
+            f"none of the {len(labels)} labels in {window} has features at its label time; "
+            f"run {features.dag_id} for the days before them"
+        )
+    frame = dataset.split_by_time(joined, training.holdout_fraction)
+    ordered = [features.feast.entity_key, dataset.ENTITY_TIMESTAMP, "label", "label_day", SPLIT, *columns.all]
+    frame = frame[ordered].sort_values([dataset.ENTITY_TIMESTAMP, features.feast.entity_key]).reset_index(drop=True)
+    path = dataset.training_set_path(training, window, settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(path, index=False)
+    info = {
+        "path": str(path), "window_start": str(window.start), "window_end": str(window.end),
+        "rows": len(frame), "train_rows": int((frame[SPLIT] == "train").sum()),
+        "holdout_rows": int((frame[SPLIT] == "holdout").sum()), "label_rate": round(float(frame["label"].mean()), 4),
+        "labels_without_features": len(labels) - len(joined), "digest": dataset.dataset_digest(frame),
+        "feature_service": service, "feast_project": project,
+        "numeric": list(columns.numeric), "categorical": list(columns.categorical),
+        "entity_key": features.feast.entity_key,
+    }
+    log.info("Training set for %s: %d rows (%d train, %d holdout), label rate %.3f, digest %s…",
+             window, info["rows"], info["train_rows"], info["holdout_rows"], info["label_rate"], info["digest"][:12])
+    return info
+
+
+def validate_training_set(training: TrainingConfig, info: dict[str, Any]) -> dict[str, Any]:
+    """Great Expectations checks of the training set: schema, row count, label balance."""
+    import pandas as pd
+
+    from pipelines.training.dataset import FeatureColumns, validation_suite
+    from pipelines.validation import validate_dataframe
+
+    frame = pd.read_parquet(info["path"])
+    columns = FeatureColumns(tuple(info["numeric"]), tuple(info["categorical"]))
+    suite = validation_suite(training, columns, info["entity_key"])
+    report = validate_dataframe(frame, suite, batch_name=f"training set {training.dag_id} {info['window_start']}…{info['window_end']}")
+    if not report.success:
+        raise TrainingSetRejected(f"{report.summary()}; nothing was trained and the champion is unchanged")
+    log.info("Training set passed %d expectations", report.evaluated)
+    return {"expectations": report.evaluated, "rows": len(frame)}
+
+
+def training_key(training: TrainingConfig, info: dict[str, Any]) -> str:
+    """Same data + same family, hyperparameters, seed and split → same key → same registered version."""
+    from pipelines.training.families import family_params
+
+    payload = {
+        "digest": info["digest"], "family": training.family, "seed": training.seed,
+        "hyperparameters": family_params(training.family, training.hyperparameters),
+        "feature_service": info["feature_service"], "holdout_fraction": training.holdout_fraction,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+                              check=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def fit(training: TrainingConfig, frame, numeric: list[str], categorical: list[str]) -> Any:
+    """Train the configured family on the ``train`` split (no MLflow: the benchmark times this alone)."""
+    from pipelines.training.families import build_model
+
+    train = frame[frame[SPLIT] == "train"]
+    model = build_model(training.family, training.hyperparameters, training.seed, numeric, categorical)
+    log.info("Training %s on %d rows and %d features", training.family, len(train), len(numeric) + len(categorical))
+    return model.fit(train[numeric + categorical], train["label"].to_numpy())
+
+
+def train_and_register(training: TrainingConfig, info: dict[str, Any], *, settings: LooplineSettings | None = None) -> dict[str, Any]:
+    """Train, log everything to MLflow and register a version, unless these inputs already have one."""
+    import mlflow
+    import pandas as pd
+
+    from pipelines import tracking
+    from pipelines.training.evaluation import evaluation, metrics, save_plots
+    from pipelines.training.families import family_params
+
+    settings = settings or get_settings()
+    key = training_key(training, info)
+    existing = tracking.find_version_by_tag(training.model_name, TRAINING_KEY_TAG, key, settings)
+    if existing is not None:
+        log.info("These inputs were trained before: reusing %s version %s (training key %s…)",
+                 training.model_name, existing.version, key[:12])
+        return {"version": str(existing.version), "run_id": existing.run_id, "reused": True, "training_key": key}
+
+    frame = pd.read_parquet(info["path"])
+    numeric, categorical = info["numeric"], info["categorical"]
+    features = numeric + categorical
+    holdout = frame[frame[SPLIT] == "holdout"]
+    experiment = tracking.experiment_id(f"{training.instance}_training", settings)
+    with mlflow.start_run(experiment_id=experiment, run_name=f"{training.family} {info['window_start']}…{info['window_end']}") as run:
+        mlflow.set_tags({"loopline.dag_id": training.dag_id, TRAINING_KEY_TAG: key, "git_commit": _git_commit()})
+        mlflow.log_params({
+            "family": training.family, "seed": training.seed, **family_params(training.family, training.hyperparameters),
+            "window_start": info["window_start"], "window_end": info["window_end"],
+            "feature_service": info["feature_service"], "feast_project": info["feast_project"],
+            "dataset_digest": info["digest"], "holdout_fraction": training.holdout_fraction,
+            "train_rows": info["train_rows"], "holdout_rows": info["holdout_rows"],
+        })
+        mlflow.log_input(
+            mlflow.data.from_pandas(frame, source=info["path"], name=f"{training.instance}_training_set", targets="label"),
+            context="training",
+        )
+        model = fit(training, frame, numeric, categorical)
+        probabilities = model.predict_proba(holdout[features])[:, 1]
+        scores = metrics(holdout["label"].to_numpy(), probabilities)
+        sliced = evaluation(holdout, probabilities, training.promotion.slices)
+        mlflow.log_metrics({f"holdout_{k}": v for k, v in scores.items()})
+        mlflow.log_metrics({f"holdout_roc_auc_{_metric_name(n)}": s.value for n, s in sliced.slices.items()
+                            if s.value is not None})
+        with tempfile.TemporaryDirectory() as plots:
+            for path in save_plots(model, holdout[features], holdout["label"].to_numpy(), probabilities,
+                                   Path(plots), training.seed):
+                mlflow.log_artifact(str(path), artifact_path="evaluation")
+        example = frame[features].head(5)
+        model_info = mlflow.sklearn.log_model(
+            model, name="model", input_example=example,
+            signature=mlflow.models.infer_signature(example, model.predict_proba(example)),
+            pyfunc_predict_fn="predict_proba", pip_requirements=_pip_requirements(training.family),
+            **_serialization(training.family),
+        )
+        version = mlflow.register_model(
+            model_info.model_uri, training.model_name,
+            tags={TRAINING_KEY_TAG: key, "dataset_digest": info["digest"], "family": training.family,
+                  "window": f"{info['window_start']}…{info['window_end']}", "feature_service": info["feature_service"]},
+        )
+    log.info("Registered %s version %s (run %s): holdout ROC AUC %.4f", training.model_name, version.version,
+             run.info.run_id, scores["roc_auc"])
+    return {"version": str(version.version), "run_id": run.info.run_id, "reused": False, "training_key": key,
+            "metrics": scores}
+
+
+def _metric_name(slice_name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in slice_name).strip("_")
+
+
+def _serialization(family: str) -> dict[str, Any]:
+    """skops (no arbitrary code on load) where it can hold the model; cloudpickle for the torch network."""
+    if family == "torch_mlp":
+        return {"serialization_format": "cloudpickle"}
+    # Our own trees, written by this task: safe to load (skops asks us to say so explicitly).
+    return {"serialization_format": "skops",
+            "skops_trusted_types": ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]}
+
+
+def _pip_requirements(family: str) -> list[str]:
+    """The model's runtime requirements, pinned from this environment (saves MLflow inferring them)."""
+    from importlib.metadata import version
+
+    packages = ["scikit-learn", "pandas", "numpy"]
+    if family == "torch_mlp":  # the pickled network's class lives in this package
+        packages += ["cloudpickle", "torch", "loopline"]
+    else:
+        packages += ["skops"]
+    return [f"{name}=={version(name)}" for name in packages]
+
+
+def evaluate_and_promote(training: TrainingConfig, info: dict[str, Any], trained: dict[str, Any], *,
+                         force: bool = False, settings: LooplineSettings | None = None) -> dict[str, Any]:
+    """Challenger against the current champion on the same holdout and slices; move the alias or say why not."""
+    import mlflow
+    import pandas as pd
+
+    from pipelines import tracking
+    from pipelines.training.evaluation import evaluation
+    from pipelines.training.promotion import decide
+
+    settings = settings or get_settings()
+    tracking.configure_mlflow(settings)
+    name, version = training.model_name, str(trained["version"])
+    frame = pd.read_parquet(info["path"])
+    holdout = frame[frame[SPLIT] == "holdout"]
+    features = info["numeric"] + info["categorical"]
+
+    def score(model_uri: str):
+        model = mlflow.pyfunc.load_model(model_uri)
+        return evaluation(holdout, _positive(model.predict(holdout[features])), training.promotion.slices)
+
+    challenger = score(f"models:/{name}/{version}")
+    current = tracking.champion(name, settings)
+    champion_eval = None
+    if current is not None and current.version == version:
+        reason = f"version {version} is already the champion (same inputs as before)"
+        return {"version": version, "promoted": False, "champion": version, "reason": reason,
+                "challenger_roc_auc": challenger.metric}
+    if current is not None:
+        try:
+            champion_eval = score(f"models:/{name}@{tracking.CHAMPION}")
+        except Exception as exc:  # a champion trained on other features cannot score this holdout
+            log.warning("Champion v%s cannot score this holdout (%s): judging the challenger on the floor alone",
+                        current.version, str(exc).splitlines()[0])
+    decision = decide(challenger, champion_eval, training.promotion,
+                      champion_version=current.version if current else None, force=force)
+    if decision.promote:
+        tracking.promote(name, version, decision.reason, settings)
+    else:
+        tracking.keep_champion(name, version, decision.reason, settings)
+    champion_now = tracking.champion(name, settings)
+    return {
+        "version": version, "promoted": decision.promote, "reason": decision.reason,
+        "champion": str(champion_now.version) if champion_now else None,
+        "challenger_roc_auc": round(challenger.metric, 4),
+        "champion_roc_auc": round(champion_eval.metric, 4) if champion_eval else None,
+    }
+
+
+def _positive(predictions) -> Any:
+    """The churn probability column of a pyfunc ``predict_proba`` output (array or DataFrame)."""
+    import numpy as np
+
+    values = np.asarray(predictions)
+    return values[:, 1] if values.ndim == 2 else values
+
+
+def score_latest(training: TrainingConfig, *, settings: LooplineSettings | None = None) -> dict[str, Any]:
+    """Score the newest published day of features with ``models:/<name>@champion``; write predictions.
+
+    Predictions land in ``predictions/<instance>/ds=<day>/predictions.parquet`` with the model version,
+    for the drift checks to read.
+    """
+    import mlflow
+    import pandas as pd
+
+    from pipelines import tracking
+    from pipelines.feature_pipeline import paths as feature_paths
+    from pipelines.features import feature_store
+    from pipelines.training.dataset import ENTITY_TIMESTAMP, day_end
+
+    settings = settings or get_settings()
+    features = features_config(training)
+    champion = tracking.champion(training.model_name, settings)
+    if champion is None:
+        raise ValueError(f"{training.model_name} has no champion yet: nothing to score with; train one first")
+    published = sorted(feature_paths(features, settings).offline.glob("*.parquet"))
+    if not published:
+        raise ValueError(f"no published features for {features.dag_id}; run it first")
+    latest = date.fromisoformat(published[-1].stem)
+    key = features.feast.entity_key
+    entities = pd.read_parquet(published[-1], columns=[key]).drop_duplicates()
+    entities[ENTITY_TIMESTAMP] = day_end(latest)
+    store = feature_store(features.feast.project, settings)
+    service = store.get_feature_service(features.feast.feature_service)
+    frame = store.get_historical_features(entity_df=entities, features=service).to_df()
+    model = mlflow.pyfunc.load_model(f"models:/{training.model_name}@{tracking.CHAMPION}")
+    columns = list(model.metadata.get_input_schema().input_names())
+    scored = frame.dropna(subset=columns)
+    out = pd.DataFrame({
+        key: scored[key].to_numpy(), "ds": latest,
+        "churn_probability": _positive(model.predict(scored[columns])),
+        "model_name": training.model_name, "model_version": champion.version, "model_run_id": champion.run_id,
+    })
+    target = settings.path("predictions", training.instance, f"ds={latest}", "predictions.parquet")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.partial")
+    out.to_parquet(partial, index=False)
+    partial.replace(target)
+    log.info("Scored %d %s of %s with %s v%s → %s", len(out), key, latest, training.model_name, champion.version, target)
+    return {"ds": str(latest), "rows": len(out), "model_version": str(champion.version), "path": str(target),
+            "mean_churn_probability": round(float(out["churn_probability"].mean()), 4)}
