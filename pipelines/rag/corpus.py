@@ -103,7 +103,7 @@ def _matches(rel: str, patterns: list[str]) -> bool:
 
 
 def corpus_files(root: Path, include: list[str], exclude: list[str]) -> list[tuple[str, Path]]:
-    """The (document id, path) of every file under ``root`` matching ``include`` and not ``exclude``, sorted."""
+    """(document id, path) of each file under ``root`` matching ``include`` and not ``exclude``, sorted."""
     found: dict[str, Path] = {}
     for pattern in include:
         for path in root.glob(pattern):
@@ -124,8 +124,9 @@ def read_document(doc_id: str, raw: bytes, max_bytes: int) -> Document | Skipped
     try:
         decoded = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        return SkippedFile(doc_id, f"is not valid UTF-8 (byte {exc.start}: {raw[exc.start:exc.start + 1]!r}): "
-                                   "save it as UTF-8 or exclude it")
+        bad = raw[exc.start:exc.start + 1]
+        return SkippedFile(doc_id, f"is not valid UTF-8 (byte {exc.start}: {bad!r}): save it as UTF-8 or "
+                                   "exclude it")
     kind = document_kind(doc_id)
     text = normalise_text(decoded, kind)
     if not text:
@@ -162,8 +163,8 @@ def load_corpus(root: Path, include: list[str], exclude: list[str] | None = None
     if skipped and bad_files == "fail":
         listed = "; ".join(f"{s.doc_id} {s.reason}" for s in skipped[:5])
         more = f" (and {len(skipped) - 5} more)" if len(skipped) > 5 else ""
-        raise CorpusError(f"corpus {root} has {len(skipped)} bad file(s): {listed}{more}. Nothing was indexed; "
-                          "fix or exclude them, or set corpus.bad_files: skip")
+        raise CorpusError(f"corpus {root} has {len(skipped)} bad file(s): {listed}{more}. Nothing was "
+                          "indexed; fix or exclude them, or set corpus.bad_files: skip")
     if not documents:
         why = f"; {len(skipped)} file(s) skipped: " + "; ".join(
             f"{s.doc_id} {s.reason}" for s in skipped[:5]) if skipped else ""
@@ -198,8 +199,9 @@ def normalise_text(raw: str, kind: str) -> str:
 
 
 class _HtmlToMarkdown(HTMLParser):
-    BLOCKS = {"p", "div", "section", "article", "header", "footer", "main", "aside", "blockquote", "ul", "ol",
-              "li", "table", "tr", "form", "figure", "figcaption", "dl", "dt", "dd", "hr", "br", "nav", "body"}
+    BLOCKS = {"p", "div", "section", "article", "header", "footer", "main", "aside", "blockquote", "ul",
+              "ol", "li", "table", "tr", "form", "figure", "figcaption", "dl", "dt", "dd", "hr", "br", "nav",
+              "body"}
     HIDDEN = {"script", "style", "noscript", "template", "svg", "head"}
     HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 
@@ -368,7 +370,7 @@ def _pieces(text: str, start: int, end: int, size: int, level: int = 0) -> list[
 
 
 def _overlap_start(text: str, prev_start: int, prev_end: int, next_start: int, overlap: int) -> int:
-    """Where the next chunk starts: up to ``overlap`` characters back into the previous one, at a word start."""
+    """Where the next chunk starts: up to ``overlap`` characters into the previous one, at a word start."""
     if overlap <= 0:
         return next_start
     p = max(prev_end - overlap, prev_start + 1)

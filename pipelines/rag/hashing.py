@@ -47,7 +47,8 @@ def chunk_corpus(corpus: Corpus, size_chars: int, overlap_chars: int, model_id: 
         for heading, text in chunk_document(doc, size_chars, overlap_chars):
             occurrence = seen[text]
             seen[text] += 1
-            chunks.append(Chunk(chunk_id(doc.doc_id, text, chunker, model_id, occurrence), doc.doc_id, heading, text))
+            cid = chunk_id(doc.doc_id, text, chunker, model_id, occurrence)
+            chunks.append(Chunk(cid, doc.doc_id, heading, text))
     return chunks
 
 
@@ -78,8 +79,8 @@ class IndexDiff:
         }
 
 
-def diff_against_index(chunks: list[Chunk], indexed: dict[str, str], keep_docs: set[str] | frozenset = frozenset()
-                       ) -> IndexDiff:
+def diff_against_index(chunks: list[Chunk], indexed: dict[str, str],
+                       keep_docs: set[str] | frozenset = frozenset()) -> IndexDiff:
     """Compare a corpus's chunks with the chunk ids an index holds.
 
     Args:

@@ -1,0 +1,28 @@
+"""Vector-store backends behind one interface (:class:`~pipelines.rag.stores.base.VectorStore`).
+
+``lancedb`` (embedded, under the data home) is the default; ``weaviate`` is the production counterpart.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pipelines.settings import LooplineSettings, get_settings
+
+if TYPE_CHECKING:
+    from pipelines.rag.stores.base import VectorStore
+
+BACKENDS = ("lancedb", "weaviate")
+
+
+def open_store(backend: str, index_name: str, settings: LooplineSettings | None = None) -> VectorStore:
+    """The store of index ``index_name`` on ``backend`` (LanceDB: ``<data home>/rag/<index>/lancedb``)."""
+    if backend == "lancedb":
+        from pipelines.rag.stores.lancedb_store import LanceDBStore
+
+        return LanceDBStore(index_name, (settings or get_settings()).path("rag", index_name, "lancedb"))
+    if backend == "weaviate":
+        from pipelines.rag.stores.weaviate_store import WeaviateStore
+
+        return WeaviateStore(index_name)
+    raise ValueError(f"unknown vector store backend {backend!r}; known: {', '.join(BACKENDS)}")

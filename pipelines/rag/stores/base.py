@@ -1,0 +1,137 @@
+"""The one small interface every vector-store backend implements, and what flows through it.
+
+An index is a set of *versions* (a LanceDB table, a Weaviate collection), one of which is *live*: the
+alias readers query points at it. A full rebuild writes a new version while readers keep using the live
+one, then moves the alias in one atomic step. Rows are keyed by chunk id, so writing a chunk twice
+leaves one row.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+SearchMode = Literal["vector", "hybrid", "text"]
+
+
+class StoreError(RuntimeError):
+    """A backend refused an operation; the message names the index, version and what to do."""
+
+
+@dataclass(frozen=True)
+class IndexedChunk:
+    """A chunk as stored: id, document, heading path, text and its embedding."""
+
+    chunk_id: str
+    doc_id: str
+    heading: str
+    text: str
+    vector: Sequence[float]
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """One search result, best first; ``score`` is higher-is-better within one query and mode."""
+
+    chunk_id: str
+    doc_id: str
+    heading: str
+    text: str
+    score: float
+
+
+class VectorStore(ABC):
+    """Versions of one index, the alias that names the live one, and search.
+
+    Subclasses name versions ``<prefix>_v<n>``; ``n`` only grows, so a name is never reused.
+    """
+
+    backend: str = ""
+
+    def __init__(self, index_name: str):
+        self.index_name = index_name
+
+    # names
+    @property
+    @abstractmethod
+    def alias_name(self) -> str:
+        """The name readers use; it points at the live version."""
+
+    @property
+    @abstractmethod
+    def version_prefix(self) -> str:
+        """Version names are ``f"{version_prefix}{n}"``."""
+
+    def version_name(self, number: int) -> str:
+        return f"{self.version_prefix}{number}"
+
+    def version_number(self, name: str) -> int | None:
+        match = re.fullmatch(re.escape(self.version_prefix) + r"(\d+)", name)
+        return int(match.group(1)) if match else None
+
+    def next_version_name(self) -> str:
+        numbers = [self.version_number(v) or 0 for v in self.list_versions()]
+        return self.version_name(max(numbers, default=0) + 1)
+
+    # versions and the alias
+    @abstractmethod
+    def list_versions(self) -> list[str]:
+        """Every version of this index in the store, oldest first."""
+
+    @abstractmethod
+    def create_version(self, version: str, dimension: int) -> None:
+        """Create an empty version for vectors of ``dimension``; nothing happens if it exists."""
+
+    @abstractmethod
+    def drop_version(self, version: str) -> None:
+        """Delete a version and its rows. Refuses the live version; a missing version is fine."""
+
+    @abstractmethod
+    def live_version(self) -> str | None:
+        """The version the alias points at, or None before the first switch."""
+
+    @abstractmethod
+    def switch_live(self, version: str) -> None:
+        """Point the alias at ``version`` in one atomic step: a reader sees the old or the new version."""
+
+    # rows
+    @abstractmethod
+    def chunk_ids(self, version: str) -> dict[str, str]:
+        """chunk id → document id of every row of ``version``."""
+
+    @abstractmethod
+    def write(self, version: str, chunks: Sequence[IndexedChunk]) -> None:
+        """Insert or replace rows by chunk id. Raises :class:`StoreError` naming the rows it refused."""
+
+    @abstractmethod
+    def delete(self, version: str, chunk_ids: Sequence[str]) -> None:
+        """Delete rows by chunk id; ids that are not there are ignored."""
+
+    @abstractmethod
+    def count(self, version: str) -> int:
+        """Rows in ``version``."""
+
+    def finalize(self, version: str) -> None:  # noqa: B027 - optional
+        """Bring text indexes up to date and compact after writes (a no-op where the store does it itself)."""
+
+    # search
+    @abstractmethod
+    def search(self, text: str, vector: Sequence[float] | None, k: int, mode: SearchMode = "hybrid",
+               version: str | None = None) -> list[SearchHit]:
+        """The ``k`` best chunks for a query, in ``version`` or, when None, the live version via the alias.
+
+        ``vector`` is the query's embedding (from the model that built the version); ``text`` feeds the
+        full-text side of ``hybrid`` and ``text`` search.
+        """
+
+    def close(self) -> None:  # noqa: B027 - optional
+        """Release connections."""
+
+    def __enter__(self) -> VectorStore:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

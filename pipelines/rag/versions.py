@@ -1,0 +1,235 @@
+"""The catalog of an index's versions, retiring old ones, and rollback.
+
+The store knows which versions exist and which one is live (its alias); the catalog, a JSON file under the
+data home (``rag/<instance>/<backend>/catalog.json``), knows what each version is: the model and chunker
+that built it (its *fingerprint*), the corpus it last held, its evaluation, its status, and the order in
+which versions went live (for rollback).
+
+Statuses: ``building`` (a candidate being written or re-planned), ``approved`` (passed the evaluation gate,
+about to go live), ``rejected`` (blocked by the gate, kept for inspection and reused by the next build of the
+same fingerprint), ``live``, ``previous`` (was live, kept for rollback).
+
+Command line::
+
+    python -m pipelines.rag.versions dags/configs/docs_rag_index.yaml list
+    python -m pipelines.rag.versions dags/configs/docs_rag_index.yaml rollback [--to docs_v2]
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipelines.settings import LooplineSettings, get_settings
+
+if TYPE_CHECKING:
+    from pipelines.configs.rag_index import RagIndexConfig
+    from pipelines.rag.stores.base import VectorStore
+
+log = logging.getLogger(__name__)
+
+
+class VersionError(ValueError):
+    """A version operation that cannot be done; the message says why and what to do."""
+
+
+def catalog_path(config: RagIndexConfig, settings: LooplineSettings | None = None) -> Path:
+    return (settings or get_settings()).path("rag", config.instance, config.index.backend, "catalog.json")
+
+
+class VersionCatalog:
+    """What each version of one index is; saved atomically on every change."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.data: dict[str, Any] = (json.loads(path.read_text()) if path.exists()
+                                     else {"versions": {}, "history": [], "last_number": 0})
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".catalog-", suffix=".json")
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; readers may run as another user
+        with os.fdopen(fd, "w") as handle:
+            json.dump(self.data, handle, indent=2, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.path)
+
+    @property
+    def versions(self) -> dict[str, dict[str, Any]]:
+        return self.data["versions"]
+
+    @property
+    def history(self) -> list[str]:
+        """Versions in the order they went live (a version appears again after a rollback to it)."""
+        return self.data["history"]
+
+    def get(self, version: str | None) -> dict[str, Any] | None:
+        return self.versions.get(version) if version else None
+
+    def put(self, version: str, **fields: Any) -> dict[str, Any]:
+        record = self.versions.setdefault(version, {})
+        record.update(fields)
+        self.save()
+        return record
+
+    def remove(self, version: str) -> None:
+        self.versions.pop(version, None)
+        self.save()
+
+    def allocate_number(self, store_numbers: list[int]) -> int:
+        """A version number never used before by this index (numbers only grow, even after drops)."""
+        number = max([self.data.get("last_number", 0), *store_numbers]) + 1
+        self.data["last_number"] = number
+        self.save()
+        return number
+
+    def candidate_for(self, fingerprint: str) -> str | None:
+        """The newest version built with ``fingerprint`` that never went live: resumed, not restarted."""
+        names = [name for name, record in self.versions.items()
+                 if record.get("fingerprint") == fingerprint
+                 and record.get("status") in ("building", "approved", "rejected")]
+        return max(names, key=_number, default=None)
+
+    def mark_live(self, version: str, previous: str | None, reason: str) -> None:
+        if previous and previous != version and previous in self.versions:
+            self.versions[previous]["status"] = "previous"
+        self.versions.setdefault(version, {})["status"] = "live"
+        self.versions[version]["went_live_because"] = reason
+        if not self.history or self.history[-1] != version:
+            self.history.append(version)
+        self.save()
+
+    def previous_versions(self, live: str | None) -> list[str]:
+        """Versions that were live before, most recent first, without repeats and without ``live``."""
+        seen: list[str] = []
+        for name in reversed(self.history):
+            if name != live and name not in seen and name in self.versions:
+                seen.append(name)
+        return seen
+
+
+def _number(name: str) -> int:
+    tail = name.rsplit("_v", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+def retire_versions(store: VectorStore, catalog: VersionCatalog, keep_previous: int) -> list[str]:
+    """Drop every catalogued version except the live one and the ``keep_previous`` last live before it.
+
+    Candidates that never went live (building, approved or rejected) are dropped too: the switch made them
+    obsolete.
+    Versions in the store that the catalog does not know are left alone and logged.
+    """
+    live = store.live_version()
+    keep = {live, *catalog.previous_versions(live)[:keep_previous]}
+    dropped = []
+    for name in store.list_versions():
+        if name in keep:
+            continue
+        if name not in catalog.versions:
+            log.warning("Version %s of index %s is not in the catalog %s: left alone", name, store.index_name,
+                        catalog.path)
+            continue
+        store.drop_version(name)
+        catalog.remove(name)
+        dropped.append(name)
+    for name in [n for n in catalog.versions if n not in keep and n not in store.list_versions()]:
+        catalog.remove(name)  # records of versions that no longer exist
+    if dropped:
+        log.info("Retired versions %s of index %s (kept %s)", dropped, store.index_name,
+                 sorted(v for v in keep if v))
+    return dropped
+
+
+def list_versions(config: RagIndexConfig, settings: LooplineSettings | None = None) -> list[dict[str, Any]]:
+    """Every version in the store with its catalog record, the live one marked."""
+    from pipelines.rag.stores import open_store
+
+    catalog = VersionCatalog(catalog_path(config, settings))
+    with open_store(config.index.backend, config.instance, settings) as store:
+        live = store.live_version()
+        return [{"version": name, "live": name == live, "rows": store.count(name),
+                 **(catalog.get(name) or {})} for name in store.list_versions()]
+
+
+def rollback(config: RagIndexConfig, to: str | None = None, settings: LooplineSettings | None = None) -> dict:
+    """Point the alias back at a previous version (the last one live before the current, or ``to``).
+
+    The version rolled back from stays, as a previous version. Note that the next scheduled run compares
+    the live version with the YAML: if the YAML still names the model or chunker you rolled back from, it
+    builds a new version with them again. Revert the YAML too, or pause the DAG.
+
+    Raises:
+        VersionError: there is no version to roll back to, or ``to`` is not one.
+    """
+    from pipelines.rag.stores import open_store
+
+    catalog = VersionCatalog(catalog_path(config, settings))
+    with open_store(config.index.backend, config.instance, settings) as store:
+        live = store.live_version()
+        available = store.list_versions()
+        if to is None:
+            previous = [v for v in catalog.previous_versions(live) if v in available]
+            if not previous:
+                raise VersionError(f"index {config.instance} ({config.index.backend}) has no previous "
+                                   f"version to roll back to (live: {live}; versions: {available}); "
+                                   f"index.previous_versions_kept is {config.index.previous_versions_kept}")
+            to = previous[0]
+        if to not in available:
+            raise VersionError(f"index {config.instance} has no version {to}; versions: {available}")
+        if to == live:
+            return {"from": live, "to": to, "changed": False}
+        store.switch_live(to)
+        catalog.mark_live(to, live, reason=f"rollback from {live}")
+    log.info("Rolled index %s back from %s to %s", config.instance, live, to)
+    return {"from": live, "to": to, "changed": True}
+
+
+def load_rag_config(path: Path) -> RagIndexConfig:
+    """Read and validate a ``rag_index`` YAML file; errors name the file and the field, as load_config's."""
+    import yaml
+    from pydantic import ValidationError
+
+    from pipelines.config import PipelineConfigError, _describe
+    from pipelines.configs.rag_index import RagIndexConfig
+
+    raw = yaml.safe_load(Path(path).read_text())
+    if not isinstance(raw, dict) or raw.get("template") != "rag_index":
+        raise PipelineConfigError(Path(path), ["template: expected rag_index"])
+    try:
+        return RagIndexConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise PipelineConfigError(Path(path), [_describe(e) for e in exc.errors()]) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="List or roll back the versions of a rag_index instance.")
+    parser.add_argument("config", type=Path,
+                        help="the instance's YAML, e.g. dags/configs/docs_rag_index.yaml")
+    parser.add_argument("action", choices=["list", "rollback"])
+    parser.add_argument("--to", help="version to roll back to (default: the one live before the current)")
+    args = parser.parse_args(argv)
+    config = load_rag_config(args.config)
+    if args.action == "list":
+        for row in list_versions(config):
+            print(f"{'*' if row['live'] else ' '} {row['version']:<28} {row.get('status', '?'):<9} "
+                  f"{row['rows']:>8} rows  model {row.get('model_id', '?')}  "
+                  f"chunker {row.get('chunker', {})}")
+        return 0
+    result = rollback(config, args.to)
+    if result["changed"]:
+        print(f"{config.instance}: rolled back from {result['from']} to {result['to']}")
+    else:
+        print(f"{config.instance}: already on {result['to']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
