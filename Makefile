@@ -49,7 +49,7 @@ up: install
 	$(PY) -m pipelines.airflow_runtime
 
 bench: install
-	$(PY) tests/benchmarks/bench_foundation.py
+	set -e; for bench in tests/benchmarks/bench_*.py; do echo "== $$bench"; $(PY) $$bench; done
 
 # Re-pin after changing requirements.in: resolves in a scratch venv and writes constraints.txt.
 constraints:

@@ -12,6 +12,7 @@ import json
 import logging
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -158,13 +159,37 @@ def fit(training: TrainingConfig, frame, numeric: list[str], categorical: list[s
     return model.fit(train[numeric + categorical], train["label"].to_numpy())
 
 
+@dataclass(frozen=True)
+class TrainedModel:
+    """A fitted model and its scores on the holdout, before anything is logged anywhere."""
+
+    model: Any
+    metrics: dict[str, float]
+    evaluation: Any  # promotion.Evaluation
+    plots: list[Path]
+
+
+def train_and_evaluate(training: TrainingConfig, frame, numeric: list[str], categorical: list[str],
+                       plots_dir: Path) -> TrainedModel:
+    """Fit on the train split, score the holdout overall and per slice, draw the plots. No MLflow."""
+    from pipelines.training.evaluation import evaluation, metrics, save_plots
+
+    features = numeric + categorical
+    holdout = frame[frame[SPLIT] == "holdout"]
+    model = fit(training, frame, numeric, categorical)
+    probabilities = model.predict_proba(holdout[features])[:, 1]
+    y = holdout["label"].to_numpy()
+    plots = save_plots(model, holdout[features], y, probabilities, plots_dir, training.seed)
+    return TrainedModel(model, metrics(y, probabilities), evaluation(holdout, probabilities, training.promotion.slices),
+                        plots)
+
+
 def train_and_register(training: TrainingConfig, info: dict[str, Any], *, settings: LooplineSettings | None = None) -> dict[str, Any]:
     """Train, log everything to MLflow and register a version, unless these inputs already have one."""
     import mlflow
     import pandas as pd
 
     from pipelines import tracking
-    from pipelines.training.evaluation import evaluation, metrics, save_plots
     from pipelines.training.families import family_params
 
     settings = settings or get_settings()
@@ -176,11 +201,10 @@ def train_and_register(training: TrainingConfig, info: dict[str, Any], *, settin
         return {"version": str(existing.version), "run_id": existing.run_id, "reused": True, "training_key": key}
 
     frame = pd.read_parquet(info["path"])
-    numeric, categorical = info["numeric"], info["categorical"]
-    features = numeric + categorical
-    holdout = frame[frame[SPLIT] == "holdout"]
+    features = info["numeric"] + info["categorical"]
     experiment = tracking.experiment_id(f"{training.instance}_training", settings)
-    with mlflow.start_run(experiment_id=experiment, run_name=f"{training.family} {info['window_start']}…{info['window_end']}") as run:
+    with mlflow.start_run(experiment_id=experiment, run_name=f"{training.family} {info['window_start']}…{info['window_end']}") as run, \
+            tempfile.TemporaryDirectory() as plots_dir:
         mlflow.set_tags({"loopline.dag_id": training.dag_id, TRAINING_KEY_TAG: key, "git_commit": _git_commit()})
         mlflow.log_params({
             "family": training.family, "seed": training.seed, **family_params(training.family, training.hyperparameters),
@@ -193,21 +217,16 @@ def train_and_register(training: TrainingConfig, info: dict[str, Any], *, settin
             mlflow.data.from_pandas(frame, source=info["path"], name=f"{training.instance}_training_set", targets="label"),
             context="training",
         )
-        model = fit(training, frame, numeric, categorical)
-        probabilities = model.predict_proba(holdout[features])[:, 1]
-        scores = metrics(holdout["label"].to_numpy(), probabilities)
-        sliced = evaluation(holdout, probabilities, training.promotion.slices)
-        mlflow.log_metrics({f"holdout_{k}": v for k, v in scores.items()})
-        mlflow.log_metrics({f"holdout_roc_auc_{_metric_name(n)}": s.value for n, s in sliced.slices.items()
+        trained = train_and_evaluate(training, frame, info["numeric"], info["categorical"], Path(plots_dir))
+        mlflow.log_metrics({f"holdout_{k}": v for k, v in trained.metrics.items()})
+        mlflow.log_metrics({f"holdout_roc_auc_{_metric_name(n)}": s.value for n, s in trained.evaluation.slices.items()
                             if s.value is not None})
-        with tempfile.TemporaryDirectory() as plots:
-            for path in save_plots(model, holdout[features], holdout["label"].to_numpy(), probabilities,
-                                   Path(plots), training.seed):
-                mlflow.log_artifact(str(path), artifact_path="evaluation")
+        for path in trained.plots:
+            mlflow.log_artifact(str(path), artifact_path="evaluation")
         example = frame[features].head(5)
         model_info = mlflow.sklearn.log_model(
-            model, name="model", input_example=example,
-            signature=mlflow.models.infer_signature(example, model.predict_proba(example)),
+            trained.model, name="model", input_example=example,
+            signature=mlflow.models.infer_signature(example, trained.model.predict_proba(example)),
             pyfunc_predict_fn="predict_proba", pip_requirements=_pip_requirements(training.family),
             **_serialization(training.family),
         )
@@ -217,9 +236,9 @@ def train_and_register(training: TrainingConfig, info: dict[str, Any], *, settin
                   "window": f"{info['window_start']}…{info['window_end']}", "feature_service": info["feature_service"]},
         )
     log.info("Registered %s version %s (run %s): holdout ROC AUC %.4f", training.model_name, version.version,
-             run.info.run_id, scores["roc_auc"])
+             run.info.run_id, trained.metrics["roc_auc"])
     return {"version": str(version.version), "run_id": run.info.run_id, "reused": False, "training_key": key,
-            "metrics": scores}
+            "metrics": trained.metrics}
 
 
 def _metric_name(slice_name: str) -> str:
@@ -339,7 +358,7 @@ def score_latest(training: TrainingConfig, *, settings: LooplineSettings | None 
     out = pd.DataFrame({
         key: scored[key].to_numpy(), "ds": latest,
         "churn_probability": _positive(model.predict(scored[columns])),
-        "model_name": training.model_name, "model_version": champion.version, "model_run_id": champion.run_id,
+        "model_name": training.model_name, "model_version": str(champion.version), "model_run_id": champion.run_id,
     })
     target = settings.path("predictions", training.instance, f"ds={latest}", "predictions.parquet")
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -117,7 +117,7 @@ def test_rerunning_the_same_window_registers_nothing_new(trained):
 
 def test_a_torch_challenger_from_the_form_is_judged_and_the_reason_recorded(trained):
     dags, _ = trained
-    champion_before = tracking.champion("churn").version
+    champion_before = str(tracking.champion("churn").version)
     run = dags["churn_training"].test(run_conf={**RUN_CONF, "family": "torch_mlp", "epochs": 40})
     assert run.state == "success"
     decision = xcom(run, "evaluate_and_promote")
@@ -126,13 +126,13 @@ def test_a_torch_challenger_from_the_form_is_judged_and_the_reason_recorded(trai
     assert challenger.tags["loopline.promotion"] == ("promoted" if decision["promoted"] else "rejected")
     assert challenger.tags["loopline.promotion_reason"] == decision["reason"]
     expected_champion = decision["version"] if decision["promoted"] else champion_before
-    assert tracking.champion("churn").version == expected_champion
+    assert str(tracking.champion("churn").version) == expected_champion
 
 
 # Bad input: a clear error, no version registered, the champion untouched.
 
 def _state():
-    return {v.version for v in versions()}, tracking.champion("churn").version
+    return {str(v.version) for v in versions()}, str(tracking.champion("churn").version)
 
 
 def test_an_empty_window_is_refused(trained):
