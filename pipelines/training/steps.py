@@ -290,7 +290,7 @@ def evaluate_and_promote(training: TrainingConfig, info: dict[str, Any], trained
     challenger = score(f"models:/{name}/{version}")
     current = tracking.champion(name, settings)
     champion_eval = None
-    if current is not None and current.version == version:
+    if current is not None and str(current.version) == version:
         reason = f"version {version} is already the champion (same inputs as before)"
         return {"version": version, "promoted": False, "champion": version, "reason": reason,
                 "challenger_roc_auc": challenger.metric}

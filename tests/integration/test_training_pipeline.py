@@ -113,6 +113,9 @@ def test_rerunning_the_same_window_registers_nothing_new(trained):
     assert run.state == "success"
     assert {v.version for v in versions()} == before
     assert xcom(run, "train_and_register")["reused"] is True
+    decision = xcom(run, "evaluate_and_promote")
+    assert decision["promoted"] is False
+    assert decision["reason"] == f"version {decision['version']} is already the champion (same inputs as before)"
 
 
 def test_a_torch_challenger_from_the_form_is_judged_and_the_reason_recorded(trained):
