@@ -13,7 +13,9 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # Nothing may be fetched from a model hub at run time.
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
-export DO_NOT_TRACK := 1
+# No usage telemetry from any library (MLflow reads "true", not "1").
+export DO_NOT_TRACK := true
+export MLFLOW_DISABLE_TELEMETRY := true
 
 .PHONY: install demo test test-unit test-slow up bench constraints clean help
 

@@ -45,6 +45,11 @@ def airflow_environment(settings: LooplineSettings | None = None, *, port: int |
         "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "15",
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "NO_PROXY": "*",
+        # Nothing phones home, and no model is fetched from a hub at run time.
+        "DO_NOT_TRACK": "true",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
     }
     if port:
         env["AIRFLOW__API__PORT"] = str(port)

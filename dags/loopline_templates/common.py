@@ -23,3 +23,21 @@ def fail_without_retry(*errors: str):
             if isinstance(exc, getattr(import_module(module), name)):
                 raise AirflowFailException(str(exc)) from exc
         raise
+
+
+def dag_arguments(config) -> dict:
+    """What every Loopline DAG sets the same way from its config: id, owner, retries, tags, no catch-up."""
+    from datetime import timedelta
+
+    return {
+        "dag_id": config.dag_id,
+        "description": config.description or None,
+        "start_date": config.start_date,
+        "catchup": False,
+        "tags": ["loopline", f"template:{config.template}", *config.tags],
+        "default_args": {
+            "owner": config.owner,
+            "retries": config.retries,
+            "retry_delay": timedelta(minutes=config.retry_delay_minutes),
+        },
+    }

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, dag, task
 
-from loopline_templates.common import fail_without_retry
+from loopline_templates.common import dag_arguments, fail_without_retry
 
 from pipelines.config import FeaturesConfig
 
@@ -45,19 +43,10 @@ def build_features_dag(config: FeaturesConfig) -> DAG:
     features_online = Asset(name=config.features_asset_name, uri=f"loopline://features/{config.instance}")
 
     @dag(
-        dag_id=config.dag_id,
-        description=config.description or None,
         schedule=CronDataIntervalTimetable(config.schedule, timezone="UTC"),
-        start_date=config.start_date,
-        catchup=False,
         max_active_runs=1,  # one writer per DuckDB warehouse and online store
-        tags=["loopline", "template:features", *config.tags],
-        default_args={
-            "owner": config.owner,
-            "retries": config.retries,
-            "retry_delay": timedelta(minutes=config.retry_delay_minutes),
-        },
         doc_md=_doc(config),
+        **dag_arguments(config),
     )
     def features_pipeline() -> None:
         @task.sensor(

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
-from loopline_templates.common import fail_without_retry
+from loopline_templates.common import dag_arguments, fail_without_retry
 from pipelines.configs.training import TrainingConfig
 
 # Bad training data stays bad on a retry: fail for good, register nothing.
@@ -79,20 +77,11 @@ def build_training_dag(config: TrainingConfig) -> DAG:
     model_asset = Asset(name=config.model_asset_name, uri=f"loopline://models/{config.model_name}")
 
     @dag(
-        dag_id=config.dag_id,
-        description=config.description or None,
         schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable(config.schedule, timezone="UTC"), assets=retrain),
-        start_date=config.start_date,
-        catchup=False,
         max_active_runs=1,
-        tags=["loopline", "template:training", *config.tags],
-        default_args={
-            "owner": config.owner,
-            "retries": config.retries,
-            "retry_delay": timedelta(minutes=config.retry_delay_minutes),
-        },
         params=_params(config),
         doc_md=_doc(config),
+        **dag_arguments(config),
     )
     def training_pipeline() -> None:
         def run_config(params):
