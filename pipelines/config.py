@@ -14,10 +14,13 @@ import yaml
 from pydantic import Field, TypeAdapter, ValidationError
 
 from pipelines.configs.base import PipelineBase
+from pipelines.configs.drift_check import DriftCheckConfig
 from pipelines.configs.features import FeaturesConfig
+from pipelines.configs.lora_tune import LoraTuneConfig
+from pipelines.configs.rag_index import RagIndexConfig
 from pipelines.configs.training import TrainingConfig
 
-__all__ = ["FeaturesConfig", "TrainingConfig", "PipelineBase", "PipelineConfig", "PipelineConfigError", "config_files", "load_config"]
+__all__ = ["DriftCheckConfig", "FeaturesConfig", "LoraTuneConfig", "RagIndexConfig", "TrainingConfig", "PipelineBase", "PipelineConfig", "PipelineConfigError", "config_files", "load_config"]
 
 
 class PipelineConfigError(ValueError):
@@ -29,9 +32,12 @@ class PipelineConfigError(ValueError):
         super().__init__(f"{path.parent.name}/{path.name}: " + "; ".join(problems))
 
 
-PipelineConfig = Annotated[Union[FeaturesConfig, TrainingConfig], Field(discriminator="template")]
+PipelineConfig = Annotated[
+    Union[FeaturesConfig, TrainingConfig, RagIndexConfig, LoraTuneConfig, DriftCheckConfig],
+    Field(discriminator="template"),
+]
 _ADAPTER: TypeAdapter[PipelineBase] = TypeAdapter(PipelineConfig)
-TEMPLATES = ("features", "training")
+TEMPLATES = ("features", "training", "rag_index", "lora_tune", "drift_check")
 
 
 def _describe(error: dict) -> str:

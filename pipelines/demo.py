@@ -6,7 +6,13 @@
    days and the faulty day are triggered through the REST API. Validation must quarantine the faulty day.
 4. Training: triggers ``churn_training`` on the days just built; it trains, registers in MLflow, promotes
    by the ``champion`` alias and scores the newest features.
-5. Prints what ran, row counts, validation verdicts, features online, the champion and its metrics.
+5. RAG and LoRA: builds the docs index (``docs_rag_index``), re-runs it on the unchanged corpus; the index
+   Asset starts ``assistant_lora_tune`` by itself, which tunes a LoRA adapter on the docs.
+6. The closed loop: drift is injected into the last days, ``churn_drift_check`` fires, its ``churn_retrain``
+   Asset event starts ``churn_training``, and the challenger is promoted or not, with the reason.
+
+Each step prints what ran: row counts, validation verdicts, features online, the champion and its metrics,
+the index counts and retrieval metrics, base and tuned perplexity, the drift evidence.
 
 Exits non-zero when a run that should succeed fails, or the faulty day is not caught.
 """
@@ -29,6 +35,9 @@ HISTORY_DAYS = 30
 FEATURE_DAYS = 6  # days the demo builds features for: enough labelled rows to train on
 CUSTOMERS = 3000
 FAULT = "null_burst"
+RAG_DAG = "docs_rag_index"
+LORA_DAG = "assistant_lora_tune"
+DRIFT_DAYS = 3
 FEATURE_TASKS = ["wait_for_partition", "check_landing", "build_mart", "validate_mart", "publish_features",
                  "apply_definitions", "materialize_interval"]
 
@@ -177,13 +186,80 @@ def print_training(client: AirflowClient, run: DemoRun) -> None:
               f"mean churn probability {scored['mean_churn_probability']} → {scored['path']}")
 
 
+def trigger_named(client: AirflowClient, dag_id: str, run_id: str, conf: dict | None = None) -> str:
+    try:
+        client.trigger(dag_id, logical_date=datetime.now(timezone.utc).isoformat(), run_id=run_id, conf=conf or {})
+    except Exception as exc:
+        if "409" not in str(exc):
+            raise
+        _rerun(client, dag_id, run_id)
+    return run_id
+
+
+def asset_triggered_runs(client: AirflowClient, dag_id: str, since: datetime) -> list[dict]:
+    runs = client.get(f"/api/v2/dags/{dag_id}/dagRuns?run_type=asset_triggered&limit=50")["dag_runs"]
+    return [r for r in runs if datetime.fromisoformat(r["run_after"].replace("Z", "+00:00")) >= since]
+
+
+def run_rag_and_lora(client: AirflowClient, today: date) -> bool:
+    """Build the docs index twice (the second time unchanged); follow the LoRA run its Asset starts."""
+    from pipelines.lora.demo import summarize_run as summarize_lora
+    from pipelines.lora.demo import unexpected as lora_problems
+    from pipelines.rag.demo import summarize_runs, unexpected
+
+    started = datetime.now(timezone.utc)
+    client.unpause(LORA_DAG)
+    client.unpause(RAG_DAG)
+    rag_runs = []
+    for n in (1, 2):
+        run = DemoRun(RAG_DAG, f"rag {n}", trigger_named(client, RAG_DAG, f"demo__{today.isoformat()}__{n}"))
+        say(f"Triggered {RAG_DAG} ({run.run_id})")
+        run.state = client.wait_for_run(run.dag_id, run.run_id, timeout_s=1800, progress=say)
+        rag_runs.append(run)
+    summaries = [result(client, run, "record_index") for run in rag_runs]
+    print(f"\n--- {RAG_DAG}: docs → chunks → embeddings → blue/green index, evaluated ---")
+    problems = [f"{r.run_id} ended {r.state}" for r in rag_runs if not r.as_expected]
+    if all(summaries):
+        print(summarize_runs(*summaries))
+        problems += unexpected(*summaries)
+
+    published = [s for s in summaries if s and s.get("mode") != "unchanged"]
+    if published:
+        say(f"Waiting for the {LORA_DAG} run(s) the docs index Asset started")
+        deadline = time.monotonic() + 1800
+        lora_runs = asset_triggered_runs(client, LORA_DAG, started)
+        while not lora_runs and time.monotonic() < deadline:
+            time.sleep(3)
+            lora_runs = asset_triggered_runs(client, LORA_DAG, started)
+    else:
+        # A data home from an earlier demo: the docs did not change, so no index event starts the tuning.
+        say(f"The docs index did not change since the last demo (no Asset event): triggering {LORA_DAG} by hand")
+        run_id = trigger_named(client, LORA_DAG, f"demo__{today.isoformat()}")
+        lora_runs = [client.dag_run(LORA_DAG, run_id)]
+    states = [client.wait_for_run(LORA_DAG, r["dag_run_id"], timeout_s=1800, progress=say) for r in lora_runs]
+    print(f"\n--- {LORA_DAG}: {len(lora_runs)} run(s) ---")
+    if not lora_runs:
+        problems.append(f"the docs index Asset started no {LORA_DAG} run")
+    for run, state in zip(lora_runs, states):
+        summary = result(client, DemoRun(LORA_DAG, "lora", run["dag_run_id"]), "register_adapter")
+        print(f"run {run['dag_run_id']} ({run['run_type']}): {state.upper()}")
+        if summary:
+            print(summarize_lora(summary))
+            problems += lora_problems(summary)
+        if state != "success":
+            problems.append(f"{LORA_DAG} {run['dag_run_id']} ended {state}")
+    for problem in problems:
+        print(f"  <-- unexpected: {problem}")
+    return not problems
+
+
 def main() -> int:
     settings = get_settings()
     today = datetime.now(timezone.utc).date()
     say(f"Data home: {settings.data_home}")
     feature_days, faulty_day = land_data(today)
     with standalone(settings, log=say) as client:
-        wait_for_dags(client, [FEATURES_DAG, TRAINING_DAG])
+        wait_for_dags(client, [FEATURES_DAG, TRAINING_DAG, RAG_DAG, LORA_DAG, "churn_drift_check"])
         say(f"DAGs parsed; triggering {FEATURES_DAG} for {feature_days[0]} … {feature_days[-2]} and the faulty "
             f"{faulty_day}, then unpausing it so the scheduler runs {feature_days[-1]} on its own")
         runs = [DemoRun(FEATURES_DAG, str(faulty_day), trigger_day(client, faulty_day), expect_failure=True)]
@@ -203,12 +279,20 @@ def main() -> int:
         print("=" * 78)
         print_features(client, runs)
         print_training(client, training)
+
+        say(f"Building the docs index with {RAG_DAG}; its Asset starts {LORA_DAG}")
+        rag_and_lora_ok = run_rag_and_lora(client, today)
+
+        from pipelines.drift.demo import run_drift_loop
+
+        say("Closing the loop: injecting drift into the last days")
+        loop_ok = run_drift_loop(client, today, drift_days=DRIFT_DAYS, log=say)
         print(f"\nAirflow UI: {client.base_url.replace('127.0.0.1', 'localhost')} (stopped now; `make up` "
               f"starts it again). Log in as '{ADMIN_USER}' with the password in "
               f"{settings.airflow_home / 'simple_auth_manager_passwords.json.generated'}.")
         print(f"MLflow UI: .venv/bin/mlflow ui --backend-store-uri {settings.mlflow_uri}")
         print(f"State: {settings.data_home}")
-    ok = all(run.as_expected for run in [*runs, training])
+    ok = all(run.as_expected for run in [*runs, training]) and rag_and_lora_ok and loop_ok
     print("\nDemo " + ("succeeded." if ok else "FAILED: a run did not end as expected."))
     return 0 if ok else 1
 

@@ -12,13 +12,19 @@ from pathlib import Path
 
 from airflow.sdk import DAG
 
+from loopline_templates.drift_check import build_drift_check_dag
 from loopline_templates.features import build_features_dag
+from loopline_templates.lora_tune import build_lora_tune_dag
+from loopline_templates.rag_index import build_rag_index_dag
 from loopline_templates.training import build_training_dag
 from pipelines.config import PipelineBase, load_config
 
 TEMPLATE_BUILDERS: dict[str, Callable[..., DAG]] = {
     "features": build_features_dag,
     "training": build_training_dag,
+    "rag_index": build_rag_index_dag,
+    "lora_tune": build_lora_tune_dag,
+    "drift_check": build_drift_check_dag,
 }
 
 

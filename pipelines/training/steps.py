@@ -218,11 +218,13 @@ def train_and_register(training: TrainingConfig, info: dict[str, Any], *, settin
             context="training",
         )
         trained = train_and_evaluate(training, frame, info["numeric"], info["categorical"], Path(plots_dir))
-        mlflow.log_metrics({f"holdout_{k}": v for k, v in trained.metrics.items()})
-        mlflow.log_metrics({f"holdout_roc_auc_{_metric_name(n)}": s.value for n, s in trained.evaluation.slices.items()
-                            if s.value is not None})
-        for path in trained.plots:
-            mlflow.log_artifact(str(path), artifact_path="evaluation")
+        # One call each: every call is a round trip (a commit on the embedded SQLite store).
+        mlflow.log_metrics({
+            **{f"holdout_{k}": v for k, v in trained.metrics.items()},
+            **{f"holdout_roc_auc_{_metric_name(n)}": s.value for n, s in trained.evaluation.slices.items()
+               if s.value is not None},
+        })
+        mlflow.log_artifacts(plots_dir, artifact_path="evaluation")
         example = frame[features].head(5)
         model_info = mlflow.sklearn.log_model(
             trained.model, name="model", input_example=example,

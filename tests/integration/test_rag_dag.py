@@ -20,7 +20,7 @@ from pipelines.rag.versions import load_rag_config
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-DOCS_CONFIG = Path("/tmp/docs_rag_index.yaml")  # DEV
+DOCS_CONFIG = REPO / "dags" / "configs" / "docs_rag_index.yaml"
 CORPUS = {
     "kites.md": "# Kites\n\n## Flying\n\nA kite needs steady wind of 10 to 30 km/h; launch it with your back to the "
                 "wind and let the line out slowly.\n\n## Building\n\nA diamond kite is a paper sail on two crossed "

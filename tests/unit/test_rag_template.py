@@ -17,7 +17,7 @@ from pipelines.rag.versions import load_rag_config
 pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parents[2]
-DOCS_CONFIG = Path("/tmp/docs_rag_index.yaml")  # DEV
+DOCS_CONFIG = REPO / "dags" / "configs" / "docs_rag_index.yaml"
 HEAVY = ["pandas", "numpy", "pyarrow", "torch", "transformers", "sentence_transformers", "lancedb",
          "weaviate", "mlflow", "sklearn"]
 MINIMAL = {"template": "rag_index", "instance": "handbook", "evaluation": {"questions": "q.yaml"}}

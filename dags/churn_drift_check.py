@@ -1,0 +1,5 @@
+"""Airflow DAG of the pipeline configured in dags/configs/churn_drift_check.yaml (same name)."""
+
+from loopline_templates.registry import dag_for_config_file
+
+dag = dag_for_config_file(__file__)

@@ -1,0 +1,154 @@
+"""Template ``lora_tune``: base model → instruction pairs from the docs → PEFT LoRA → evaluation → MLflow → champion."""
+
+from __future__ import annotations
+
+from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
+
+from loopline_templates.common import dag_arguments, fail_without_retry
+from pipelines.configs.lora_tune import LoraTuneConfig
+
+# A missing or mismatched base model, an empty or invalid dataset, a failed merge check: a retry cannot help.
+NOT_RETRYABLE = (
+    "pipelines.lora.base_model:BaseModelError",
+    "pipelines.lora.dataset:DatasetError",
+    "pipelines.lora.steps:AdapterRejected",
+)
+
+
+def _params(config: LoraTuneConfig) -> dict[str, Param]:
+    """The trigger form: every field typed and bounded, so the form refuses a bad value itself."""
+    lora, tuning = config.lora, config.tuning
+    return {
+        "base_model_path": Param(config.base_model, type="string", minLength=1, title="Base model folder",
+                                 description="A causal LM folder saved with save_pretrained (absolute, repo-relative "
+                                             "or 'home:…'). Anything but the default must exist already."),
+        "rank": Param(lora.rank, type="integer", minimum=1, maximum=256, title="LoRA rank (r)",
+                      description="Rank of the low-rank update matrices."),
+        "alpha": Param(lora.alpha, type="number", exclusiveMinimum=0, maximum=1024, title="LoRA alpha",
+                       description="The update is scaled by alpha / rank."),
+        "dropout": Param(lora.dropout, type="number", minimum=0, maximum=0.9, title="LoRA dropout",
+                         description="Dropout on the adapter's input during training."),
+        "target_modules": Param(list(lora.target_modules), type="array", minItems=1, uniqueItems=True,
+                                items={"type": "string", "minLength": 1}, title="Target modules",
+                                description="Linear layers to adapt; Llama: q_proj k_proj v_proj o_proj gate_proj "
+                                            "up_proj down_proj."),
+        "epochs": Param(tuning.epochs, type="integer", minimum=1, maximum=100, title="Epochs",
+                        description="Passes over the train pairs (max_steps stops earlier)."),
+        "learning_rate": Param(tuning.learning_rate, type="number", exclusiveMinimum=0, maximum=1,
+                               title="Learning rate", description="Peak AdamW learning rate of the adapter."),
+        "max_steps": Param(tuning.max_steps, type="integer", minimum=1, maximum=100_000, title="Max steps",
+                           description="Stop after this many optimizer steps."),
+        "force_promote": Param(False, type="boolean", title="Force promote",
+                               description="Give a registered adapter the champion alias even if the rule says no."),
+    }
+
+
+def _schedule(config: LoraTuneConfig):
+    asset = Asset(name=config.index_asset.name, uri=config.index_asset.uri) if config.index_asset else None
+    if config.schedule and asset:
+        return AssetOrTimeSchedule(timetable=CronTriggerTimetable(config.schedule, timezone="UTC"), assets=[asset])
+    if config.schedule:
+        return CronTriggerTimetable(config.schedule, timezone="UTC")
+    return [asset] if asset else None
+
+
+def _doc(config: LoraTuneConfig) -> str:
+    when = []
+    if config.index_asset:
+        when.append(f"when the Asset `{config.index_asset.name}` is updated (the docs index changed)")
+    if config.schedule:
+        when.append(f"on `{config.schedule}` (UTC)")
+    base = (f"built here if missing: a tiny Llama ({config.tiny_model.num_layers} layers, hidden "
+            f"{config.tiny_model.hidden_size}) with a BPE tokenizer trained on the corpus"
+            if config.tiny_model else "a checkpoint that must be there")
+    ev = config.evaluation
+    return f"""\
+# {config.dag_id}
+
+{config.description or "LoRA fine-tuning of a causal LM on instruction pairs from the docs, gated and registered."}
+
+**When it runs:** {" or ".join(when) or "only by hand"}; or by hand with the form (base model folder, LoRA
+rank / alpha / dropout / target modules, epochs, learning rate, max steps).
+
+1. **prepare_base_model**: `{config.base_model}`, {base}. Checks that it is a causal LM whose tokenizer
+   matches its embedding, and digests the folder (lineage).
+2. **build_dataset**: one instruction/answer pair per section of `{config.corpus.path}`, split by a stable
+   hash ({config.dataset.eval_fraction:.0%} eval), validated: non-empty, length bounds, no text in both splits.
+3. **tune_adapter**: PEFT LoRA (r={config.lora.rank}, alpha={config.lora.alpha}, on
+   {", ".join(config.lora.target_modules)}), seeded, CUDA when there; the loss of every step goes to the
+   log and to MLflow experiment `{config.experiment_name}` with the params, the dataset and the adapter.
+   Same inputs again: the adapter and its run are reused.
+4. **evaluate_adapter**: eval loss and perplexity of the base model and of base + adapter on the held-out
+   pairs; merged weights must give base + adapter's logits within {ev.merge_tolerance:g}.
+5. **register_adapter**: registers `{config.model_name}` only if perplexity drops by at least
+   {ev.min_improvement:.0%}; the `champion` alias moves only if it also beats the champion on the same pairs.
+   The reason is a tag of the version.
+
+A missing base model, a tokenizer that does not match, an empty dataset or a failed merge check fails the
+run without retry: nothing is registered, the champion stays. Config: `dags/configs/{config.dag_id}.yaml`.
+See docs/lora.md.
+"""
+
+
+def build_lora_tune_dag(config: LoraTuneConfig) -> DAG:
+    """Build the DAG ``{instance}_lora_tune`` from its config."""
+
+    @dag(
+        **dag_arguments(config),
+        schedule=_schedule(config),
+        max_active_runs=1,  # one writer per adapter folder and registered model
+        params=_params(config),
+        doc_md=_doc(config),
+    )
+    def lora_tune_pipeline() -> None:
+        def run_config(params):
+            from pipelines.lora import steps
+
+            return steps.resolve_run(config, params)
+
+        @task
+        def prepare_base_model(params=None) -> dict:
+            """Build the tiny default model if needed; check the base model and its tokenizer; digest it."""
+            from pipelines.lora import steps
+
+            with fail_without_retry(*NOT_RETRYABLE):
+                return steps.prepare_base_model(run_config(params))
+
+        @task
+        def build_dataset(base: dict, params=None) -> dict:
+            """Instruction pairs from the corpus, split into train and eval, validated."""
+            from pipelines.lora import steps
+
+            with fail_without_retry(*NOT_RETRYABLE):
+                return steps.build_dataset(run_config(params), base)
+
+        @task
+        def tune_adapter(base: dict, data: dict, params=None) -> dict:
+            """Train the LoRA adapter and log it to MLflow (or reuse the one these inputs made)."""
+            from pipelines.lora import steps
+
+            return steps.tune_adapter(run_config(params), base, data)
+
+        @task
+        def evaluate_adapter(base: dict, data: dict, tuned: dict, params=None) -> dict:
+            """Base against base + adapter on the held-out pairs; the merge check."""
+            from pipelines.lora import steps
+
+            with fail_without_retry(*NOT_RETRYABLE):
+                return steps.evaluate_adapter(run_config(params), base, data, tuned)
+
+        @task
+        def register_adapter(base: dict, data: dict, tuned: dict, evaluation: dict, params=None) -> dict:
+            """Register the adapter if it beats the base by the margin; move champion only on improvement."""
+            from pipelines.lora import steps
+
+            return steps.register_adapter(run_config(params), base, data, tuned, evaluation,
+                                          force=bool(params.get("force_promote")))
+
+        base = prepare_base_model()
+        data = build_dataset(base)
+        tuned = tune_adapter(base, data)
+        evaluation = evaluate_adapter(base, data, tuned)
+        register_adapter(base, data, tuned, evaluation)
+
+    return lora_tune_pipeline()

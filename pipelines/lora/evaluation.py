@@ -1,0 +1,116 @@
+"""Scores and decisions: answer-token loss and perplexity, the merge check, the registration and champion rules.
+
+The loss is the mean negative log-likelihood per answer token over the whole eval split (token-weighted,
+not a mean of batch means), and perplexity is ``exp`` of it. The decision functions are pure and say why.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from pipelines.lora.tuning import IGNORE, Example, batches
+
+
+def eval_loss(model, examples: list[Example], batch_size: int, pad_id: int, device: str) -> tuple[float, int]:
+    """``(mean NLL per answer token, answer tokens)`` of ``model`` on ``examples`` (eval mode, no gradients)."""
+    import torch
+
+    model.eval()
+    total, tokens = 0.0, 0
+    with torch.no_grad():
+        for ids, mask, labels in batches(examples, batch_size, pad_id, device):
+            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+            target = labels[:, 1:]
+            nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1),
+                                                    ignore_index=IGNORE, reduction="sum")
+            total += float(nll)
+            tokens += int((target != IGNORE).sum())
+    if tokens == 0:
+        raise ValueError("the eval split has no answer tokens to score")
+    return total / tokens, tokens
+
+
+def perplexity(loss: float) -> float:
+    """``exp(loss)``, capped so a diverged model reports a large number instead of overflowing."""
+    return math.exp(min(loss, 50.0))
+
+
+def merge_difference(adapted, merged, examples: list[Example], pad_id: int, device: str) -> float:
+    """Largest |logit| difference between base + adapter and the merged model.
+
+    Args:
+        adapted: The PEFT model (base weights and the adapter beside them).
+        merged: A separately loaded copy with the adapter merged into the weights (``merge_and_unload``).
+        examples: Compared on the real (non-padding) positions of up to 8 of them, both models in eval mode.
+    """
+    import torch
+
+    adapted.eval()
+    merged.eval()
+    worst = 0.0
+    with torch.no_grad():
+        for ids, mask, _ in batches(examples[:8], 8, pad_id, device):
+            a = adapted(input_ids=ids, attention_mask=mask).logits
+            b = merged(input_ids=ids, attention_mask=mask).logits
+            keep = mask.bool()
+            worst = max(worst, float((a[keep] - b[keep]).abs().max()))
+    return worst
+
+
+def merged_model(base_path, adapter_path, device: str):
+    """The base model loaded afresh with the adapter merged into its weights, as a consumer would build it."""
+    from pathlib import Path
+
+    from peft import PeftModel
+
+    from pipelines.lora.base_model import load_model
+
+    adapted = PeftModel.from_pretrained(load_model(Path(base_path), device), str(adapter_path))
+    return adapted.merge_and_unload().eval()
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Whether to act (register / promote) and the reason, in words a person reads on the registry page."""
+
+    yes: bool
+    reason: str
+
+
+def registration_decision(base_ppl: float, tuned_ppl: float, min_improvement: float) -> Decision:
+    """Register only if the adapter lowers eval perplexity by at least ``min_improvement`` of the base's."""
+    gain = (base_ppl - tuned_ppl) / base_ppl
+    words = f"eval perplexity {tuned_ppl:.3f} against the base model's {base_ppl:.3f} ({gain:+.1%})"
+    if gain >= min_improvement:
+        return Decision(True, f"{words} improves by at least the margin {min_improvement:.1%}")
+    return Decision(False, f"{words} does not improve by the margin {min_improvement:.1%}; nothing registered")
+
+
+def champion_decision(tuned_ppl: float, champion: dict[str, Any] | None, min_gain: float, *,
+                      force: bool = False) -> Decision:
+    """Whether the registered adapter takes the ``champion`` alias.
+
+    Args:
+        tuned_ppl: The challenger's eval perplexity.
+        champion: None (no champion yet) or ``version``, ``perplexity`` (scored on the same eval split; None
+            when it could not be, e.g. tuned on another base model) and ``why_not_scored``.
+        min_gain: The challenger must be lower than the champion by more than this share of its perplexity.
+        force: Promote whatever the rule says (the reason records what it said).
+    """
+    if champion is None:
+        decision = Decision(True, f"first adapter: eval perplexity {tuned_ppl:.3f} passed the registration gate")
+    elif champion.get("perplexity") is None:
+        decision = Decision(False, f"champion v{champion['version']} cannot be compared on this eval split "
+                                   f"({champion.get('why_not_scored', 'not scored')}); it stays")
+    else:
+        theirs = champion["perplexity"]
+        gain = (theirs - tuned_ppl) / theirs
+        words = (f"eval perplexity {tuned_ppl:.3f} against champion v{champion['version']}'s {theirs:.3f} "
+                 f"({gain:+.1%})")
+        decision = (Decision(True, f"{words} beats it by more than {min_gain:.1%}") if gain > min_gain
+                    else Decision(False, f"{words} does not beat it by more than {min_gain:.1%}"))
+    if force and not decision.yes:
+        return Decision(True, f"forced by the run's force_promote; the rule said: {decision.reason}")
+    return decision

@@ -1,0 +1,174 @@
+"""PEFT LoRA on a causal LM: encode the pairs, attach the adapter, train it, seeded, reporting every step.
+
+The loss is the next-token loss of the answer only: prompt and padding positions carry the label -100,
+so the adapter learns to answer, not to repeat the question. Only the adapter's parameters get
+gradients and optimizer state; the base weights stay frozen (and are what the peak-memory gain comes from).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pipelines.lora.dataset import Pair, format_prompt
+
+log = logging.getLogger(__name__)
+
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class Example:
+    """One encoded pair: ``input_ids`` (bos, prompt, answer, eos) and ``labels`` (-100 outside the answer)."""
+
+    input_ids: list[int]
+    labels: list[int]
+
+
+def encode(pair: Pair, tokenizer, max_tokens: int) -> Example:
+    """Tokenize a pair for training or evaluation; the answer is cut so the whole fits ``max_tokens``."""
+    prompt = tokenizer(format_prompt(pair.instruction), add_special_tokens=False)["input_ids"]
+    answer = tokenizer(pair.answer, add_special_tokens=False)["input_ids"]
+    head = ([tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []) + prompt
+    room = max(1, max_tokens - len(head) - 1)
+    answer = answer[:room] + [tokenizer.eos_token_id]
+    ids = (head + answer)[:max_tokens]
+    labels = ([IGNORE] * len(head) + answer)[:max_tokens]
+    return Example(ids, labels)
+
+
+def batches(examples: list[Example], batch_size: int, pad_id: int, device: str = "cpu"):
+    """Right-padded tensors ``(input_ids, attention_mask, labels)``, ``batch_size`` examples at a time."""
+    import torch
+
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start:start + batch_size]
+        width = max(len(e.input_ids) for e in chunk)
+        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        labels = torch.full((len(chunk), width), IGNORE, dtype=torch.long)
+        for row, e in enumerate(chunk):
+            ids[row, :len(e.input_ids)] = torch.tensor(e.input_ids)
+            mask[row, :len(e.input_ids)] = 1
+            labels[row, :len(e.labels)] = torch.tensor(e.labels)
+        yield ids.to(device), mask.to(device), labels.to(device)
+
+
+def pick_device(requested: str | None = None) -> str:
+    """``requested``, else ``cuda`` when torch sees a GPU, else ``cpu``."""
+    import torch
+
+    if requested:
+        return requested
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def set_cpu_threads(threads: int | None) -> None:
+    """Limit torch's CPU threads (intra-op) when asked; None leaves torch's default."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def lora_config(spec: Any):
+    """The ``peft.LoraConfig`` of a ``LoraSpec``: causal-LM task, no bias training."""
+    from peft import LoraConfig, TaskType
+
+    return LoraConfig(task_type=TaskType.CAUSAL_LM, r=spec.rank, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
+                      target_modules=list(spec.target_modules), bias="none")
+
+
+def attach_lora(model, spec: Any, seed: int | None = None):
+    """The model wrapped by PEFT with fresh LoRA adapters on ``spec.target_modules``; only those train.
+
+    ``seed`` seeds torch first, so the adapters' random initialisation is the same on every run.
+
+    Raises:
+        ValueError: no module of the model matches the target modules (the message lists its linear layers).
+    """
+    import torch
+    from peft import get_peft_model
+
+    if seed is not None:
+        torch.manual_seed(seed)
+    try:
+        return get_peft_model(model, lora_config(spec))
+    except ValueError as exc:
+        linear = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+        raise ValueError(f"LoRA target modules {list(spec.target_modules)} match nothing in this model "
+                         f"({exc}); its linear layers are named {linear}") from None
+
+
+def parameter_counts(model) -> tuple[int, int]:
+    """``(trainable, total)`` parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One optimizer step: its loss, learning rate, tokens in the batch, and seconds since the start."""
+
+    step: int
+    epoch: int
+    loss: float
+    learning_rate: float
+    tokens: int
+    elapsed_s: float
+
+
+def train(model, examples: list[Example], tuning: Any, pad_id: int, device: str,
+          on_step: Callable[[StepRecord], None] | None = None) -> list[StepRecord]:
+    """Seeded AdamW over the trainable parameters for ``epochs`` passes or ``max_steps`` steps, whichever first.
+
+    Each epoch visits the examples in a seeded shuffled order; the learning rate warms up over the first
+    10% of steps and then decays linearly to 10%. Every step is logged and passed to ``on_step``.
+    """
+    import torch
+
+    torch.manual_seed(tuning.seed)
+    generator = torch.Generator().manual_seed(tuning.seed)
+    steps_per_epoch = math.ceil(len(examples) / tuning.batch_size)
+    total = min(tuning.max_steps, tuning.epochs * steps_per_epoch)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=tuning.learning_rate, weight_decay=tuning.weight_decay)
+    warmup = max(1, total // 10)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: (s + 1) / warmup if s < warmup else max(0.1, 1 - (s - warmup) / max(1, total - warmup)))
+    model.to(device).train()
+    records: list[StepRecord] = []
+    started = time.perf_counter()
+    every = max(1, total // 25)
+    log.info("LoRA tuning: %d examples, batch %d, %d steps (%d epochs of %d steps, max_steps %d) on %s",
+             len(examples), tuning.batch_size, total, tuning.epochs, steps_per_epoch, tuning.max_steps, device)
+    step = 0
+    for epoch in range(1, tuning.epochs + 1):
+        order = torch.randperm(len(examples), generator=generator).tolist()
+        for ids, mask, labels in batches([examples[i] for i in order], tuning.batch_size, pad_id, device):
+            if step >= total:
+                break
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            rate = schedule.get_last_lr()[0]
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            record = StepRecord(step, epoch, float(loss.detach()), rate, int(mask.sum()), time.perf_counter() - started)
+            records.append(record)
+            if on_step:
+                on_step(record)
+            if step % every == 0 or step == total or step == 1:
+                log.info("LoRA step %d/%d (epoch %d): loss %.4f, lr %.2e, %.0f tokens/s", step, total, epoch,
+                         record.loss, rate, sum(r.tokens for r in records) / max(record.elapsed_s, 1e-9))
+        if step >= total:
+            break
+    model.eval()
+    return records

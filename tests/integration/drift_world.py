@@ -1,0 +1,81 @@
+"""A small churn world for the drift tests, built in code without dbt or Feast.
+
+Raw days from the simulator; the features of a day are the simulator's own mart truth
+(``expected_customer_daily_features``), published where the features pipeline publishes them; a champion
+is trained on a training set built the way ``build_training_set`` builds it (labels of day D, features of
+D-1), registered in MLflow and given the ``champion`` alias.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from pathlib import Path
+
+import pandas as pd
+
+from pipelines import simulator
+from pipelines.settings import REPO_ROOT, LooplineSettings
+
+CUSTOMERS = 1500
+NUMERIC = ["sessions_7d", "sessions_30d", "purchases_30d", "spend_30d", "support_tickets_30d",
+           "days_since_last_session", "tenure_days", "monthly_charges"]
+CATEGORICAL = ["plan", "region"]
+DRIFT = simulator.CovariateDrift(session_rate_factor=0.4, charges_shift=30.0, purchase_amount_factor=2.5)
+
+
+def configs():
+    from pipelines.config import load_config
+
+    features = load_config(REPO_ROOT / "dags" / "configs" / "churn_features.yaml")
+    training = load_config(REPO_ROOT / "dags" / "configs" / "churn_training.yaml")
+    return features, training
+
+
+def land(settings: LooplineSettings, first: date, days: int, *, drift_start: date | None = None,
+         customers: int = CUSTOMERS) -> Path:
+    landing = settings.path("landing", "churn")
+    simulator.land_days(landing, first, days, n_customers=customers,
+                        drift=DRIFT if drift_start else None, drift_start=drift_start)
+    return landing
+
+
+def publish(settings: LooplineSettings, days: list[date]) -> None:
+    landing = settings.path("landing", "churn")
+    offline = settings.path("offline", "churn", "customer_daily_features")
+    offline.mkdir(parents=True, exist_ok=True)
+    for day in days:
+        simulator.expected_customer_daily_features(landing, day).to_parquet(offline / f"{day}.parquet", index=False)
+
+
+def train_champion(settings: LooplineSettings, window_end: date, window_days: int = 14) -> dict:
+    """Train, register and promote a champion on the labels of ``[window_end - window_days, window_end)``."""
+    from pipelines import tracking
+    from pipelines.training.dataset import dataset_digest, split_by_time
+    from pipelines.training.steps import train_and_register
+
+    _, training = configs()
+    landing = settings.path("landing", "churn")
+    rows = []
+    for n in range(window_days, 0, -1):
+        day = window_end - timedelta(days=n)
+        labels = pd.read_parquet(landing / f"ds={day}" / "labels.parquet")
+        feats = simulator.expected_customer_daily_features(landing, day - timedelta(days=1))
+        joined = labels.merge(feats.drop(columns=["ds", "feature_timestamp"]), on="customer_id")
+        rows.append(joined.assign(label=joined["churned"], label_day=day, event_timestamp=joined["label_ts"]))
+    frame = pd.concat(rows, ignore_index=True)[["customer_id", "event_timestamp", "label", "label_day",
+                                                *NUMERIC, *CATEGORICAL]]
+    frame = split_by_time(frame, 0.25)
+    frame = frame[["customer_id", "event_timestamp", "label", "label_day", "split", *NUMERIC, *CATEGORICAL]]
+    start = window_end - timedelta(days=window_days)
+    path = settings.path("training", "churn", f"window={start}_{window_end}", "training_set.parquet")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(path, index=False)
+    info = {"path": str(path), "window_start": str(start), "window_end": str(window_end), "rows": len(frame),
+            "train_rows": int((frame["split"] == "train").sum()),
+            "holdout_rows": int((frame["split"] == "holdout").sum()), "digest": dataset_digest(frame),
+            "feature_service": "churn_model_v1", "feast_project": "churn", "numeric": NUMERIC,
+            "categorical": CATEGORICAL}
+    config = training.model_copy(update={"hyperparameters": training.hyperparameters.model_copy(update={"max_iter": 40})})
+    trained = train_and_register(config, info, settings=settings)
+    tracking.promote("churn", trained["version"], "drift test world", settings)
+    return {**info, **trained}
