@@ -37,7 +37,8 @@ def judge_tabular(evidence: dict[str, Any], thresholds) -> Verdict:
 
     Args:
         evidence: ``drift_share``, ``drifted_columns``, ``columns``, ``prediction_drift`` (score or
-            None), ``roc_auc`` and ``champion_roc_auc`` (None until enough labels arrived).
+            None) and ``prediction_drifted`` (Evidently's test outcome), ``roc_auc`` and
+            ``champion_roc_auc`` (None until enough labels arrived), ``labelled_rows``.
     """
     reasons, signals = [], []
     share = evidence["drift_share"]

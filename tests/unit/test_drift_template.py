@@ -73,3 +73,11 @@ def test_a_missing_target_config_is_named(tmp_path):
     cfg = config("churn_drift_check")
     with pytest.raises(ValueError, match="target 'churn_training' has no config"):
         target_asset(cfg, config_dir=tmp_path)
+
+
+def test_the_rag_dag_emits_exactly_the_asset_docs_rag_index_is_scheduled_on():
+    dag = build(config("docs_drift_check"))
+    assert [t.task_id for t in dag.topological_sort()] == ["check_drift", "judge_drift", "emit_reindex"]
+    (asset,) = dag.task_dict["emit_reindex"].outlets
+    assert (asset.name, asset.uri) == ("docs_reindex", "loopline://reindex/docs")
+    assert "**`docs_rag_index`**" in dag.doc_md and "frozen question set" in dag.doc_md
