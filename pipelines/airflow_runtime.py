@@ -24,7 +24,8 @@ from pipelines.settings import REPO_ROOT, LooplineSettings, get_settings
 ADMIN_USER = "admin"
 
 
-def airflow_environment(settings: LooplineSettings | None = None, *, port: int | None = None) -> dict[str, str]:
+def airflow_environment(settings: LooplineSettings | None = None, *, port: int | None = None,
+                        log_server_ports: tuple[int, int] | None = None) -> dict[str, str]:
     """Environment variables that point Airflow at this repository and the data home."""
     settings = settings or get_settings()
     home = settings.airflow_home
@@ -54,6 +55,9 @@ def airflow_environment(settings: LooplineSettings | None = None, *, port: int |
     if port:
         env["AIRFLOW__API__PORT"] = str(port)
         env["AIRFLOW__API__BASE_URL"] = f"http://localhost:{port}"
+    if log_server_ports:  # so that two Airflows on one machine (make up beside the tests) do not collide
+        env["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"] = str(log_server_ports[0])
+        env["AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"] = str(log_server_ports[1])
     return env
 
 
@@ -136,10 +140,12 @@ class AirflowClient:
         raise TimeoutError(f"{dag_id} run {run_id} did not finish within {timeout_s:.0f} s")
 
 
-def _free_port(preferred: int) -> int:
+def _free_port(preferred: int, avoid: set[int] = frozenset()) -> int:
     import socket
 
     for port in [preferred, *range(preferred + 1, preferred + 50)]:
+        if port in avoid:
+            continue
         with socket.socket() as probe:
             if probe.connect_ex(("127.0.0.1", port)) != 0:
                 return port
@@ -152,7 +158,9 @@ def standalone(settings: LooplineSettings | None = None, *, port: int | None = N
     """Start ``airflow standalone`` (api-server, scheduler, dag-processor, triggerer); stop it on exit."""
     settings = settings or get_settings()
     port = _free_port(port or settings.airflow_port)
-    env = {**os.environ, **airflow_environment(settings, port=port)}
+    worker_logs = _free_port(8793, avoid={port})
+    trigger_logs = _free_port(worker_logs + 1, avoid={port, worker_logs})
+    env = {**os.environ, **airflow_environment(settings, port=port, log_server_ports=(worker_logs, trigger_logs))}
     home = settings.airflow_home
     home.mkdir(parents=True, exist_ok=True)
     log_file = home / "standalone.log"
