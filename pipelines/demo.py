@@ -171,7 +171,8 @@ def print_training(client: AirflowClient, run: DemoRun) -> None:
     if checked := result(client, run, "validate_training_set"):
         print(f"  Great Expectations: PASSED {checked['expectations']} expectations")
     if trained := result(client, run, "train_and_register"):
-        note = " (same inputs as before: reused)" if trained.get("reused") else ""
+        note = (" (these inputs were trained before, e.g. by the weekly run the scheduler starts when the DAG is "
+                "unpaused: that version is reused)" if trained.get("reused") else "")
         print(f"  registered churn version {trained['version']}{note}")
     if decision := result(client, run, "evaluate_and_promote"):
         print(f"  promotion: {'PROMOTED' if decision['promoted'] else 'kept the champion'}: {decision['reason']}")
@@ -196,16 +197,21 @@ def trigger_named(client: AirflowClient, dag_id: str, run_id: str, conf: dict | 
     return run_id
 
 
+def runs_since(client: AirflowClient, dag_id: str, since: datetime) -> list[dict]:
+    runs = client.get(f"/api/v2/dags/{dag_id}/dagRuns?limit=100")["dag_runs"]
+    runs = [r for r in runs if datetime.fromisoformat(r["run_after"].replace("Z", "+00:00")) >= since]
+    return sorted(runs, key=lambda r: r["run_after"])
+
+
 def asset_triggered_runs(client: AirflowClient, dag_id: str, since: datetime) -> list[dict]:
-    runs = client.get(f"/api/v2/dags/{dag_id}/dagRuns?run_type=asset_triggered&limit=50")["dag_runs"]
-    return [r for r in runs if datetime.fromisoformat(r["run_after"].replace("Z", "+00:00")) >= since]
+    return [r for r in runs_since(client, dag_id, since) if r["run_type"] == "asset_triggered"]
 
 
 def run_rag_and_lora(client: AirflowClient, today: date) -> bool:
     """Build the docs index twice (the second time unchanged); follow the LoRA run its Asset starts."""
     from pipelines.lora.demo import summarize_run as summarize_lora
     from pipelines.lora.demo import unexpected as lora_problems
-    from pipelines.rag.demo import summarize_runs, unexpected
+    from pipelines.rag.demo import summarize_run, summarize_runs, unexpected
 
     started = datetime.now(timezone.utc)
     client.unpause(LORA_DAG)
@@ -216,22 +222,31 @@ def run_rag_and_lora(client: AirflowClient, today: date) -> bool:
         say(f"Triggered {RAG_DAG} ({run.run_id})")
         run.state = client.wait_for_run(run.dag_id, run.run_id, timeout_s=1800, progress=say)
         rag_runs.append(run)
+    # Unpausing also lets the scheduler start the DAG's own cron run: show every run since, in order.
+    scheduled = [DemoRun(RAG_DAG, "scheduled", r["dag_run_id"], state=r["state"])
+                 for r in runs_since(client, RAG_DAG, started) if r["run_type"] == "scheduled"]
+    for run in scheduled:
+        run.state = client.wait_for_run(RAG_DAG, run.run_id, timeout_s=1800, progress=say)
     summaries = [result(client, run, "record_index") for run in rag_runs]
     print(f"\n--- {RAG_DAG}: docs → chunks → embeddings → blue/green index, evaluated ---")
-    problems = [f"{r.run_id} ended {r.state}" for r in rag_runs if not r.as_expected]
+    problems = [f"{r.run_id} ended {r.state}" for r in [*scheduled, *rag_runs] if not r.as_expected]
+    for run in scheduled:
+        if summary := result(client, run, "record_index"):
+            print("\n".join(summarize_run(f"{run.run_id} (started by the scheduler at unpause)", summary)))
     if all(summaries):
         print(summarize_runs(*summaries))
         problems += unexpected(*summaries)
 
-    published = [s for s in summaries if s and s.get("mode") != "unchanged"]
+    published = [s for s in (result(client, r, "record_index") for r in [*scheduled, *rag_runs])
+                 if s and s.get("mode") != "unchanged"]
+    lora_runs = asset_triggered_runs(client, LORA_DAG, started)
     if published:
         say(f"Waiting for the {LORA_DAG} run(s) the docs index Asset started")
         deadline = time.monotonic() + 1800
-        lora_runs = asset_triggered_runs(client, LORA_DAG, started)
         while not lora_runs and time.monotonic() < deadline:
             time.sleep(3)
             lora_runs = asset_triggered_runs(client, LORA_DAG, started)
-    else:
+    elif not lora_runs:
         # A data home from an earlier demo: the docs did not change, so no index event starts the tuning.
         say(f"The docs index did not change since the last demo (no Asset event): triggering {LORA_DAG} by hand")
         run_id = trigger_named(client, LORA_DAG, f"demo__{today.isoformat()}")
