@@ -8,12 +8,12 @@ champion.
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 from pathlib import Path
 
 import pytest
+from airflow_helpers import xcom
 import yaml
 
 from pipelines import tracking
@@ -52,16 +52,6 @@ def build(config: LoraTuneConfig):
     return dag
 
 
-def xcom(run, task_id: str):
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with create_session() as session:
-        value = session.scalar(select(XComModel.value).where(
-            XComModel.dag_id == run.dag_id, XComModel.run_id == run.run_id, XComModel.task_id == task_id,
-            XComModel.key == "return_value"))
-    return json.loads(value) if isinstance(value, str) else value
 
 
 def task_states(run) -> dict[str, tuple[str, int]]:

@@ -6,12 +6,12 @@ repository's docs/ with its real question set, as ``make demo`` does.
 
 from __future__ import annotations
 
-import json
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from airflow_helpers import xcom
 
 from pipelines import tracking
 from pipelines.configs.rag_index import RagIndexConfig
@@ -89,16 +89,6 @@ def task_states(run) -> dict[str, tuple[str, int]]:
     return {task_id: (str(state), tries) for task_id, state, tries in rows}
 
 
-def xcom(run, task_id: str):
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with create_session() as session:
-        value = session.scalar(select(XComModel.value).where(
-            XComModel.dag_id == run.dag_id, XComModel.run_id == run.run_id, XComModel.task_id == task_id,
-            XComModel.key == "return_value"))
-    return json.loads(value) if isinstance(value, str) else value
 
 
 def asset_events(name: str) -> list:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from airflow_helpers import load_dags, xcom
 
 from pipelines import simulator, tracking
 from pipelines.config import load_config
@@ -24,15 +25,6 @@ REPO = Path(__file__).resolve().parents[2]
 # After the DAGs' start_date (2026-11-01): Airflow creates no task instances for earlier intervals.
 FIRST_FEATURE_DAY, LAST_FEATURE_DAY = date(2026, 11, 12), date(2026, 11, 20)
 RUN_CONF = {"window_end": "2026-11-21", "window_days": 9}
-
-
-def load_dags():
-    from airflow.dag_processing.dagbag import BundleDagBag
-
-    folder = REPO / "dags"
-    bag = BundleDagBag(dag_folder=str(folder), bundle_path=folder)
-    assert bag.import_errors == {}
-    return bag.dags
 
 
 def versions(name: str = "churn") -> list:
@@ -59,18 +51,6 @@ def trained(airflow_db):
     return dags, run
 
 
-def xcom(run, task_id: str):
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with create_session() as session:
-        value = session.scalar(select(XComModel.value).where(
-            XComModel.dag_id == run.dag_id, XComModel.run_id == run.run_id, XComModel.task_id == task_id,
-            XComModel.key == "return_value"))
-    import json
-
-    return json.loads(value) if isinstance(value, str) else value
 
 
 def test_training_registers_promotes_and_scores(trained):
