@@ -188,6 +188,7 @@ def train_and_register(training: TrainingConfig, info: dict[str, Any], *, settin
     """Train, log everything to MLflow and register a version, unless these inputs already have one."""
     import mlflow
     import pandas as pd
+    from threadpoolctl import threadpool_limits
 
     from pipelines import tracking
     from pipelines.training.families import family_params
@@ -226,12 +227,15 @@ def train_and_register(training: TrainingConfig, info: dict[str, Any], *, settin
         })
         mlflow.log_artifacts(plots_dir, artifact_path="evaluation")
         example = frame[features].head(5)
-        model_info = mlflow.sklearn.log_model(
-            trained.model, name="model", input_example=example,
-            signature=mlflow.models.infer_signature(example, trained.model.predict_proba(example)),
-            pyfunc_predict_fn="predict_proba", pip_requirements=_pip_requirements(training.family),
-            **_serialization(training.family),
-        )
+        # log_model reloads the model and predicts the example to validate it for serving; on five rows,
+        # OpenMP's worker threads only cost time (a lot of it when the cores are shared), so use one.
+        with threadpool_limits(limits=1):
+            model_info = mlflow.sklearn.log_model(
+                trained.model, name="model", input_example=example,
+                signature=mlflow.models.infer_signature(example, trained.model.predict_proba(example)),
+                pyfunc_predict_fn="predict_proba", pip_requirements=_pip_requirements(training.family),
+                **_serialization(training.family),
+            )
         version = mlflow.register_model(
             model_info.model_uri, training.model_name,
             tags={TRAINING_KEY_TAG: key, "dataset_digest": info["digest"], "family": training.family,
