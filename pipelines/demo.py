@@ -198,9 +198,13 @@ def trigger_named(client: AirflowClient, dag_id: str, run_id: str, conf: dict | 
 
 
 def runs_since(client: AirflowClient, dag_id: str, since: datetime) -> list[dict]:
+    def created(run: dict) -> datetime:
+        # A scheduled run's run_after is its cron time, maybe hours ago; queued_at is when it was made.
+        stamp = run.get("queued_at") or run["run_after"]
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
     runs = client.get(f"/api/v2/dags/{dag_id}/dagRuns?limit=100")["dag_runs"]
-    runs = [r for r in runs if datetime.fromisoformat(r["run_after"].replace("Z", "+00:00")) >= since]
-    return sorted(runs, key=lambda r: r["run_after"])
+    return sorted((r for r in runs if created(r) >= since), key=created)
 
 
 def asset_triggered_runs(client: AirflowClient, dag_id: str, since: datetime) -> list[dict]:
