@@ -29,3 +29,27 @@ def xcom(run, task_id: str) -> Any:
             XComModel.dag_id == run.dag_id, XComModel.run_id == run.run_id, XComModel.task_id == task_id,
             XComModel.key == "return_value"))
     return json.loads(value) if isinstance(value, str) else value
+
+
+def build_and_register(config):
+    """The template's DAG for a config that has no file in dags/, written to the metadata database as the
+    dag-processor would: ``dag.test()`` only runs DAGs it finds serialized there.
+    """
+    import sys
+
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.collection import update_dag_parsing_results_in_db
+    from airflow.serialization.serialized_objects import LazyDeserializedDAG
+    from airflow.utils.session import create_session
+
+    if str(REPO / "dags") not in sys.path:
+        sys.path.insert(0, str(REPO / "dags"))
+    from loopline_templates.registry import TEMPLATE_BUILDERS
+
+    dag = TEMPLATE_BUILDERS[config.template](config)
+    with create_session() as session:
+        DagBundlesManager().sync_bundles_to_db(session=session)
+    with create_session() as session:
+        update_dag_parsing_results_in_db("dags-folder", None, [LazyDeserializedDAG.from_dag(dag)], {}, None,
+                                         set(), session=session)
+    return dag

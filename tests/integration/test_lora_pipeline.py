@@ -9,11 +9,10 @@ champion.
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
-from airflow_helpers import xcom
+from airflow_helpers import build_and_register, xcom
 import yaml
 
 from pipelines import tracking
@@ -29,27 +28,6 @@ CONFIG = REPO / "dags" / "configs" / "assistant_lora_tune.yaml"
 NAME = "assistant_adapter"
 
 
-def build(config: LoraTuneConfig):
-    """The template's DAG for ``config`` (the assistant's YAML, retry delay 0), serialized as the dag-processor would.
-
-    ``dag.test()`` only runs DAGs it finds serialized in the metadata database.
-    """
-    from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.dag_processing.collection import update_dag_parsing_results_in_db
-    from airflow.serialization.serialized_objects import LazyDeserializedDAG
-    from airflow.utils.session import create_session
-
-    if str(REPO / "dags") not in sys.path:
-        sys.path.insert(0, str(REPO / "dags"))
-    from loopline_templates.lora_tune import build_lora_tune_dag
-
-    dag = build_lora_tune_dag(config)
-    with create_session() as session:
-        DagBundlesManager().sync_bundles_to_db(session=session)
-    with create_session() as session:
-        update_dag_parsing_results_in_db("dags-folder", None, [LazyDeserializedDAG.from_dag(dag)], {}, None,
-                                         set(), session=session)
-    return dag
 
 
 
@@ -81,7 +59,7 @@ def config() -> LoraTuneConfig:
 
 @pytest.fixture(scope="module")
 def tuned(airflow_db, config):
-    dag = build(config)
+    dag = build_and_register(config)
     return dag, dag.test()
 
 

@@ -6,12 +6,11 @@ repository's docs/ with its real question set, as ``make demo`` does.
 
 from __future__ import annotations
 
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from airflow_helpers import xcom
+from airflow_helpers import build_and_register, xcom
 
 from pipelines import tracking
 from pipelines.configs.rag_index import RagIndexConfig
@@ -39,27 +38,6 @@ QUESTIONS = [("At what temperature should green tea brew?", "tea.md"),
              ("What pressure for road bike tyres?", "bikes.md")]
 
 
-def build(config: RagIndexConfig):
-    """The template's DAG for ``config``, written to the metadata database as the dag-processor would.
-
-    ``dag.test()`` only runs DAGs it finds serialized; these test configs have no file in dags/.
-    """
-    if str(REPO / "dags") not in sys.path:
-        sys.path.insert(0, str(REPO / "dags"))
-    from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.dag_processing.collection import update_dag_parsing_results_in_db
-    from airflow.serialization.serialized_objects import LazyDeserializedDAG
-    from airflow.utils.session import create_session
-
-    from loopline_templates.rag_index import build_rag_index_dag
-
-    dag = build_rag_index_dag(config)
-    with create_session() as session:
-        DagBundlesManager().sync_bundles_to_db(session=session)
-    with create_session() as session:
-        update_dag_parsing_results_in_db("dags-folder", None, [LazyDeserializedDAG.from_dag(dag)], {}, None,
-                                         set(), session=session)
-    return dag
 
 
 def docs_dag():
@@ -70,7 +48,7 @@ def docs_dag():
     if "docs_rag_index" in bag.dags:
         assert bag.import_errors == {}
         return bag.dags["docs_rag_index"]
-    return build(load_rag_config(DOCS_CONFIG))
+    return build_and_register(load_rag_config(DOCS_CONFIG))
 
 
 def run_at(dag, day: int):
@@ -117,7 +95,7 @@ def ragdag(airflow_db, tmp_path_factory):
         "corpus": {"path": str(corpus)}, "chunker": {"size_chars": 200, "overlap_chars": 40},
         "evaluation": {"questions": str(questions), "k": 2, "min_hit_rate": 0.75},
     })
-    dag = build(config)
+    dag = build_and_register(config)
     return config, dag, [run_at(dag, 2), run_at(dag, 3)], root
 
 
@@ -161,7 +139,7 @@ def test_an_empty_corpus_fails_the_run_without_retry_and_changes_nothing(ragdag)
     config, _, _, root = ragdag
     (root / "empty").mkdir()
     empty_corpus = config.corpus.model_copy(update={"path": str(root / "empty")})
-    broken = build(config.model_copy(update={"corpus": empty_corpus}))
+    broken = build_and_register(config.model_copy(update={"corpus": empty_corpus}))
     run = run_at(broken, 4)
     assert run.state == "failed"
     states = task_states(run)
