@@ -534,3 +534,27 @@ def expected_customer_daily_features(landing: Path, ds: date) -> pd.DataFrame:
     out["monthly_charges"] = out["monthly_charges"].astype("float64")
     out = out.sort_values("customer_id", kind="stable").reset_index(drop=True)
     return out[list(MART_COLUMNS)]
+
+
+def expected_training_set(landing: Path, window_end: date, window_days: int) -> pd.DataFrame:
+    """The labelled rows a point-in-time join would give, from the simulator's own truth.
+
+    Labels observed on each day ``D`` of ``[window_end - window_days, window_end)`` joined to the mart's
+    values of ``D - 1`` (the newest ones stamped before the label), as the training pipeline builds them
+    through Feast; for benchmarks and tests that need a training set without running the pipeline.
+
+    Returns:
+        Columns ``customer_id``, ``event_timestamp`` (the label time), ``label``, ``label_day``, then every
+        feature column of the mart (:data:`MART_COLUMNS` less ``customer_id``, ``ds``, ``feature_timestamp``).
+    """
+    landing = Path(landing)
+    rows = []
+    for n in range(window_days, 0, -1):
+        day = window_end - timedelta(days=n)
+        labels = _read_landed(landing / f"ds={day.isoformat()}", "labels")
+        features = expected_customer_daily_features(landing, day - timedelta(days=1))
+        joined = labels.merge(features.drop(columns=["ds", "feature_timestamp"]), on="customer_id")
+        rows.append(joined.assign(label=joined["churned"], label_day=day, event_timestamp=joined["label_ts"]))
+    feature_columns = [c for c in MART_COLUMNS if c not in ("customer_id", "ds", "feature_timestamp")]
+    return pd.concat(rows, ignore_index=True)[["customer_id", "event_timestamp", "label", "label_day",
+                                               *feature_columns]]

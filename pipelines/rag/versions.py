@@ -192,19 +192,13 @@ def rollback(config: RagIndexConfig, to: str | None = None, settings: LooplineSe
 
 def load_rag_config(path: Path) -> RagIndexConfig:
     """Read and validate a ``rag_index`` YAML file; errors name the file and the field, as load_config's."""
-    import yaml
-    from pydantic import ValidationError
-
-    from pipelines.config import PipelineConfigError, _describe
+    from pipelines.config import PipelineConfigError, load_config
     from pipelines.configs.rag_index import RagIndexConfig
 
-    raw = yaml.safe_load(Path(path).read_text())
-    if not isinstance(raw, dict) or raw.get("template") != "rag_index":
-        raise PipelineConfigError(Path(path), ["template: expected rag_index"])
-    try:
-        return RagIndexConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise PipelineConfigError(Path(path), [_describe(e) for e in exc.errors()]) from None
+    config = load_config(Path(path))
+    if not isinstance(config, RagIndexConfig):
+        raise PipelineConfigError(Path(path), [f"template: expected rag_index, got {config.template}"])
+    return config
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,17 +33,11 @@ def build_training_set(home: Path) -> tuple[pd.DataFrame, dict]:
     landing = home / "landing"
     end = date(2026, 11, 29)
     simulator.land_days(landing, end - timedelta(days=WINDOW_DAYS + 31), WINDOW_DAYS + 31, n_customers=CUSTOMERS)
-    rows = []
-    for n in range(WINDOW_DAYS, 0, -1):
-        day = end - timedelta(days=n)
-        labels = pd.read_parquet(landing / f"ds={day}" / "labels.parquet")
-        feats = simulator.expected_customer_daily_features(landing, day - timedelta(days=1))
-        joined = labels.merge(feats.drop(columns=["ds", "feature_timestamp"]), on="customer_id")
-        rows.append(joined.assign(label=joined["churned"], label_day=day, event_timestamp=joined["label_ts"]))
     numeric = ["sessions_7d", "sessions_30d", "purchases_30d", "spend_30d", "support_tickets_30d",
                "days_since_last_session", "tenure_days", "monthly_charges"]
     categorical = ["plan", "region"]
-    frame = pd.concat(rows, ignore_index=True)[["customer_id", "event_timestamp", "label", "label_day", *numeric, *categorical]]
+    frame = simulator.expected_training_set(landing, end, WINDOW_DAYS)[
+        ["customer_id", "event_timestamp", "label", "label_day", *numeric, *categorical]]
     frame = split_by_time(frame, 0.25)
     path = home / "training_set.parquet"
     frame.to_parquet(path, index=False)

@@ -11,7 +11,6 @@ from __future__ import annotations
 from datetime import date, timedelta
 from pathlib import Path
 
-import pandas as pd
 
 from pipelines import simulator
 from pipelines.settings import REPO_ROOT, LooplineSettings
@@ -55,15 +54,8 @@ def train_champion(settings: LooplineSettings, window_end: date, window_days: in
 
     _, training = configs()
     landing = settings.path("landing", "churn")
-    rows = []
-    for n in range(window_days, 0, -1):
-        day = window_end - timedelta(days=n)
-        labels = pd.read_parquet(landing / f"ds={day}" / "labels.parquet")
-        feats = simulator.expected_customer_daily_features(landing, day - timedelta(days=1))
-        joined = labels.merge(feats.drop(columns=["ds", "feature_timestamp"]), on="customer_id")
-        rows.append(joined.assign(label=joined["churned"], label_day=day, event_timestamp=joined["label_ts"]))
-    frame = pd.concat(rows, ignore_index=True)[["customer_id", "event_timestamp", "label", "label_day",
-                                                *NUMERIC, *CATEGORICAL]]
+    frame = simulator.expected_training_set(landing, window_end, window_days)[
+        ["customer_id", "event_timestamp", "label", "label_day", *NUMERIC, *CATEGORICAL]]
     frame = split_by_time(frame, 0.25)
     frame = frame[["customer_id", "event_timestamp", "label", "label_day", "split", *NUMERIC, *CATEGORICAL]]
     start = window_end - timedelta(days=window_days)
