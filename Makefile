@@ -17,7 +17,7 @@ export TRANSFORMERS_OFFLINE := 1
 export DO_NOT_TRACK := true
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: install demo test test-unit test-slow up bench constraints clean help
+.PHONY: install demo test test-unit test-slow test-production test-browser up bench constraints clean help
 
 help:
 	@echo "make demo   install if needed, run the pipelines through a real Airflow scheduler, print a summary"
@@ -25,7 +25,13 @@ help:
 	@echo "make up     the Airflow UI on localhost until Ctrl-C"
 	@echo "make bench  benchmarks (docs/benchmarks.md)"
 
-install: $(STAMP)
+install: $(STAMP) $(CHROMIUM)
+
+# Browser tests drive Debian's Chromium (never a browser a test tool downloads).
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	  chromium chromium-driver fonts-dejavu-core
 
 $(STAMP): requirements.in constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
@@ -46,6 +52,12 @@ test-unit: install
 
 test-slow: install
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+test-production: install
+	$(PY) -m pytest -m production $(PYTEST_ARGS)
+
+test-browser: install
+	$(PY) -m pytest -m browser $(PYTEST_ARGS)
 
 up: install
 	$(PY) -m pipelines.airflow_runtime
