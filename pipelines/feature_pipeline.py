@@ -17,6 +17,7 @@ from typing import Any
 
 from pipelines.config import FeaturesConfig
 from pipelines.settings import LooplineSettings, get_settings
+from pipelines.warehouse import warehouse_for
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ class _Paths:
         self.dbt_project = settings.resolve(config.dbt.project)
         self.suite = settings.resolve(config.validation.suite)
         self.feast_repo = settings.resolve(config.feast.repo)
-        self.warehouse = settings.path("warehouse", f"{config.instance}.duckdb")
+        self.warehouse = warehouse_for(config.instance, settings)
         self.dbt_work = settings.path("dbt", config.instance)
         self.quarantine = settings.quarantine_dir / config.instance
         self.reports = settings.reports_dir / config.instance / "validation"
@@ -51,9 +52,8 @@ def paths(config: FeaturesConfig, settings: LooplineSettings | None = None) -> _
 
 def _quarantine(config: FeaturesConfig, p: _Paths, ds: date, reason: str, details: dict | None = None) -> Path:
     from pipelines.landing import partition_dir, quarantine_partition
-    from pipelines.transform import delete_mart_day
 
-    delete_mart_day(p.warehouse, ds, mart=config.dbt.mart)
+    p.warehouse.delete_day(ds, config.dbt.mart)
     where = quarantine_partition(partition_dir(config.landing, p.landing, ds), p.quarantine, reason, details)
     log.error("Quarantined landing partition %s to %s: %s", ds, where, reason)
     return where
@@ -88,18 +88,27 @@ def check_landing(config: FeaturesConfig, ds: date) -> dict[str, int]:
 
 def build_mart(config: FeaturesConfig, ds: date) -> dict[str, Any]:
     """Run ``dbt build`` for the day (staging → marts, with dbt's tests)."""
-    from pipelines.transform import DbtBuildError, run_dbt_build
+    from dataclasses import replace
 
-    settings = get_settings()
-    p = paths(config, settings)
+    from pipelines.transform import DUCKDB_PATH_ENV, DbtBuildError, run_dbt_build
+
+    p = paths(config)
+    warehouse = p.warehouse
+    log.info("dbt build of %s for %s into %s", config.dbt.mart, ds, warehouse.describe())
+    warehouse.stage_landing(config.landing, p.landing, ds)
+    target_env = warehouse.dbt_env()
     try:
         result = run_dbt_build(
             p.dbt_project, ds=ds, landing_path=p.landing, file_format=config.landing.format,
-            warehouse_path=p.warehouse, target=settings.dbt_target, work_dir=p.dbt_work,
+            warehouse_path=Path(target_env.pop(DUCKDB_PATH_ENV, p.dbt_work / "unused.duckdb")),
+            target=warehouse.dbt_target, work_dir=p.dbt_work, mart=config.dbt.mart,
+            target_env=target_env, target_vars=warehouse.dbt_vars(),
         )
     except DbtBuildError as exc:
         where = _quarantine(config, p, ds, str(exc))
         raise BatchQuarantined(f"{exc}; quarantined to {where}", where) from exc
+    if result.mart_rows is None:
+        result = replace(result, mart_rows=warehouse.count_day(ds, config.dbt.mart))
     log.info("dbt build for %s: %s", ds, result)
     return asdict(result)
 
@@ -110,11 +119,10 @@ def validate_mart(config: FeaturesConfig, ds: date) -> dict[str, Any]:
     On failure the partition is quarantined, the day leaves the mart, and the error lists every
     failed expectation. The report is saved as JSON either way.
     """
-    from pipelines.transform import read_mart_day
     from pipelines.validation import DataValidationError, raise_for_failures, validate_dataframe
 
     p = paths(config)
-    frame = read_mart_day(p.warehouse, ds, mart=config.dbt.mart)
+    frame = p.warehouse.read_day(ds, config.dbt.mart)
     report = validate_dataframe(frame, p.suite, batch_name=f"{config.instance} {ds}")
     p.reports.mkdir(parents=True, exist_ok=True)
     (p.reports / f"{ds}.json").write_text(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
@@ -131,10 +139,9 @@ def validate_mart(config: FeaturesConfig, ds: date) -> dict[str, Any]:
 def publish_features(config: FeaturesConfig, ds: date) -> dict[str, Any]:
     """Copy the validated day of the mart to where Feast's offline source reads it."""
     from pipelines.features import publish_offline_day
-    from pipelines.transform import read_mart_day
 
     p = paths(config)
-    frame = read_mart_day(p.warehouse, ds, mart=config.dbt.mart)
+    frame = p.warehouse.read_day(ds, config.dbt.mart)
     path = publish_offline_day(frame, p.offline, ds)
     log.info("Published %d rows of %s to %s", len(frame), ds, path)
     return {"rows": len(frame), "path": str(path)}

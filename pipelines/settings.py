@@ -7,11 +7,13 @@ that a setting switches on; see docs/operations.md.
 
 from __future__ import annotations
 
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, computed_field
+from pydantic import Field, computed_field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -23,6 +25,24 @@ class LooplineSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LOOPLINE_", extra="ignore")
 
     home: Path = Field(default=REPO_ROOT / ".loopline", description="The data home: all state lives here.")
+
+    # One switch for the whole stack: "embedded" (SQLite, DuckDB, files; one machine, no server) or
+    # "production" (Postgres, Redis, CeleryExecutor, an MLflow server). A field set explicitly wins
+    # over what the profile implies; see docs/production.md.
+    profile: Literal["embedded", "production"] = "embedded"
+    postgres_url: str = Field(
+        default="postgresql://postgres@127.0.0.1:5432",
+        description="Production profile: the Postgres server (no database); loopline_* databases live on it.",
+    )
+    database_prefix: str = Field(default="loopline", pattern=r"^[a-z][a-z0-9_]{0,40}$")
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379", description="Production profile: Celery broker (db 0), Feast online store (db 1)."
+    )
+    mlflow_port: int = 5000
+    celery_worker_concurrency: int = Field(default=1, ge=1, description="Task slots per Celery worker process.")
+    airflow_api_url: str | None = Field(
+        default=None, description="Where workers reach the api-server's Task Execution API; default localhost."
+    )
 
     # Airflow: SQLite under the data home and the LocalExecutor unless told otherwise.
     airflow_database_url: str | None = Field(
@@ -45,6 +65,65 @@ class LooplineSettings(BaseSettings):
     feast_registry: Literal["file", "sql"] = "file"
     feast_registry_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/loopline_feast"
     feast_offline_store: Literal["file", "duckdb"] = "file"
+
+    @model_validator(mode="after")
+    def _apply_profile(self) -> "LooplineSettings":
+        if self.profile != "production":
+            return self
+        implied = {
+            "airflow_database_url": self.database_url("airflow", driver="postgresql+psycopg2"),
+            "airflow_executor": "CeleryExecutor",
+            "mlflow_tracking_uri": f"http://127.0.0.1:{self.mlflow_port}",
+            "dbt_target": "postgres",
+            "feast_online_store": "redis",
+            "feast_redis_connection": self._feast_redis_connection(),
+            "feast_registry": "sql",
+            "feast_registry_url": self.database_url("feast", driver="postgresql+psycopg"),
+        }
+        for field, value in implied.items():
+            if field not in self.model_fields_set:
+                object.__setattr__(self, field, value)
+        return self
+
+    def database_url(self, name: str, *, driver: str = "postgresql") -> str:
+        """URL of the ``<prefix>_<name>`` database on the production Postgres server."""
+        parts = urlsplit(self.postgres_url)
+        return urlunsplit((driver, parts.netloc, f"/{self.database_prefix}_{name}", parts.query, ""))
+
+    @property
+    def redis_db(self) -> int:
+        """The first of the two Redis databases the production profile uses (Celery; Feast takes the next)."""
+        path = urlsplit(self.redis_url).path.strip("/")
+        return int(path) if path else 0
+
+    def redis_db_url(self, db: int) -> str:
+        parts = urlsplit(self.redis_url)
+        return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, ""))
+
+    def _feast_redis_connection(self) -> str:
+        # Feast's own format: "host:port,db=N,password=…"
+        parts = urlsplit(self.redis_url)
+        connection = f"{parts.hostname or '127.0.0.1'}:{parts.port or 6379},db={self.redis_db + 1}"
+        return connection + (f",password={parts.password}" if parts.password else "")
+
+    def as_environment(self) -> dict[str, str]:
+        """``LOOPLINE_*`` variables for the fields set explicitly, so child processes read the same settings."""
+        env = {}
+        for name in sorted(self.model_fields_set | {"profile"}):
+            value = getattr(self, name)
+            env[f"LOOPLINE_{name.upper()}"] = str(self.data_home if name == "home" else value)
+        return env
+
+    @property
+    def secrets(self) -> list[str]:
+        """Passwords found in the configured URLs: masked in task logs, never shown in the UI."""
+        found = []
+        for url in (self.postgres_url, self.redis_url, self.airflow_database_url or "", self.mlflow_tracking_uri or "",
+                    self.feast_registry_url):
+            password = urlsplit(url).password
+            if password and password not in found:
+                found.append(password)
+        return found
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -96,5 +175,15 @@ class LooplineSettings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> LooplineSettings:
-    """The process-wide settings, read once from the environment."""
-    return LooplineSettings()
+    """The process-wide settings, read once from the environment.
+
+    Inside an Airflow task the passwords of the configured URLs are registered with Airflow's
+    secrets masker, so a log line that shows a URL shows ``***`` in its place.
+    """
+    settings = LooplineSettings()
+    if "airflow.sdk.execution_time.task_runner" in sys.modules:
+        from airflow.sdk.log import mask_secret
+
+        for secret in settings.secrets:
+            mask_secret(secret)
+    return settings

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
@@ -85,16 +85,18 @@ class DbtBuildResult:
 
 
 @contextmanager
-def _env_var(name: str, value: str) -> Iterator[None]:
-    previous = os.environ.get(name)
-    os.environ[name] = value
+def _env_vars(values: Mapping[str, str]) -> Iterator[None]:
+    # dbt's env_var() reads os.environ; set the target's values for this run only.
+    previous = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
     try:
         yield
     finally:
-        if previous is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = previous
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _release_duckdb() -> None:
@@ -149,6 +151,8 @@ def run_dbt_build(
     target: str = "duckdb",
     work_dir: Path,
     mart: str = DEFAULT_MART,
+    target_env: Mapping[str, str] | None = None,
+    target_vars: Mapping[str, str] | None = None,
 ) -> DbtBuildResult:
     """Run ``dbt build`` for one day: staging views over the landing files, the mart, the tests.
 
@@ -163,6 +167,8 @@ def run_dbt_build(
         target: the profile target (``duckdb`` or ``postgres``).
         work_dir: where dbt's target/ and logs/ go for this run.
         mart: the mart counted into ``mart_rows``.
+        target_env: environment the target's profile reads (``LOOPLINE_DBT_PG_*`` for postgres).
+        target_vars: extra dbt vars of the target (``landing_schema`` for postgres).
 
     Returns:
         Counts of what ran and the mart's rows for ``ds``.
@@ -181,6 +187,7 @@ def run_dbt_build(
         "landing_path": str(Path(landing_path).resolve()),
         "file_format": file_format,
         "ds": ds.isoformat(),
+        **(target_vars or {}),
     }
     args = [
         "build",
@@ -192,7 +199,7 @@ def run_dbt_build(
         "--vars", json.dumps(dbt_vars),
         "--no-use-colors",
     ]  # fmt: skip
-    with _env_var(DUCKDB_PATH_ENV, str(warehouse_path)):
+    with _env_vars({DUCKDB_PATH_ENV: str(warehouse_path), **(target_env or {})}):
         try:
             outcome = dbtRunner().invoke(args)
         finally:

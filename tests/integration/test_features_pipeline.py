@@ -110,7 +110,7 @@ def test_rerunning_a_day_changes_nothing(churn):
     config, _, dag, _ = churn
     settings = get_settings()
     before_online = online_snapshot(config.feast.project)
-    before_mart = feature_pipeline.paths(config).warehouse.stat().st_size and _mart_rows(config)
+    before_mart = feature_pipeline.paths(config).warehouse.path.stat().st_size and _mart_rows(config)
     applied_marker = settings.feast_home / config.feast.project / "applied_definitions.sha256"
     applied_at = applied_marker.stat().st_mtime_ns
 
@@ -127,7 +127,7 @@ def test_rerunning_a_day_changes_nothing(churn):
 def _mart_rows(config) -> list[tuple]:
     import duckdb
 
-    with duckdb.connect(str(feature_pipeline.paths(config).warehouse), read_only=True) as db:
+    with duckdb.connect(str(feature_pipeline.paths(config).warehouse.path), read_only=True) as db:
         return db.execute(f"select * from {config.dbt.mart} order by ds, customer_id").fetchall()
 
 

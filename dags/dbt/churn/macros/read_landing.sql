@@ -1,6 +1,7 @@
 {#-
-  read_landing(table, window_days=1): a DuckDB table function over the landing files of `table`
-  for the `window_days` days ending on var('ds'), with the partition day as a DATE column `ds`.
+  read_landing(table, window_days=1): the landing rows of `table` for the `window_days` days ending
+  on var('ds'), with the partition day as a DATE column `ds`. On DuckDB a table function over the
+  landing files (read_landing_files); on Postgres the tables staged from them (read_landing_postgres).
 
   Why the files are listed here instead of passing the glob `ds=*/<table>.<ext>` straight to
   read_parquet: DuckDB binds the schema from the FIRST file the glob matches, before hive-partition
@@ -12,6 +13,34 @@
   might guess differently from one day to the next.
 -#}
 {% macro read_landing(table, window_days=1) -%}
+  {%- if target.type == 'postgres' -%}
+    {{ read_landing_postgres(table, window_days) }}
+  {%- else -%}
+    {{ read_landing_files(table, window_days) }}
+  {%- endif -%}
+{%- endmacro %}
+
+
+{#-
+  On Postgres the files cannot be read in place: pipelines.warehouse.PostgresWarehouse.stage_landing
+  loads the window's files into typed tables of schema var('landing_schema') before dbt runs.
+-#}
+{% macro read_landing_postgres(table, window_days=1) -%}
+  {%- set ds = var('ds') -%}
+  {%- set relation = adapter.quote(var('landing_schema')) ~ '.' ~ adapter.quote(table) -%}
+  {%- if execute -%}
+    {%- set own_rows = run_query("select count(*) from " ~ relation ~ " where ds = cast(" ~ loopline_literal(ds) ~ " as date)").columns[0].values()[0] -%}
+    {%- if own_rows == 0 -%}
+      {{ exceptions.raise_compiler_error("no " ~ table ~ " rows staged for ds=" ~ ds ~ " in " ~ relation ~ "; land the day (files, then _SUCCESS) before building it") }}
+    {%- endif -%}
+  {%- endif -%}
+  (select * from {{ relation }}
+   where ds between cast({{ loopline_literal(ds) }} as date) - {{ window_days - 1 }}
+                and cast({{ loopline_literal(ds) }} as date)) as landed
+{%- endmacro %}
+
+
+{% macro read_landing_files(table, window_days=1) -%}
   {#- No trailing slash, so the listed paths compare equal to own_file below. -#}
   {%- set landing_path = (var('landing_path') | string).rstrip('/') -%}
   {%- set file_format = var('file_format') -%}
