@@ -1,0 +1,426 @@
+"""What the Loopline page in the Airflow UI shows, gathered from MLflow, the data home and Airflow's metadata.
+
+One use case is one ``instance`` of ``dags/configs/*.yaml`` (``churn``, ``docs``, ``assistant``); for each,
+:func:`gather` collects:
+
+- ``models``: per model the ``champion`` version with its run's metrics and params, and the latest versions
+  with their promotion verdict (``loopline.promotion`` / ``loopline.promotion_reason`` tags);
+- ``drift``: the last verdicts of its drift checks (``drift/history.db``) with a link to each Evidently report;
+- ``indexes``: the versions of its RAG indexes (the catalog under ``rag/``) with their evaluation metrics;
+- ``runs``: its recent asset-triggered DAG runs, with the Asset events that started them and the reason
+  carried in each event's extra (a drift check puts its signals, drift share and report there).
+
+Everything here reads; nothing creates a store. Every value a page shows passes :func:`scrub`, which removes
+the secrets of the environment (passwords in URLs, values of ``*PASSWORD*``/``*SECRET*``/``*TOKEN*``/``*KEY*``
+variables): the page can be shown to anyone who may log in to Airflow.
+
+Heavy libraries (mlflow, sqlalchemy, airflow) are imported inside the functions that need them, so the
+Airflow processes that load the plugin do not pay for them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from pipelines.settings import REPO_ROOT, LooplineSettings, get_settings
+
+log = logging.getLogger(__name__)
+
+CONFIG_DIR = REPO_ROOT / "dags" / "configs"
+RECENT_VERSIONS = 5
+RECENT_VERDICTS = 5
+RECENT_RUNS = 10
+# The metrics a model's page shows first, per template; any other logged metric is kept in ``metrics``.
+HEADLINE_METRICS = {
+    "training": ("holdout_roc_auc", "holdout_pr_auc", "holdout_log_loss", "holdout_brier"),
+    "lora_tune": ("eval_perplexity", "base_eval_perplexity", "eval_improvement"),
+}
+HEADLINE_PARAMS = {
+    "training": ("family", "max_iter", "learning_rate", "max_depth", "min_samples_leaf", "hidden_units", "epochs",
+                 "window_start", "window_end", "train_rows", "holdout_rows"),
+    "lora_tune": ("lora_rank", "lora_alpha", "epochs", "learning_rate", "max_steps", "train_pairs", "eval_pairs"),
+}
+SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|API_KEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIAL", re.I)
+MIN_SECRET_CHARS = 4  # shorter values ("1", "true") would blank out ordinary text
+
+
+# --- secrets ------------------------------------------------------------------------------------------------
+
+def redact_uri(uri: str | None) -> str | None:
+    """A URI without its password, user info kept: ``postgresql://u:***@db:5432/x``; a query string dropped."""
+    if not uri:
+        return uri
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return "***"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:***@{host}" if ":" in userinfo else f"***@{host}"
+    if not parts.scheme:
+        return parts.path
+    return f"{parts.scheme}://{netloc}{parts.path}"
+
+
+def _url_passwords(value: str) -> set[str]:
+    found = set()
+    for match in re.finditer(r"[a-zA-Z][a-zA-Z0-9+.-]*://([^/@\s]+)@", value):
+        userinfo = match.group(1)
+        if ":" in userinfo:
+            found.add(userinfo.split(":", 1)[1])
+    for match in re.finditer(r"(?:password|passwd|pwd|token|secret|api_key)=([^&,;\s]+)", value, re.I):
+        found.add(match.group(1))
+    return found
+
+
+def secrets_of(settings: LooplineSettings | None = None, environ: Mapping[str, str] | None = None) -> set[str]:
+    """Strings that must never reach a page: passwords in the settings' URLs and in every environment value,
+    and the whole value of every variable whose name says it is a secret."""
+    settings = settings or get_settings()
+    environ = os.environ if environ is None else environ
+    found: set[str] = set()
+    for value in settings.model_dump(mode="json").values():
+        if isinstance(value, str):
+            found |= _url_passwords(value)
+    for name, value in environ.items():
+        if SECRET_NAME.search(name):
+            found.add(value)
+        found |= _url_passwords(value)
+    variants = set()
+    for secret in found:
+        variants |= {secret, quote(secret, safe=""), quote(secret)}
+    return {s for s in variants if len(s) >= MIN_SECRET_CHARS}
+
+
+def scrub(value: Any, secrets: Iterable[str]) -> Any:
+    """``value`` (str, or lists/dicts of them) with every secret replaced by ``***``; longest secrets first."""
+    ordered = sorted(set(secrets), key=len, reverse=True)
+
+    def clean(item: Any) -> Any:
+        if isinstance(item, str):
+            for secret in ordered:
+                item = item.replace(secret, "***")
+            return item
+        if isinstance(item, Mapping):
+            return {clean(k): clean(v) for k, v in item.items()}
+        if isinstance(item, (list, tuple)):
+            return [clean(v) for v in item]
+        return item
+
+    return clean(value)
+
+
+# --- use cases ----------------------------------------------------------------------------------------------
+
+@dataclass
+class UseCase:
+    """The pipelines of one ``instance``, by template."""
+
+    name: str
+    configs: list[Any] = field(default_factory=list)
+
+    def of(self, template: str) -> list[Any]:
+        return [c for c in self.configs if c.template == template]
+
+    @property
+    def dag_ids(self) -> list[str]:
+        return [c.dag_id for c in self.configs]
+
+
+def use_cases(config_dir: Path = CONFIG_DIR) -> tuple[list[UseCase], list[str]]:
+    """The use cases of a config folder, and the configs that did not load (``file: error``)."""
+    from pipelines.config import config_files, load_config
+
+    cases: dict[str, UseCase] = {}
+    errors = []
+    for path in config_files(config_dir):
+        try:
+            config = load_config(path)
+        except Exception as exc:  # the DAG file shows the same error as its import error
+            errors.append(f"{path.name}: {exc}")
+            continue
+        cases.setdefault(config.instance, UseCase(config.instance)).configs.append(config)
+    return sorted(cases.values(), key=lambda c: c.name), errors
+
+
+# --- models (MLflow) ----------------------------------------------------------------------------------------
+
+DEFAULT_PORTS = {"http": 80, "https": 443, "postgresql": 5432, "mysql": 3306, "mssql": 1433}
+
+
+class StoreUnreachable(ConnectionError):
+    """The MLflow store does not answer: the page says so at once instead of waiting on MLflow's retries."""
+
+
+def _mlflow_store_exists(settings: LooplineSettings, timeout_s: float = 2.0) -> bool:
+    """False for an embedded store not created yet; raises :class:`StoreUnreachable` for a server that does not
+    accept connections (MLflow itself would retry for minutes)."""
+    import socket
+
+    uri = settings.mlflow_uri
+    if uri.startswith("sqlite:///"):
+        return Path(uri.removeprefix("sqlite:///")).exists()
+    parts = urlsplit(uri)
+    port = parts.port or DEFAULT_PORTS.get(parts.scheme.split("+")[0])
+    if parts.hostname and port:
+        try:
+            socket.create_connection((parts.hostname, port), timeout=timeout_s).close()
+        except OSError as exc:
+            raise StoreUnreachable(f"MLflow store {redact_uri(uri)} does not answer: {exc}") from None
+    return True
+
+
+def _version_row(client, version, template: str, champion: str | None) -> dict[str, Any]:
+    row = {
+        "version": str(version.version),
+        "run_id": version.run_id,
+        "created": _millis(version.creation_timestamp),
+        "champion": str(version.version) == champion,
+        "promotion": version.tags.get("loopline.promotion"),
+        "reason": version.tags.get("loopline.promotion_reason") or version.tags.get("loopline.registration_reason"),
+        "family": version.tags.get("family"),
+        "metrics": {}, "params": {},
+    }
+    try:
+        data = client.get_run(version.run_id).data
+    except Exception as exc:  # the run was deleted, or the store moved
+        row["error"] = f"run {version.run_id}: {exc}"
+        return row
+    headline = HEADLINE_METRICS.get(template, ())
+    row["metrics"] = {k: round(float(data.metrics[k]), 4) for k in headline if k in data.metrics}
+    row["params"] = {k: data.params[k] for k in HEADLINE_PARAMS.get(template, ()) if k in data.params}
+    return row
+
+
+def _millis(stamp: int | None) -> str | None:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(stamp / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if stamp else None
+
+
+def model_summary(model_name: str, template: str, settings: LooplineSettings | None = None,
+                  recent: int = RECENT_VERSIONS) -> dict[str, Any]:
+    """The champion of ``model_name`` and its latest versions.
+
+    Returns:
+        ``{"name", "champion": version row or None, "versions": [version rows, newest first]}``; a version row
+        has ``version, run_id, created, champion, promotion, reason, family, metrics, params``.
+    """
+    settings = settings or get_settings()
+    summary: dict[str, Any] = {"name": model_name, "template": template, "champion": None, "versions": []}
+    if not _mlflow_store_exists(settings):
+        return summary
+    from mlflow.exceptions import MlflowException
+
+    from pipelines import tracking
+
+    client = tracking.client(settings)
+    try:
+        versions = client.search_model_versions(f"name = '{model_name}'")
+    except MlflowException:
+        return summary
+    try:
+        champion = str(client.get_model_version_by_alias(model_name, tracking.CHAMPION).version)
+    except MlflowException:
+        champion = None
+    newest = sorted(versions, key=lambda v: int(v.version), reverse=True)
+    summary["versions"] = [_version_row(client, v, template, champion) for v in newest[:recent]]
+    summary["champion"] = next((r for r in summary["versions"] if r["champion"]), None)
+    if champion and summary["champion"] is None:  # an older version still holds the alias
+        held = next((v for v in newest if str(v.version) == champion), None)
+        summary["champion"] = _version_row(client, held, template, champion) if held else None
+    return summary
+
+
+# --- drift (history under the data home) --------------------------------------------------------------------
+
+def report_link(report_uri: str | None, settings: LooplineSettings) -> str | None:
+    """The path of a report under the data home's ``reports/`` (what the page links to), or None."""
+    if not report_uri:
+        return None
+    path = Path(report_uri.removeprefix("file://"))
+    try:
+        return path.resolve().relative_to(settings.reports_dir.resolve()).as_posix()
+    except ValueError:
+        return None
+
+
+def drift_verdicts(instance: str, settings: LooplineSettings | None = None,
+                   limit: int = RECENT_VERDICTS) -> list[dict[str, Any]]:
+    """The last ``limit`` drift checks of ``instance``, newest first, each with ``report`` (a path under
+    ``reports/``, or None) beside the history's columns."""
+    from pipelines.drift.history import DriftHistory, history_path
+
+    settings = settings or get_settings()
+    path = history_path(settings)
+    if not path.exists():
+        return []
+    rows = DriftHistory(path).checks(instance)[-limit:][::-1]
+    for row in rows:
+        row["report"] = report_link(row.get("report_uri"), settings)
+        row.pop("reference", None)  # long; the MLflow run has it
+    return rows
+
+
+# --- RAG index versions (catalog under the data home) -------------------------------------------------------
+
+def index_versions(rag_config, settings: LooplineSettings | None = None) -> list[dict[str, Any]]:
+    """The catalogued versions of one index, newest first: status, live, model, evaluation metrics, gate."""
+    from pipelines.rag.versions import VersionCatalog, _number, catalog_path
+
+    settings = settings or get_settings()
+    path = catalog_path(rag_config, settings)
+    if not path.exists():
+        return []
+    catalog = VersionCatalog(path)
+    rows = []
+    for name in sorted(catalog.versions, key=_number, reverse=True):
+        record = catalog.versions[name]
+        evaluation = record.get("evaluation") or {}
+        rows.append({
+            "version": name, "status": record.get("status"), "live": record.get("status") == "live",
+            "model_id": record.get("model_id"), "chunker": {k: v for k, v in (record.get("chunker") or {}).items()
+                                                           if k != "digest"},
+            "k": evaluation.get("k"), "metrics": evaluation.get("metrics") or {},
+            "gate": record.get("gate"), "went_live_because": record.get("went_live_because"),
+            "built_by": record.get("built_by"),
+        })
+    return rows
+
+
+# --- asset-triggered runs (Airflow's metadata database) -----------------------------------------------------
+
+def asset_triggered_runs(dag_ids: Iterable[str], limit: int = RECENT_RUNS, session=None) -> list[dict[str, Any]]:
+    """The latest asset-triggered runs of ``dag_ids``, newest first, with the events they consumed.
+
+    Each run: ``dag_id, run_id, state, queued_at, start_date, end_date`` and ``events``: for each consumed
+    Asset event ``asset, source_dag_id, source_run_id, source_task_id, timestamp, extra`` and ``reason``
+    (:func:`trigger_reason`). Reads Airflow's ORM; pass the api-server's session or let one be created.
+    """
+    from sqlalchemy import select
+    from sqlalchemy.orm import configure_mappers, selectinload
+
+    from airflow.models.asset import AssetEvent
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from airflow.utils.types import DagRunType
+
+    configure_mappers()  # DagRun.consumed_asset_events is a backref: it exists once the mappers are configured
+    dag_ids = list(dag_ids)
+    if not dag_ids:
+        return []
+    query = (select(DagRun).where(DagRun.dag_id.in_(dag_ids), DagRun.run_type == DagRunType.ASSET_TRIGGERED)
+             .order_by(DagRun.run_after.desc(), DagRun.id.desc()).limit(limit)
+             .options(selectinload(DagRun.consumed_asset_events).selectinload(AssetEvent.asset)))
+
+    def read(s) -> list[dict[str, Any]]:
+        runs = []
+        for run in s.scalars(query):
+            events = []
+            for event in sorted(run.consumed_asset_events, key=lambda e: e.timestamp):
+                extra = dict(event.extra or {})
+                events.append({
+                    "asset": event.asset.name if event.asset else str(event.asset_id),
+                    "uri": event.asset.uri if event.asset else None,
+                    "source_dag_id": event.source_dag_id, "source_run_id": event.source_run_id,
+                    "source_task_id": event.source_task_id, "timestamp": _iso(event.timestamp),
+                    "extra": extra, "reason": trigger_reason(extra),
+                })
+            runs.append({"dag_id": run.dag_id, "run_id": run.run_id, "state": str(run.state),
+                         "queued_at": _iso(run.queued_at), "start_date": _iso(run.start_date),
+                         "end_date": _iso(run.end_date), "events": events})
+        return runs
+
+    if session is not None:
+        return read(session)
+    with create_session() as s:
+        return read(s)
+
+
+def _iso(value) -> str | None:
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else None
+
+
+def trigger_reason(extra: Mapping[str, Any]) -> str:
+    """One line a person reads: why an Asset event asked for a run, from what its producer put in its extra."""
+    if not extra:
+        return "an Asset event without details"
+    parts = []
+    if extra.get("reasons"):
+        parts.append("; ".join(str(r) for r in extra["reasons"]))
+    elif extra.get("signals"):
+        parts.append("signals: " + ", ".join(str(s) for s in extra["signals"]))
+    if extra.get("drift_share") is not None and not any("share" in p for p in parts):
+        parts.append(f"drift share {extra['drift_share']:.2f}")
+    columns = [str(c) for c in extra.get("drifted_columns") or []]
+    if columns and not any(columns[0] in p for p in parts):
+        parts.append("drifted: " + ", ".join(columns))
+    if not parts:
+        parts.append(json.dumps(extra, sort_keys=True, default=str)[:300])
+    return "; ".join(parts)
+
+
+# --- the whole page -----------------------------------------------------------------------------------------
+
+def _section(errors: list[str], what: str, call, *args, **kwargs):
+    try:
+        return call(*args, **kwargs)
+    except Exception as exc:  # one broken store must not take the page down: say what failed instead
+        log.warning("Loopline page: %s failed", what, exc_info=True)
+        first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+        errors.append(f"{what}: {type(exc).__name__}: {first_line}")
+        return None
+
+
+def gather(settings: LooplineSettings | None = None, *, config_dir: Path = CONFIG_DIR,
+           allowed_dag_ids: set[str] | None = None, session=None,
+           environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Everything the page shows, JSON-ready and scrubbed of secrets.
+
+    Args:
+        allowed_dag_ids: the DAGs the viewer may read; runs of other DAGs are left out (None: all).
+        session: a SQLAlchemy session of Airflow's metadata database (the api-server's), or None to open one.
+    """
+    settings = settings or get_settings()
+    cases, config_errors = use_cases(config_dir)
+    page: dict[str, Any] = {
+        "data_home": str(settings.data_home),
+        "mlflow": redact_uri(settings.mlflow_uri),
+        "errors": list(config_errors),
+        "use_cases": [],
+    }
+    for case in cases:
+        errors: list[str] = []
+        entry: dict[str, Any] = {"name": case.name, "dags": [], "models": [], "drift": [], "indexes": [],
+                                 "runs": [], "errors": errors}
+        for config in case.configs:
+            entry["dags"].append({"dag_id": config.dag_id, "template": config.template,
+                                  "description": config.description})
+        for config in case.of("training") + case.of("lora_tune"):
+            summary = _section(errors, f"model {config.model_name}", model_summary, config.model_name,
+                               config.template, settings)
+            if summary:
+                summary["dag_id"] = config.dag_id
+                entry["models"].append(summary)
+        for config in case.of("drift_check"):
+            verdicts = _section(errors, f"drift history of {config.dag_id}", drift_verdicts, config.instance, settings)
+            entry["drift"].append({"dag_id": config.dag_id, "kind": config.kind, "checks": verdicts or []})
+        for config in case.of("rag_index"):
+            versions = _section(errors, f"index versions of {config.dag_id}", index_versions, config, settings)
+            entry["indexes"].append({"dag_id": config.dag_id, "backend": config.index.backend,
+                                     "versions": versions or []})
+        dag_ids = [d for d in case.dag_ids if allowed_dag_ids is None or d in allowed_dag_ids]
+        entry["runs"] = _section(errors, "asset-triggered runs", asset_triggered_runs, dag_ids,
+                                 session=session) or []
+        page["use_cases"].append(entry)
+    return scrub(page, secrets_of(settings, environ))

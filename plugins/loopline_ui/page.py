@@ -1,0 +1,202 @@
+"""The Loopline page as HTML, from what :func:`pipelines.cockpit.gather` returns. No template engine, no
+JavaScript: a server-rendered page that the Airflow UI shows in a frame. Links to Airflow's own pages target
+the top window, so they open in the UI rather than inside the frame.
+"""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+from urllib.parse import quote
+
+STYLE = """
+:root { color-scheme: light dark; --fg: #1a202c; --muted: #5f6b7a; --line: #e2e8f0; --card: #ffffff;
+        --bg: #f7fafc; --ok: #15803d; --bad: #b91c1c; --warn: #a16207; --accent: #0d9488; }
+@media (prefers-color-scheme: dark) {
+  :root { --fg: #e2e8f0; --muted: #a0aec0; --line: #2d3748; --card: #1a202c; --bg: #11151c; } }
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: var(--fg); background: var(--bg);
+       margin: 0; padding: 16px 24px 40px; }
+h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 18px; margin: 28px 0 8px; }
+h3 { font-size: 15px; margin: 18px 0 6px; }
+.meta, .empty, .muted { color: var(--muted); } .meta { margin-bottom: 12px; }
+section.usecase { background: var(--card); border: 1px solid var(--line); border-radius: 8px; padding: 4px 18px 14px;
+                  margin-top: 18px; }
+table { border-collapse: collapse; width: 100%; margin: 4px 0 8px; }
+th, td { text-align: left; padding: 5px 8px; border-bottom: 1px solid var(--line); vertical-align: top; }
+th { font-weight: 600; color: var(--muted); font-size: 12px; text-transform: uppercase; letter-spacing: .03em; }
+td.num { font-variant-numeric: tabular-nums; }
+.chip { display: inline-block; border: 1px solid var(--line); border-radius: 12px; padding: 1px 9px; margin: 0 4px 4px 0;
+        font-size: 12px; }
+.badge { display: inline-block; border-radius: 4px; padding: 0 6px; font-size: 12px; font-weight: 600; color: #fff; }
+.good { background: var(--ok); } .bad { background: var(--bad); } .warn { background: var(--warn); }
+.neutral { background: #64748b; }
+.champion { border-left: 4px solid var(--accent); padding: 4px 12px; margin: 8px 0; }
+.errors { color: var(--bad); } a { color: var(--accent); }
+"""
+
+STATE_CLASS = {"success": "good", "promoted": "good", "live": "good", "no_drift": "good", "approved": "good",
+               "failed": "bad", "rejected": "bad", "drift": "bad", "running": "warn", "queued": "warn",
+               "building": "warn", "skipped": "neutral", "previous": "neutral", "checked": "neutral"}
+
+
+def _e(value: Any) -> str:
+    return escape("" if value is None else str(value))
+
+
+def _badge(value: Any) -> str:
+    if value is None:
+        return ""
+    return f'<span class="badge {STATE_CLASS.get(str(value), "neutral")}">{_e(value)}</span>'
+
+
+def _num(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "–"
+    try:
+        return f"{float(value):.{digits}f}"
+    except (TypeError, ValueError):
+        return _e(value)
+
+
+def _table(headers: list[str], rows: list[str], attrs: str = "") -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    return f"<table{attrs}><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+class _Links:
+    def __init__(self, base: str, airflow_base: str):
+        self.base, self.airflow = base, airflow_base
+
+    def dag(self, dag_id: str, text: str | None = None) -> str:
+        return f'<a target="_top" href="{_e(self.airflow)}/dags/{quote(dag_id)}">{_e(text or dag_id)}</a>'
+
+    def run(self, dag_id: str, run_id: str) -> str:
+        return (f'<a target="_top" href="{_e(self.airflow)}/dags/{quote(dag_id)}/runs/{quote(run_id, safe="")}">'
+                f'{_e(run_id)}</a>')
+
+    def report(self, path: str | None, text: str = "report") -> str:
+        if not path:
+            return ""
+        return f'<a target="_blank" rel="noopener" href="{_e(self.base)}/reports/{quote(path)}">{_e(text)}</a>'
+
+
+def _model(model: dict[str, Any], links: _Links) -> str:
+    name = model["name"]
+    out = [f'<h3>Model <code>{_e(name)}</code> · {links.dag(model.get("dag_id", ""))}</h3>']
+    champion = model.get("champion")
+    if champion:
+        metrics = " · ".join(f"{_e(k)} <b>{_num(v)}</b>" for k, v in champion["metrics"].items())
+        params = " ".join(f'<span class="chip">{_e(k)}={_e(v)}</span>' for k, v in champion["params"].items())
+        out.append(
+            f'<div class="champion" data-model="{_e(name)}" data-champion-version="{_e(champion["version"])}">'
+            f'<div>Champion <b>v{_e(champion["version"])}</b>'
+            f'{" (" + _e(champion["family"]) + ")" if champion.get("family") else ""}, '
+            f'registered {_e(champion["created"])}</div>'
+            f'<div>{metrics or "<span class=muted>no metrics logged</span>"}</div>'
+            f'<div>{params}</div><div class="muted">{_e(champion.get("reason"))}</div></div>')
+    elif model["versions"]:
+        out.append(f'<p class="empty" data-model="{_e(name)}">No champion yet: no version passed the policy.</p>')
+    else:
+        out.append(f'<p class="empty" data-model="{_e(name)}">No version registered yet.</p>')
+    if model["versions"]:
+        metric_names = list(dict.fromkeys(k for v in model["versions"] for k in v["metrics"]))[:2]
+        rows = []
+        for v in model["versions"]:
+            cells = "".join(f'<td class="num">{_num(v["metrics"].get(m))}</td>' for m in metric_names)
+            params = " ".join(f"{_e(k)}={_e(val)}" for k, val in v["params"].items()
+                              if k in ("family", "max_iter", "learning_rate", "lora_rank", "epochs"))
+            rows.append(
+                f'<tr data-version="{_e(v["version"])}"><td>v{_e(v["version"])}{" ★" if v["champion"] else ""}</td>'
+                f'<td>{_e(v["created"])}</td><td>{_badge(v.get("promotion"))}</td>{cells}'
+                f'<td class="muted">{params}</td><td>{_e(v.get("reason") or v.get("error"))}</td></tr>')
+        out.append(_table(["version", "registered", "promotion", *metric_names, "params", "reason"], rows,
+                          f' class="versions" data-model="{_e(name)}"'))
+    return "".join(out)
+
+
+def _drift(drift: dict[str, Any], links: _Links) -> str:
+    out = [f'<h3>Drift verdicts · {links.dag(drift["dag_id"])} <span class="muted">({_e(drift["kind"])})</span></h3>']
+    if not drift["checks"]:
+        return "".join(out) + '<p class="empty">No drift check has run yet.</p>'
+    rows = []
+    for c in drift["checks"]:
+        status = "drift" if (c.get("verdict") or "").startswith("DRIFT") else c["status"]
+        columns = ", ".join(c.get("drifted_columns") or [])
+        rows.append(
+            f'<tr data-drift-run="{_e(c["dag_run_id"])}"><td>{_e(c.get("check_day"))}</td><td>{_badge(status)}</td>'
+            f'<td class="num">{_num(c.get("drift_share"), 2)}</td><td>{_e(columns)}</td>'
+            f'<td>{_e(c.get("verdict"))}</td><td>{_e(c.get("action"))}</td>'
+            f'<td>{links.report(c.get("report"))}</td><td>{links.run(drift["dag_id"], c["dag_run_id"])}</td></tr>')
+    return "".join(out) + _table(["day", "verdict", "drift share", "drifted columns", "why", "action", "report",
+                                  "run"], rows)
+
+
+def _index(index: dict[str, Any], links: _Links) -> str:
+    out = [f'<h3>Index versions · {links.dag(index["dag_id"])} <span class="muted">({_e(index["backend"])})</span></h3>']
+    if not index["versions"]:
+        return "".join(out) + '<p class="empty">No index version built yet.</p>'
+    rows = []
+    for v in index["versions"]:
+        k = v.get("k") or "k"
+        metrics = "<br>".join(f'{_e(mode)}: hit@{_e(k)} <b>{_num(m.get("hit_rate"), 3)}</b>, '
+                              f'MRR@{_e(k)} <b>{_num(m.get("mrr"), 3)}</b>' for mode, m in v["metrics"].items())
+        chunker = ", ".join(f"{_e(a)} {_e(b)}" for a, b in v["chunker"].items())
+        rows.append(
+            f'<tr data-index-version="{_e(v["version"])}"><td>{_e(v["version"])}</td><td>{_badge(v["status"])}</td>'
+            f'<td>{metrics or "–"}</td><td>{_e(v.get("model_id"))}<br><span class="muted">{chunker}</span></td>'
+            f'<td>{_e(v.get("went_live_because") or v.get("gate"))}</td></tr>')
+    return "".join(out) + _table(["version", "status", "evaluation", "model · chunker", "why"], rows)
+
+
+def _runs(runs: list[dict[str, Any]], links: _Links) -> str:
+    out = ["<h3>Asset-triggered runs</h3>"]
+    if not runs:
+        return "".join(out) + '<p class="empty">No run was started by an Asset event yet.</p>'
+    rows = []
+    for run in runs:
+        events = run["events"] or [{"asset": "?", "reason": "no consumed event recorded"}]
+        trigger = "<br>".join(
+            f'<code>{_e(e["asset"])}</code> from {links.dag(e["source_dag_id"]) if e.get("source_dag_id") else "outside"}'
+            f'{" / " + links.run(e["source_dag_id"], e["source_run_id"]) if e.get("source_run_id") else ""}'
+            for e in events)
+        reasons = "<br>".join(_e(e["reason"]) for e in events)
+        reports = " ".join(links.report(_report_path(e.get("extra", {}).get("report_uri"))) for e in events)
+        rows.append(
+            f'<tr data-run="{_e(run["run_id"])}"><td>{links.run(run["dag_id"], run["run_id"])}</td>'
+            f'<td>{links.dag(run["dag_id"])}</td><td>{_badge(run["state"])}</td><td>{_e(run.get("start_date"))}</td>'
+            f'<td>{trigger}</td><td>{reasons} {reports}</td></tr>')
+    return "".join(out) + _table(["run", "DAG", "state", "started", "triggered by", "reason"], rows)
+
+
+def _report_path(uri: str | None) -> str | None:
+    """A report URI's path below ``reports/`` (the cockpit already checked where it lies for the history)."""
+    if not uri or "/reports/" not in uri:
+        return None
+    return uri.rsplit("/reports/", 1)[1]
+
+
+def render(summary: dict[str, Any], *, base: str = "/loopline", airflow_base: str = "", user: str = "") -> str:
+    """The whole page. ``base``: where this app is mounted; ``airflow_base``: the Airflow UI's root."""
+    links = _Links(base, airflow_base)
+    body = [f'<h1>Loopline</h1><div class="meta">Signed in as <b>{_e(user)}</b> · data home '
+            f'<code>{_e(summary["data_home"])}</code> · MLflow <code>{_e(summary["mlflow"])}</code></div>']
+    if summary.get("errors"):
+        body.append('<div class="errors">' + "<br>".join(_e(e) for e in summary["errors"]) + "</div>")
+    nav = " ".join(f'<a class="chip" href="#uc-{_e(c["name"])}">{_e(c["name"])}</a>' for c in summary["use_cases"])
+    body.append(f"<div>{nav}</div>")
+    for case in summary["use_cases"]:
+        dags = " ".join(f'<span class="chip">{links.dag(d["dag_id"])} <span class="muted">{_e(d["template"])}'
+                        f"</span></span>" for d in case["dags"])
+        parts = [f'<section class="usecase" id="uc-{_e(case["name"])}" data-use-case="{_e(case["name"])}">'
+                 f'<h2>{_e(case["name"])}</h2><div>{dags}</div>']
+        if case["errors"]:
+            parts.append('<div class="errors">' + "<br>".join(_e(e) for e in case["errors"]) + "</div>")
+        parts += [_model(m, links) for m in case["models"]]
+        parts += [_index(i, links) for i in case["indexes"]]
+        parts += [_drift(d, links) for d in case["drift"]]
+        parts.append(_runs(case["runs"], links))
+        parts.append("</section>")
+        body.append("".join(parts))
+    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Loopline</title>'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{STYLE}</style></head>'
+            f'<body>{"".join(body)}</body></html>')
