@@ -17,12 +17,13 @@ export TRANSFORMERS_OFFLINE := 1
 export DO_NOT_TRACK := true
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: install demo test test-unit test-slow test-production test-browser up bench constraints clean help
+.PHONY: install demo test test-unit test-slow test-production test-browser up up-production bench constraints clean help
 
 help:
 	@echo "make demo   install if needed, run the pipelines through a real Airflow scheduler, print a summary"
 	@echo "make test   install if needed, run the whole test suite"
 	@echo "make up     the Airflow UI on localhost until Ctrl-C"
+	@echo "make up-production  the same DAGs on Postgres, Redis, two Celery workers and an MLflow server"
 	@echo "make bench  benchmarks (docs/benchmarks.md)"
 
 install: $(STAMP) $(CHROMIUM)
@@ -61,6 +62,10 @@ test-browser: install
 
 up: install
 	$(PY) -m pipelines.airflow_runtime
+
+# The production profile on this machine: Postgres, Redis, two Celery workers, an MLflow server.
+up-production: install
+	LOOPLINE_PROFILE=production $(PY) -m pipelines.production up
 
 bench: install
 	set -e; for bench in tests/benchmarks/bench_*.py; do echo "== $$bench"; $(PY) $$bench; done

@@ -25,14 +25,15 @@ ADMIN_USER = "admin"
 
 
 def airflow_environment(settings: LooplineSettings | None = None, *, port: int | None = None,
-                        log_server_ports: tuple[int, int] | None = None) -> dict[str, str]:
-    """Environment variables that point Airflow at this repository and the data home."""
+                        log_server_ports: tuple[int, int] | None = None,
+                        dags_folder: Path | None = None) -> dict[str, str]:
+    """Environment variables that point Airflow at this repository (or ``dags_folder``) and the data home."""
     settings = settings or get_settings()
     home = settings.airflow_home
     env = {
         "LOOPLINE_HOME": str(settings.data_home),
         "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder or REPO_ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": settings.airflow_executor,
@@ -154,13 +155,15 @@ def _free_port(preferred: int, avoid: set[int] = frozenset()) -> int:
 
 @contextmanager
 def standalone(settings: LooplineSettings | None = None, *, port: int | None = None, timeout_s: float = 240,
-               log=print) -> Iterator[AirflowClient]:
+               log=print, dags_folder: Path | None = None,
+               extra_env: dict[str, str] | None = None) -> Iterator[AirflowClient]:
     """Start ``airflow standalone`` (api-server, scheduler, dag-processor, triggerer); stop it on exit."""
     settings = settings or get_settings()
     port = _free_port(port or settings.airflow_port)
     worker_logs = _free_port(8793, avoid={port})
     trigger_logs = _free_port(worker_logs + 1, avoid={port, worker_logs})
-    env = {**os.environ, **airflow_environment(settings, port=port, log_server_ports=(worker_logs, trigger_logs))}
+    env = {**os.environ, **airflow_environment(settings, port=port, log_server_ports=(worker_logs, trigger_logs),
+                                               dags_folder=dags_folder), **(extra_env or {})}
     home = settings.airflow_home
     home.mkdir(parents=True, exist_ok=True)
     log_file = home / "standalone.log"

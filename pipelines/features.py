@@ -43,7 +43,10 @@ def repo_config(project: str, settings: LooplineSettings | None = None) -> Any:
     feast_home = settings.feast_home / project
     feast_home.mkdir(parents=True, exist_ok=True)
     if settings.feast_registry == "sql":
-        registry = RegistryConfig(registry_type="sql", path=settings.feast_registry_url, cache_ttl_seconds=60)
+        from feast.infra.registry.sql import SqlRegistryConfig
+
+        # No cache: workers on other machines apply and materialize; every task reads the registry afresh.
+        registry = SqlRegistryConfig(registry_type="sql", path=settings.feast_registry_url, cache_ttl_seconds=0)
     else:
         registry = RegistryConfig(registry_type="file", path=str(feast_home / "registry.db"), cache_ttl_seconds=0)
     if settings.feast_online_store == "redis":

@@ -78,15 +78,18 @@ def _shared_secrets(settings: LooplineSettings) -> dict[str, str]:
 
 
 def production_environment(settings: LooplineSettings | None = None, *, port: int | None = None,
-                           log_server_ports: tuple[int, int] | None = None) -> dict[str, str]:
+                           log_server_ports: tuple[int, int] | None = None,
+                           dags_folder: Path | None = None) -> dict[str, str]:
     """Airflow's environment for the production profile: Postgres, CeleryExecutor on Redis."""
     settings = settings or get_settings()
     _require_production(settings)
     port = port or settings.airflow_port
     api_url = (settings.airflow_api_url or f"http://127.0.0.1:{port}").rstrip("/")
-    env = airflow_environment(settings, port=port, log_server_ports=log_server_ports)
+    env = airflow_environment(settings, port=port, log_server_ports=log_server_ports, dags_folder=dags_folder)
     env.update(settings.as_environment())
     env.update(_shared_secrets(settings))
+    if dags_folder is None and os.environ.get("AIRFLOW__CORE__DAGS_FOLDER"):  # e.g. git-sync on Kubernetes
+        env["AIRFLOW__CORE__DAGS_FOLDER"] = os.environ["AIRFLOW__CORE__DAGS_FOLDER"]
     env.update({
         "LOOPLINE_PROFILE": "production",
         "AIRFLOW__API__BASE_URL": api_url,
@@ -206,7 +209,7 @@ class ProductionStack:
 
 @contextmanager
 def production_stack(settings: LooplineSettings | None = None, *, workers: int = CELERY_WORKERS,
-                     timeout_s: float = 300, log=print) -> Iterator[ProductionStack]:
+                     timeout_s: float = 300, log=print, dags_folder: Path | None = None) -> Iterator[ProductionStack]:
     """Start MLflow, Airflow's api-server, scheduler, dag-processor, triggerer and Celery workers here.
 
     Each process logs to ``$LOOPLINE_HOME/airflow/production/<component>.log``; everything started
@@ -220,7 +223,8 @@ def production_stack(settings: LooplineSettings | None = None, *, workers: int =
     log_dir = settings.airflow_home / "production"
     log_dir.mkdir(parents=True, exist_ok=True)
     trigger_logs = _free_port(8794, avoid={port})
-    base_env = {**os.environ, **production_environment(settings, port=port, log_server_ports=(8793, trigger_logs))}
+    base_env = {**os.environ, **production_environment(settings, port=port, log_server_ports=(8793, trigger_logs),
+                                                        dags_folder=dags_folder)}
     names = [f"worker-{index}" for index in range(1, workers + 1)]
     stack = ProductionStack(client=None, settings=settings, worker_names=names, log_dir=log_dir)  # type: ignore[arg-type]
 
@@ -264,9 +268,9 @@ def production_stack(settings: LooplineSettings | None = None, *, workers: int =
 
 
 def _exec(component: str, settings: LooplineSettings) -> None:
+    if component == "celery-worker":  # each container or machine is a worker of its own name
+        os.environ.setdefault(WORKER_NAME_ENV, socket.gethostname())
     env = {**os.environ, **production_environment(settings)}
-    if component == "celery-worker":
-        env.setdefault(WORKER_NAME_ENV, socket.gethostname())
     command = command_for(component, settings)
     os.execvpe(command[0], command, env)
 

@@ -1,0 +1,112 @@
+"""Executor benchmark (``make bench``): two Celery workers against the LocalExecutor, same DAG, one run.
+
+The DAG is ``tests/benchmarks/dags/executor_fanout.py``: a start task, 24 small parallel tasks, a finish
+task; ``--runs`` runs of it are triggered at once. Both stacks get the same number of task slots
+(``--slots``, default 2: two Celery workers with one slot each, against ``parallelism`` 2 for the
+LocalExecutor) so the figures compare what each executor adds, not how many tasks run side by side.
+
+1. **LocalExecutor**: ``airflow standalone`` on SQLite (the embedded default).
+2. **CeleryExecutor**: the production profile (``pipelines.production.production_stack``): Postgres
+   metadata database, Redis broker, two ``airflow celery worker`` processes. Needs this machine's
+   PostgreSQL and Redis; its databases (prefix ``loopline_bench``) are dropped afterwards.
+
+Figures, from the task instances Airflow recorded: task throughput (task instances per minute from the
+first task's start to the last task's end) and scheduling latency (``scheduled_when`` → ``start_date``,
+median and p95).
+
+Run: ``python tests/benchmarks/bench_executors.py [--runs 3] [--slots 2]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+DAGS = Path(__file__).resolve().parent / "dags"
+DAG_ID = "executor_fanout"
+
+
+def _parse(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+def measure(client, runs: int) -> dict[str, float]:
+    from pipelines.airflow_runtime import wait_for_dags
+
+    wait_for_dags(client, [DAG_ID])
+    client.unpause(DAG_ID)
+    now = datetime.now(timezone.utc)
+    run_ids = []
+    for index in range(runs):
+        run_id = f"bench_{now:%H%M%S}_{index}"
+        client.trigger(DAG_ID, logical_date=now.replace(microsecond=index).isoformat(), run_id=run_id)
+        run_ids.append(run_id)
+    states = [client.wait_for_run(DAG_ID, run_id, timeout_s=900, poll_s=1) for run_id in run_ids]
+    if set(states) != {"success"}:
+        raise RuntimeError(f"benchmark runs ended {states}")
+    instances = [ti for run_id in run_ids for ti in client.task_instances(DAG_ID, run_id)]
+    starts = [_parse(ti["start_date"]) for ti in instances]
+    ends = [_parse(ti["end_date"]) for ti in instances]
+    latencies = sorted((_parse(ti["start_date"]) - _parse(ti["scheduled_when"])).total_seconds() for ti in instances)
+    span = (max(ends) - min(starts)).total_seconds()
+    return {
+        "tasks": len(instances),
+        "span_s": span,
+        "tasks_per_min": len(instances) / span * 60,
+        "latency_p50_s": statistics.median(latencies),
+        "latency_p95_s": latencies[int(0.95 * (len(latencies) - 1))],
+        "hosts": len({ti["hostname"] for ti in instances}),
+    }
+
+
+def bench_local(runs: int, slots: int) -> dict[str, float]:
+    from pipelines.airflow_runtime import standalone
+    from pipelines.settings import LooplineSettings
+
+    with tempfile.TemporaryDirectory(prefix="loopline-bench-local-") as home:
+        settings = LooplineSettings(home=Path(home), airflow_port=8291)
+        with standalone(settings, log=lambda message: None, dags_folder=DAGS,
+                        extra_env={"AIRFLOW__CORE__PARALLELISM": str(slots)}) as client:
+            return measure(client, runs)
+
+
+def bench_celery(runs: int, slots: int) -> dict[str, float]:
+    from pipelines.production import drop_databases, production_stack
+    from pipelines.settings import LooplineSettings
+
+    with tempfile.TemporaryDirectory(prefix="loopline-bench-celery-") as home:
+        settings = LooplineSettings(home=Path(home), profile="production", database_prefix="loopline_bench",
+                                    redis_url="redis://127.0.0.1:6379/10", mlflow_port=5072, airflow_port=8292,
+                                    celery_worker_concurrency=max(1, slots // 2))
+        drop_databases(settings)
+        try:
+            with production_stack(settings, workers=2, log=lambda message: None, dags_folder=DAGS) as stack:
+                return measure(stack.client, runs)
+        finally:
+            drop_databases(settings)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--slots", type=int, default=2)
+    args = parser.parse_args()
+    print(f"Executors: {args.runs} runs of {DAG_ID} (1 + 24 + 1 tasks) triggered at once, {args.slots} task slots")
+    local = bench_local(args.runs, args.slots)
+    celery = bench_celery(args.runs, args.slots)
+    for name, figures in (("LocalExecutor (SQLite)", local), ("CeleryExecutor, 2 workers (Postgres, Redis)", celery)):
+        print(f"  {name:44s} {figures['tasks_per_min']:6.1f} tasks/min ({figures['tasks']} tasks in "
+              f"{figures['span_s']:.1f} s); scheduling latency p50 {figures['latency_p50_s']:.2f} s, "
+              f"p95 {figures['latency_p95_s']:.2f} s; hosts {figures['hosts']}")
+    print(f"  ratio Celery / Local: throughput {celery['tasks_per_min'] / local['tasks_per_min']:.2f}, "
+          f"latency p50 {celery['latency_p50_s'] / max(local['latency_p50_s'], 1e-9):.2f}")
+
+
+if __name__ == "__main__":
+    main()
