@@ -138,7 +138,7 @@ class UseCase:
 
 
 def use_cases(config_dir: Path = CONFIG_DIR) -> tuple[list[UseCase], list[str]]:
-    """The use cases of a config folder, and the configs that did not load (``file: error``)."""
+    """The use cases of a config folder, biggest first, and the configs that did not load (``file: error``)."""
     from pipelines.config import config_files, load_config
 
     cases: dict[str, UseCase] = {}
@@ -150,7 +150,8 @@ def use_cases(config_dir: Path = CONFIG_DIR) -> tuple[list[UseCase], list[str]]:
             errors.append(f"{path.name}: {exc}")
             continue
         cases.setdefault(config.instance, UseCase(config.instance)).configs.append(config)
-    return sorted(cases.values(), key=lambda c: c.name), errors
+    # The use cases with the most pipelines first (the page leads with the loop's main use case), then by name.
+    return sorted(cases.values(), key=lambda c: (-len(c.configs), c.name)), errors
 
 
 # --- models (MLflow) ----------------------------------------------------------------------------------------
