@@ -1,4 +1,4 @@
-"""Benchmark DAG for ``bench_executors.py``: one task, a fan-out of small tasks, one task.
+"""Benchmark DAGs for ``bench_executors.py``: a fan-out (throughput) and a chain (latency) of small tasks.
 
 The work per task is small on purpose: the benchmark measures what the executor adds (queueing,
 starting a task process, reporting back), not the work.
@@ -36,3 +36,28 @@ def executor_fanout():
 
 
 executor_fanout()
+
+
+CHAIN = 10
+
+
+@dag(schedule=None, start_date=datetime(2026, 11, 1), catchup=False, tags=["benchmark"], doc_md=__doc__,
+     default_args={"owner": "ml-platform", "retries": 0})
+def executor_chain():
+    """Ten small tasks one after the other: the gap between one's end and the next one's start is pure
+    scheduling and executor latency (no task waits for a free slot)."""
+
+    @task
+    def step(index: int) -> int:
+        """About 10 ms of arithmetic."""
+        return sum(range(200_000)) + index
+
+    previous = None
+    for index in range(CHAIN):
+        current = step.override(task_id=f"step_{index}")(index)
+        if previous is not None:
+            previous >> current
+        previous = current
+
+
+executor_chain()
