@@ -366,6 +366,10 @@ def trigger_reason(extra: Mapping[str, Any]) -> str:
     columns = [str(c) for c in extra.get("drifted_columns") or []]
     if columns and not any(columns[0] in p for p in parts):
         parts.append("drifted: " + ", ".join(columns))
+    if not parts and extra.get("version") and extra.get("mode"):  # an index went live (rag_index's event)
+        mode = {"full": "a full build", "incremental": "an in-place update"}.get(extra["mode"], extra["mode"])
+        parts.append(f"index version {extra['version']} went live after {mode}"
+                     + (f" with {extra['model_id']}" if extra.get("model_id") else ""))
     if not parts:
         parts.append(json.dumps(extra, sort_keys=True, default=str)[:300])
     return "; ".join(parts)

@@ -51,13 +51,15 @@ def test_the_trigger_form_refuses_a_bad_value_with_its_message(page, airflow, sh
     page.get_by_role("button", name="Trigger").first.click()
     dialog = page.get_by_role("dialog")
     dialog.get_by_text("Run Parameters").wait_for()
-    shoot(dialog, "03-trigger-form")
+    shoot(page, "03-trigger-form")
 
     iterations = dialog.locator("input[name=element_max_iter]")
     iterations.fill("")
     iterations.blur()
     dialog.get_by_text("This field is required").wait_for()
     assert dialog.get_by_role("button", name="Trigger").is_disabled()
+    iterations.scroll_into_view_if_needed()
+    shoot(page, "04-trigger-form-refused")
 
     iterations.fill("5")  # below the Param's minimum of 10: the number field holds it to its bounds
     iterations.blur()
@@ -65,7 +67,6 @@ def test_the_trigger_form_refuses_a_bad_value_with_its_message(page, airflow, sh
     iterations.fill("100000")
     iterations.blur()
     assert iterations.input_value() == "2000"
-    shoot(dialog, "04-trigger-form-bounds")
     dialog.get_by_role("button", name="Close").click()
     dialog.wait_for(state="detached")
 
@@ -91,7 +92,8 @@ def triggered(page, airflow, shoot) -> str:
     dialog.locator("input[name=element_max_iter]").fill(str(CHANGED_MAX_ITER))
     dialog.locator("input[name=element_window_days]").fill(str(8))
     dialog.locator("input[name=element_window_days]").blur()
-    shoot(dialog, "05-trigger-form-filled")
+    dialog.locator("input[name=element_max_iter]").scroll_into_view_if_needed()
+    shoot(page, "05-trigger-form-filled")
     dialog.get_by_role("button", name="Trigger").click()
     dialog.wait_for(state="detached")
 

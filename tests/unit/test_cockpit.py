@@ -49,6 +49,8 @@ def test_trigger_reason_reads_the_drift_evidence():
     assert cockpit.trigger_reason({"drift_share": 0.41}) == "drift share 0.41"
     assert cockpit.trigger_reason({}) == "an Asset event without details"
     assert cockpit.trigger_reason({"who": "ops"}) == '{"who": "ops"}'
+    assert cockpit.trigger_reason({"version": "docs_v2", "mode": "full", "model_id": "all-MiniLM-L6-v2@12a6"}) == \
+        "index version docs_v2 went live after a full build with all-MiniLM-L6-v2@12a6"
 
 
 def test_drift_verdicts_newest_first_with_report_links(tmp_path):
