@@ -2,15 +2,18 @@
 
 This machine's PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379) carry the stack; the test
 starts MLflow's server, Airflow's api-server, scheduler, dag-processor, triggerer and two Celery
-workers (pipelines.production.production_stack), runs churn_features for several days and then
-churn_training (train → register → promote → score) through the scheduler and the workers, checks
-what landed in Postgres, Redis and MLflow, and stops everything. Its databases (prefix
+workers (pipelines.production.production_stack), runs churn_features for several days, churn_training
+(train → register → promote → score), then every other pipeline as production starts it (the docs
+index on its schedule, the LoRA tuning on the index's Asset, both drift checks on theirs), all through
+the scheduler and the workers; checks what landed in Postgres, Redis and MLflow, and stops
+everything. Its databases (prefix
 ``loopline_ci``), its Redis databases (12, 13) and its Postgres role are removed afterwards.
 """
 
 from __future__ import annotations
 
 import secrets
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -85,11 +88,15 @@ def stack(tmp_path_factory):
             client.trigger("churn_training", logical_date=datetime.now(timezone.utc).isoformat(), run_id=training_run,
                            conf={"window_end": TODAY.isoformat(), "window_days": FEATURE_DAYS + 1})
             training_state = client.wait_for_run("churn_training", training_run, timeout_s=900)
+            scored = client.xcom("churn_training", training_run, "score_batch") if training_state == "success" else None
+            other_runs = run_the_other_pipelines(client)
             task_instances = [ti for run_id in feature_runs for ti in client.task_instances("churn_features", run_id)]
             task_instances += client.task_instances("churn_training", training_run)
-            scored = client.xcom("churn_training", training_run, "score_batch") if training_state == "success" else None
+            for dag_id, run_id in other_runs:
+                task_instances += client.task_instances(dag_id, run_id)
             yield {"settings": settings, "password": password, "feature_days": feature_days, "states": states,
                    "training_state": training_state, "task_instances": task_instances, "scored": scored,
+                   "other_runs": {dag_id: client.dag_run(dag_id, run_id)["state"] for dag_id, run_id in other_runs},
                    "workers": running.worker_names, "client": client}
     finally:
         drop_databases(settings)
@@ -99,9 +106,42 @@ def stack(tmp_path_factory):
             admin.execute(f"drop role if exists {role}")
 
 
-def test_features_and_training_succeed_through_celery_workers(stack):
+def _runs_of(client, dag_id: str, run_type: str, timeout_s: float = 300) -> list[str]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        runs = client.get(f"/api/v2/dags/{dag_id}/dagRuns?run_type={run_type}&limit=20")["dag_runs"]
+        if runs:
+            return [run["dag_run_id"] for run in runs]
+        time.sleep(2)
+    raise TimeoutError(f"no {run_type} run of {dag_id} within {timeout_s:.0f} s")
+
+
+def run_the_other_pipelines(client) -> list[tuple[str, str]]:
+    """Every other pipeline, started the way it is in production: by its schedule or by an Asset.
+
+    Unpausing a DAG makes the scheduler create its latest interval's run (catchup is off): the docs index
+    builds, its ``docs_index`` Asset starts the LoRA tuning, and both drift checks run on their cron runs
+    (the docs check after the index exists).
+    """
+    client.unpause("assistant_lora_tune")
+    for dag_id in ("docs_rag_index", "churn_drift_check"):
+        client.unpause(dag_id)
+    runs = [(dag_id, _runs_of(client, dag_id, "scheduled")[0]) for dag_id in ("docs_rag_index", "churn_drift_check")]
+    for dag_id, run_id in runs:
+        client.wait_for_run(dag_id, run_id, timeout_s=900)
+    runs.append(("assistant_lora_tune", _runs_of(client, "assistant_lora_tune", "asset_triggered")[0]))
+    client.unpause("docs_drift_check")
+    runs.append(("docs_drift_check", _runs_of(client, "docs_drift_check", "scheduled")[0]))
+    for dag_id, run_id in runs[2:]:
+        client.wait_for_run(dag_id, run_id, timeout_s=900)
+    return runs
+
+
+def test_every_pipeline_succeeds_through_celery_workers(stack):
     assert stack["states"] == ["success"] * FEATURE_DAYS
     assert stack["training_state"] == "success"
+    assert stack["other_runs"] == {"docs_rag_index": "success", "churn_drift_check": "success",
+                                   "assistant_lora_tune": "success", "docs_drift_check": "success"}
     assert {ti["state"] for ti in stack["task_instances"]} <= {"success", "skipped"}
 
 
@@ -151,6 +191,8 @@ def test_model_is_registered_on_the_mlflow_server_and_scores(stack):
     run = client.get_run(champion.run_id)
     assert run.data.metrics["holdout_roc_auc"] > 0.6
     assert {a.path for a in client.list_artifacts(champion.run_id, "evaluation")} >= {"evaluation/roc_curve.png"}
+    adapter = client.get_model_version_by_alias("assistant_adapter", "champion")  # the LoRA run's, same server
+    assert adapter.run_id and client.get_run(adapter.run_id).data.metrics
     scored = stack["scored"]
     assert scored["model_version"] == str(champion.version)
     predictions = pd.read_parquet(scored["path"])
