@@ -165,12 +165,19 @@ def test_mart_is_in_postgres_and_matches_the_simulator(stack):
     assert sessions == list(zip(expected["customer_id"].tolist(), expected["sessions_30d"].tolist()))
 
 
-def test_online_features_are_served_from_redis(stack):
+def test_online_features_are_served_from_redis_with_the_registry_in_postgres(stack):
+    import psycopg
     import redis
 
     from pipelines.features import read_online
 
     settings: LooplineSettings = stack["settings"]
+    with psycopg.connect(settings.database_url("feast")) as connection:
+        views = connection.execute("select feature_view_name from feature_views where project_id = 'churn'").fetchall()
+        services = connection.execute(
+            "select feature_service_name from feature_services where project_id = 'churn'").fetchall()
+    assert sorted(row[0] for row in views) == ["customer_daily_activity", "customer_daily_profile"]
+    assert [row[0] for row in services] == ["churn_model_v1"]
     assert redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB + 1).dbsize() > 0
     last = stack["feature_days"][-1]
     expected = simulator.expected_customer_daily_features(settings.path("landing", "churn"), last).head(50)
