@@ -141,7 +141,7 @@ class AirflowClient:
         raise TimeoutError(f"{dag_id} run {run_id} did not finish within {timeout_s:.0f} s")
 
 
-def _free_port(preferred: int, avoid: set[int] = frozenset()) -> int:
+def free_port(preferred: int, avoid: set[int] = frozenset()) -> int:
     import socket
 
     for port in [preferred, *range(preferred + 1, preferred + 50)]:
@@ -159,9 +159,9 @@ def standalone(settings: LooplineSettings | None = None, *, port: int | None = N
                extra_env: dict[str, str] | None = None) -> Iterator[AirflowClient]:
     """Start ``airflow standalone`` (api-server, scheduler, dag-processor, triggerer); stop it on exit."""
     settings = settings or get_settings()
-    port = _free_port(port or settings.airflow_port)
-    worker_logs = _free_port(8793, avoid={port})
-    trigger_logs = _free_port(worker_logs + 1, avoid={port, worker_logs})
+    port = free_port(port or settings.airflow_port)
+    worker_logs = free_port(8793, avoid={port})
+    trigger_logs = free_port(worker_logs + 1, avoid={port, worker_logs})
     env = {**os.environ, **airflow_environment(settings, port=port, log_server_ports=(worker_logs, trigger_logs),
                                                dags_folder=dags_folder), **(extra_env or {})}
     home = settings.airflow_home
@@ -174,14 +174,14 @@ def standalone(settings: LooplineSettings | None = None, *, port: int | None = N
             env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
     try:
-        client = _wait_until_ready(home, port, process, timeout_s, log_file)
+        client = wait_until_ready(home, port, process, timeout_s, log_file)
         yield client
     finally:
         log("Stopping Airflow")
-        _stop(process)
+        stop_process_group(process)
 
 
-def _wait_until_ready(home: Path, port: int, process: subprocess.Popen, timeout_s: float, log_file: Path) -> AirflowClient:
+def wait_until_ready(home: Path, port: int, process: subprocess.Popen, timeout_s: float, log_file: Path) -> AirflowClient:
     passwords = home / "simple_auth_manager_passwords.json.generated"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -200,7 +200,7 @@ def _wait_until_ready(home: Path, port: int, process: subprocess.Popen, timeout_
     raise TimeoutError(f"Airflow API on port {port} not ready after {timeout_s:.0f} s; see {log_file}")
 
 
-def _stop(process: subprocess.Popen, grace_s: float = 30) -> None:
+def stop_process_group(process: subprocess.Popen, grace_s: float = 30) -> None:
     """Stop standalone and every process it started (scheduler, executor workers, api-server…)."""
     group = process.pid
     try:

@@ -90,25 +90,22 @@ def build_mart(config: FeaturesConfig, ds: date) -> dict[str, Any]:
     """Run ``dbt build`` for the day (staging → marts, with dbt's tests)."""
     from dataclasses import replace
 
-    from pipelines.transform import DUCKDB_PATH_ENV, DbtBuildError, run_dbt_build
+    from pipelines.transform import DbtBuildError, run_dbt_build
 
     p = paths(config)
     warehouse = p.warehouse
     log.info("dbt build of %s for %s into %s", config.dbt.mart, ds, warehouse.describe())
     warehouse.stage_landing(config.landing, p.landing, ds)
-    target_env = warehouse.dbt_env()
     try:
         result = run_dbt_build(
             p.dbt_project, ds=ds, landing_path=p.landing, file_format=config.landing.format,
-            warehouse_path=Path(target_env.pop(DUCKDB_PATH_ENV, p.dbt_work / "unused.duckdb")),
             target=warehouse.dbt_target, work_dir=p.dbt_work, mart=config.dbt.mart,
-            target_env=target_env, target_vars=warehouse.dbt_vars(),
+            target_env=warehouse.dbt_env(), target_vars=warehouse.dbt_vars(),
         )
     except DbtBuildError as exc:
         where = _quarantine(config, p, ds, str(exc))
         raise BatchQuarantined(f"{exc}; quarantined to {where}", where) from exc
-    if result.mart_rows is None:
-        result = replace(result, mart_rows=warehouse.count_day(ds, config.dbt.mart))
+    result = replace(result, mart_rows=warehouse.count_day(ds, config.dbt.mart))
     log.info("dbt build for %s: %s", ds, result)
     return asdict(result)
 

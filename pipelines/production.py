@@ -25,12 +25,12 @@ import time
 import urllib.error
 import urllib.request
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlsplit
 
-from pipelines.airflow_runtime import AirflowClient, _free_port, _stop, _wait_until_ready, airflow_environment
+from pipelines.airflow_runtime import AirflowClient, airflow_environment, free_port, stop_process_group, wait_until_ready
 from pipelines.settings import LooplineSettings, get_settings
 
 # The long-running parts; docker/compose.yaml runs exactly these (a test holds it to that).
@@ -136,7 +136,7 @@ def drop_databases(settings: LooplineSettings) -> None:
                 sql.Identifier(f"{settings.database_prefix}_{name}")))
 
 
-def command_for(component: str, settings: LooplineSettings, *, worker_index: int = 1) -> list[str]:
+def command_for(component: str, settings: LooplineSettings, *, worker_name: str = "worker-1") -> list[str]:
     """The real command behind a component."""
     bin_dir = Path(sys.executable).parent
     if component == "mlflow-server":
@@ -153,8 +153,7 @@ def command_for(component: str, settings: LooplineSettings, *, worker_index: int
     if component in ("scheduler", "dag-processor", "triggerer"):
         return [airflow, component]
     if component == "celery-worker":
-        name = os.environ.get(WORKER_NAME_ENV) or f"worker-{worker_index}"
-        return [airflow, "celery", "worker", "--celery-hostname", f"{name}@%h",
+        return [airflow, "celery", "worker", "--celery-hostname", f"{worker_name}@%h",
                 "--concurrency", str(settings.celery_worker_concurrency)]
     raise ValueError(f"unknown component {component!r}; known: init, up, {', '.join(COMPONENTS)}")
 
@@ -185,7 +184,19 @@ def _wait_http(url: str, process: subprocess.Popen, log_file: Path, timeout_s: f
     raise TimeoutError(f"{url} not answering after {timeout_s:.0f} s; see {log_file}")
 
 
-@dataclass
+def celery_ping(settings: LooplineSettings) -> list[str]:
+    """Names of the Celery workers that answer a ping through the broker."""
+    from celery import Celery
+
+    app = Celery(broker=settings.redis_db_url(settings.redis_db))
+    try:
+        replies = app.control.ping(timeout=3) or []
+    finally:
+        app.close()
+    return sorted(name.split("@")[0] for reply in replies for name in reply)
+
+
+@dataclass(frozen=True)
 class ProductionStack:
     """A running one-machine production stack: the API client and what runs where."""
 
@@ -193,18 +204,6 @@ class ProductionStack:
     settings: LooplineSettings
     worker_names: list[str]
     log_dir: Path
-    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
-
-    def celery_ping(self) -> list[str]:
-        """Names of the Celery workers that answer a ping through the broker."""
-        from celery import Celery
-
-        app = Celery(broker=self.settings.redis_db_url(self.settings.redis_db))
-        try:
-            replies = app.control.ping(timeout=3) or []
-        finally:
-            app.close()
-        return sorted(name.split("@")[0] for reply in replies for name in reply)
 
 
 @contextmanager
@@ -217,28 +216,26 @@ def production_stack(settings: LooplineSettings | None = None, *, workers: int =
     """
     settings = settings or get_settings()
     _require_production(settings)
-    port = _free_port(settings.airflow_port)
+    port = free_port(settings.airflow_port)
     settings = settings.model_copy(update={"airflow_port": port})
     init(settings, log=log)
     log_dir = settings.airflow_home / "production"
     log_dir.mkdir(parents=True, exist_ok=True)
-    trigger_logs = _free_port(8794, avoid={port})
+    trigger_logs = free_port(8794, avoid={port})
     base_env = {**os.environ, **production_environment(settings, port=port, log_server_ports=(8793, trigger_logs),
                                                         dags_folder=dags_folder)}
     names = [f"worker-{index}" for index in range(1, workers + 1)]
-    stack = ProductionStack(client=None, settings=settings, worker_names=names, log_dir=log_dir)  # type: ignore[arg-type]
+    processes: dict[str, subprocess.Popen] = {}
 
-    def start(component: str, name: str, extra_env: dict[str, str] | None = None, index: int = 1) -> subprocess.Popen:
-        env = {**base_env, **(extra_env or {})}
-        log_file = log_dir / f"{name}.log"
-        with open(log_file, "ab") as out:
-            process = subprocess.Popen(command_for(component, settings, worker_index=index), env=env, stdout=out,
-                                       stderr=subprocess.STDOUT, start_new_session=True)
-        stack.processes[name] = process
-        return process
+    def start(component: str, name: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+        with open(log_dir / f"{name}.log", "ab") as out:
+            processes[name] = subprocess.Popen(
+                command_for(component, settings, worker_name=name), env={**base_env, **(extra_env or {})},
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        return processes[name]
 
     with ExitStack() as cleanup:
-        cleanup.callback(lambda: [_stop(p) for p in reversed(list(stack.processes.values()))])
+        cleanup.callback(lambda: [stop_process_group(p) for p in reversed(list(processes.values()))])
         cleanup.callback(lambda: log("Stopping the production stack"))
         log(f"Starting MLflow server on port {settings.mlflow_port}")
         mlflow = start("mlflow-server", "mlflow-server")
@@ -249,29 +246,29 @@ def production_stack(settings: LooplineSettings | None = None, *, workers: int =
             start(component, component)
         used_ports = {port, trigger_logs, settings.mlflow_port}
         for index, name in enumerate(names, start=1):
-            log_port = _free_port(8793 + 10 * index, avoid=used_ports)
+            log_port = free_port(8793 + 10 * index, avoid=used_ports)
             used_ports.add(log_port)
-            start("celery-worker", name, {WORKER_NAME_ENV: name,
-                                          "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(log_port)}, index)
+            start("celery-worker", name, {WORKER_NAME_ENV: name, "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(log_port)})
         _wait_http(f"http://127.0.0.1:{settings.mlflow_port}/health", mlflow, log_dir / "mlflow-server.log", timeout_s)
-        stack.client = _wait_until_ready(settings.airflow_home, port, api, timeout_s, log_dir / "api-server.log")
+        client = wait_until_ready(settings.airflow_home, port, api, timeout_s, log_dir / "api-server.log")
         deadline = time.monotonic() + timeout_s
-        while set(stack.celery_ping()) != set(names):
+        while set(celery_ping(settings)) != set(names):
             for name in names:
-                if stack.processes[name].poll() is not None:
+                if processes[name].poll() is not None:
                     raise RuntimeError(f"Celery {name} exited; see {log_dir / (name + '.log')}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"Celery workers {names} not all answering after {timeout_s:.0f} s")
             time.sleep(2)
-        log(f"Production stack ready: {stack.client.base_url}, MLflow {settings.mlflow_uri}, workers {', '.join(names)}")
-        yield stack
+        log(f"Production stack ready: {client.base_url}, MLflow {settings.mlflow_uri}, workers {', '.join(names)}")
+        yield ProductionStack(client=client, settings=settings, worker_names=names, log_dir=log_dir)
 
 
 def _exec(component: str, settings: LooplineSettings) -> None:
+    worker_name = "worker-1"
     if component == "celery-worker":  # each container or machine is a worker of its own name
-        os.environ.setdefault(WORKER_NAME_ENV, socket.gethostname())
+        worker_name = os.environ.setdefault(WORKER_NAME_ENV, socket.gethostname())
     env = {**os.environ, **production_environment(settings)}
-    command = command_for(component, settings)
+    command = command_for(component, settings, worker_name=worker_name)
     os.execvpe(command[0], command, env)
 
 

@@ -73,8 +73,8 @@ class DbtBuildResult:
         nodes_run: nodes dbt executed (models and tests).
         models_built: models materialized.
         tests_passed: data tests that passed.
-        mart_rows: rows the mart holds for ``ds`` afterwards; None for targets other than duckdb,
-            where this module cannot count them.
+        mart_rows: rows the mart holds for ``ds`` afterwards; None unless the DuckDB file was given
+            as ``warehouse_path`` (callers with a ``pipelines.warehouse.Warehouse`` count through it).
     """
 
     ds: date
@@ -147,7 +147,7 @@ def run_dbt_build(
     ds: date,
     landing_path: Path,
     file_format: str,
-    warehouse_path: Path,
+    warehouse_path: Path | None = None,
     target: str = "duckdb",
     work_dir: Path,
     mart: str = DEFAULT_MART,
@@ -163,7 +163,7 @@ def run_dbt_build(
         ds: the day to build (var ``ds``).
         landing_path: the landing folder holding ``ds=YYYY-MM-DD/`` partitions.
         file_format: ``parquet`` or ``csv``.
-        warehouse_path: the DuckDB file the duckdb target writes.
+        warehouse_path: the DuckDB file the duckdb target writes (else ``target_env`` names it).
         target: the profile target (``duckdb`` or ``postgres``).
         work_dir: where dbt's target/ and logs/ go for this run.
         mart: the mart counted into ``mart_rows``.
@@ -180,8 +180,11 @@ def run_dbt_build(
 
     project_dir = Path(project_dir).resolve()
     work_dir = Path(work_dir).resolve()
-    warehouse_path = Path(warehouse_path).resolve()
-    warehouse_path.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(target_env or {})
+    if warehouse_path is not None:
+        warehouse_path = Path(warehouse_path).resolve()
+        warehouse_path.parent.mkdir(parents=True, exist_ok=True)
+        env[DUCKDB_PATH_ENV] = str(warehouse_path)
     log_path = work_dir / "logs"
     dbt_vars = {
         "landing_path": str(Path(landing_path).resolve()),
@@ -199,7 +202,7 @@ def run_dbt_build(
         "--vars", json.dumps(dbt_vars),
         "--no-use-colors",
     ]  # fmt: skip
-    with _env_vars({DUCKDB_PATH_ENV: str(warehouse_path), **(target_env or {})}):
+    with _env_vars(env):
         try:
             outcome = dbtRunner().invoke(args)
         finally:
@@ -227,7 +230,7 @@ def run_dbt_build(
         tests_passed=sum(
             str(r.node.resource_type) == "test" and str(r.status) == "pass" for r in executed
         ),
-        mart_rows=_count_mart_day(warehouse_path, ds, mart) if target == "duckdb" else None,
+        mart_rows=count_mart_day(warehouse_path, ds, mart) if warehouse_path and target == "duckdb" else None,
     )
 
 
@@ -249,15 +252,15 @@ def _table_exists(connection, mart: str) -> bool:
     return bool(found and found[0])
 
 
-def _checked_mart(mart: str) -> str:
-    # The name is interpolated into SQL, so only plain identifiers are allowed.
-    if not _IDENTIFIER.match(mart):
-        raise ValueError(f"mart must be a plain SQL identifier, got {mart!r}")
-    return mart
+def checked_identifier(name: str, what: str = "mart") -> str:
+    """``name`` unchanged if it is a plain SQL identifier (it is interpolated into SQL), else ValueError."""
+    if not _IDENTIFIER.match(name):
+        raise ValueError(f"{what} must be a plain SQL identifier, got {name!r}")
+    return name
 
 
-def _count_mart_day(warehouse_path: Path, ds: date, mart: str) -> int:
-    mart = _checked_mart(mart)
+def count_mart_day(warehouse_path: Path, ds: date, mart: str) -> int:
+    mart = checked_identifier(mart)
     with _warehouse(warehouse_path, read_only=True) as connection:
         if not _table_exists(connection, mart):
             return 0
@@ -276,7 +279,7 @@ def delete_mart_day(warehouse_path: Path, ds: date, mart: str = DEFAULT_MART) ->
     Returns:
         The number of rows deleted; 0 when the warehouse or the table does not exist yet.
     """
-    mart = _checked_mart(mart)
+    mart = checked_identifier(mart)
     if not Path(warehouse_path).exists():
         return 0
     with _warehouse(warehouse_path, read_only=False) as connection:
@@ -308,7 +311,7 @@ def read_mart_day(warehouse_path: Path, ds: date, mart: str = DEFAULT_MART) -> p
     """
     import pandas as pd
 
-    mart = _checked_mart(mart)
+    mart = checked_identifier(mart)
     if not Path(warehouse_path).exists():
         raise FileNotFoundError(f"no DuckDB warehouse at {warehouse_path}; run dbt build first")
     with _warehouse(warehouse_path, read_only=True) as connection:

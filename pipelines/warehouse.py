@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlsplit
 
 from pipelines.configs.features import LandingConfig
 from pipelines.settings import LooplineSettings, get_settings
-from pipelines.transform import DUCKDB_PATH_ENV, _checked_mart
+from pipelines.transform import DUCKDB_PATH_ENV, checked_identifier
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -68,7 +68,8 @@ class DuckDBWarehouse:
         return {}
 
     def stage_landing(self, landing: LandingConfig, landing_root: Path, ds: date) -> None:
-        """Nothing to do: DuckDB reads the landing files in place."""
+        """DuckDB reads the landing files in place: only the warehouse file's folder must exist."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def read_day(self, ds: date, mart: str) -> "pd.DataFrame":
         from pipelines.transform import read_mart_day
@@ -81,9 +82,9 @@ class DuckDBWarehouse:
         return delete_mart_day(self.path, ds, mart=mart)
 
     def count_day(self, ds: date, mart: str) -> int:
-        from pipelines.transform import _count_mart_day
+        from pipelines.transform import count_mart_day
 
-        return _count_mart_day(self.path, ds, mart) if self.path.exists() else 0
+        return count_mart_day(self.path, ds, mart) if self.path.exists() else 0
 
     def describe(self) -> str:
         return f"DuckDB {self.path}"
@@ -96,7 +97,7 @@ class PostgresWarehouse:
 
     def __init__(self, url: str, schema: str):
         self.url = url
-        self.schema = _checked_mart(schema)
+        self.schema = checked_identifier(schema, "schema")
         self.landing_schema = f"{self.schema}_landing"
 
     def _connect(self):
@@ -135,7 +136,7 @@ class PostgresWarehouse:
                 f'create table if not exists "{self.landing_schema}"."_loaded" '
                 "(landing_table text, ds date, digest text, primary key (landing_table, ds))")
             for name, table in landing.tables.items():
-                table_name = _checked_mart(table.file)
+                table_name = checked_identifier(table.file, "landing table")
                 columns = ", ".join(f'"{c}" {_POSTGRES_TYPES[t]}' for c, t in table.columns.items())
                 connection.execute(
                     f'create table if not exists "{self.landing_schema}"."{table_name}" ({columns}, ds date not null)')
@@ -186,7 +187,7 @@ class PostgresWarehouse:
     def read_day(self, ds: date, mart: str) -> "pd.DataFrame":
         import pandas as pd
 
-        mart = _checked_mart(mart)
+        mart = checked_identifier(mart)
         with self._connect() as connection:
             if not self._mart_exists(connection, mart):
                 raise LookupError(f"table {self.schema}.{mart} not found in {self.describe()}; run dbt build first")
@@ -204,14 +205,14 @@ class PostgresWarehouse:
         return frame
 
     def delete_day(self, ds: date, mart: str) -> int:
-        mart = _checked_mart(mart)
+        mart = checked_identifier(mart)
         with self._connect() as connection:
             if not self._mart_exists(connection, mart):
                 return 0
             return connection.execute(f'delete from "{self.schema}"."{mart}" where ds = %s', (ds,)).rowcount
 
     def count_day(self, ds: date, mart: str) -> int:
-        mart = _checked_mart(mart)
+        mart = checked_identifier(mart)
         with self._connect() as connection:
             if not self._mart_exists(connection, mart):
                 return 0

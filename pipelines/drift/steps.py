@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.settings import LooplineSettings, get_settings
+from pipelines.windows import DayWindow
 
 log = logging.getLogger(__name__)
 
@@ -45,27 +46,12 @@ class NotEmitted(Exception):
     """The policy or a guard rail says no: the emit task is skipped, and the message says why."""
 
 
-@dataclass(frozen=True)
-class CheckWindow:
+class CheckWindow(DayWindow):
     """Current data of the days ``[start, end)``; the report is named after ``end - 1``."""
-
-    start: date
-    end: date
-
-    @classmethod
-    def ending(cls, end: date, days: int) -> CheckWindow:
-        return cls(end - timedelta(days=days), end)
-
-    @property
-    def days(self) -> list[date]:
-        return [self.start + timedelta(days=n) for n in range((self.end - self.start).days)]
 
     @property
     def check_day(self) -> date:
         return self.end - timedelta(days=1)
-
-    def __str__(self) -> str:
-        return f"[{self.start}, {self.end})"
 
 
 def window_for(config, run_after: date, window_end: str | None = None) -> CheckWindow:

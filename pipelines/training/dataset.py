@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from pipelines.configs.features import FeaturesConfig
 from pipelines.configs.training import TrainingConfig
 from pipelines.settings import LooplineSettings, get_settings
+from pipelines.windows import DayWindow
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -31,28 +32,17 @@ class TrainingSetError(ValueError):
     """The window cannot give a training set (no labels, a missing feature service…); nothing is trained."""
 
 
-@dataclass(frozen=True)
-class Window:
+class Window(DayWindow):
     """Labels observed in ``[start, end)``; they read features of the days ``start-1 … end-2``."""
-
-    start: date
-    end: date
-
-    @classmethod
-    def ending(cls, end: date, days: int) -> Window:
-        return cls(start=end - timedelta(days=days), end=end)
 
     @property
     def label_days(self) -> list[date]:
-        return [self.start + timedelta(days=n) for n in range((self.end - self.start).days)]
+        return self.days
 
     @property
     def last_feature_day(self) -> date:
         """The newest feature day any label of the window can use: labels of end-1 see end-2's values."""
         return self.end - timedelta(days=2)
-
-    def __str__(self) -> str:
-        return f"[{self.start}, {self.end})"
 
 
 @dataclass(frozen=True)

@@ -134,12 +134,18 @@ def test_text_and_hybrid_search_find_words(filled):
     assert {"feast.md", "airflow.md"} <= hybrid
 
 
-def test_the_alias_names_the_live_version_and_moves_atomically(store):
+def two_finalized_versions(store) -> tuple[str, str]:
+    """Versions 1 and 2 written and finalized (chunk ids of version 2 end in ``-v2``); neither is live."""
     v1, v2 = store.version_name(1), store.version_name(2)
     for version, tag in ((v1, ""), (v2, "-v2")):
         store.create_version(version, DIM)
         store.write(version, chunks(tag))
         store.finalize(version)
+    return v1, v2
+
+
+def test_the_alias_names_the_live_version_and_moves_atomically(store):
+    v1, v2 = two_finalized_versions(store)
     with pytest.raises(StoreError):
         store.search("Airflow", axis(0), 2)  # no live version yet
     store.switch_live(v1)
@@ -154,11 +160,7 @@ def test_the_alias_names_the_live_version_and_moves_atomically(store):
 
 
 def test_readers_see_one_whole_version_while_the_alias_flips(store):
-    v1, v2 = store.version_name(1), store.version_name(2)
-    for version, tag in ((v1, ""), (v2, "-v2")):
-        store.create_version(version, DIM)
-        store.write(version, chunks(tag))
-        store.finalize(version)
+    v1, v2 = two_finalized_versions(store)
     store.switch_live(v1)
     seen, errors, done = set(), [], threading.Event()
 
