@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from pipelines.settings import REPO_ROOT, LooplineSettings, get_settings
+from pipelines.settings import REPO_ROOT, LooplineSettings, get_settings, passwords_in
 
 log = logging.getLogger(__name__)
 
@@ -72,30 +72,16 @@ def redact_uri(uri: str | None) -> str | None:
     return f"{parts.scheme}://{netloc}{parts.path}"
 
 
-def _url_passwords(value: str) -> set[str]:
-    found = set()
-    for match in re.finditer(r"[a-zA-Z][a-zA-Z0-9+.-]*://([^/@\s]+)@", value):
-        userinfo = match.group(1)
-        if ":" in userinfo:
-            found.add(userinfo.split(":", 1)[1])
-    for match in re.finditer(r"(?:password|passwd|pwd|token|secret|api_key)=([^&,;\s]+)", value, re.I):
-        found.add(match.group(1))
-    return found
-
-
 def secrets_of(settings: LooplineSettings | None = None, environ: Mapping[str, str] | None = None) -> set[str]:
     """Strings that must never reach a page: passwords in the settings' URLs and in every environment value,
     and the whole value of every variable whose name says it is a secret."""
     settings = settings or get_settings()
     environ = os.environ if environ is None else environ
-    found: set[str] = set()
-    for value in settings.model_dump(mode="json").values():
-        if isinstance(value, str):
-            found |= _url_passwords(value)
+    found = set(settings.secrets)
     for name, value in environ.items():
         if SECRET_NAME.search(name):
             found.add(value)
-        found |= _url_passwords(value)
+        found |= passwords_in(value)
     variants = set()
     for secret in found:
         variants |= {secret, quote(secret, safe=""), quote(secret)}

@@ -7,6 +7,7 @@ that a setting switches on; see docs/operations.md.
 
 from __future__ import annotations
 
+import re
 import sys
 from functools import lru_cache
 from pathlib import Path
@@ -115,14 +116,12 @@ class LooplineSettings(BaseSettings):
         return env
 
     @property
-    def secrets(self) -> list[str]:
-        """Passwords found in the configured URLs: masked in task logs, never shown in the UI."""
-        found = []
-        for url in (self.postgres_url, self.redis_url, self.airflow_database_url or "", self.mlflow_tracking_uri or "",
-                    self.feast_registry_url):
-            password = urlsplit(url).password
-            if password and password not in found:
-                found.append(password)
+    def secrets(self) -> set[str]:
+        """Passwords in any setting (URL user info, ``password=`` parts): masked in task logs, never shown in the UI."""
+        found: set[str] = set()
+        for value in self.model_dump(mode="json").values():
+            if isinstance(value, str):
+                found |= passwords_in(value)
         return found
 
     @computed_field  # type: ignore[prop-decorator]
@@ -171,6 +170,19 @@ class LooplineSettings(BaseSettings):
     @property
     def reports_dir(self) -> Path:
         return self.path("reports")
+
+
+def passwords_in(value: str) -> set[str]:
+    """The passwords a string carries: the user info of URLs (``scheme://user:pw@host``) and ``password=…``,
+    ``token=…`` style parts (Feast's Redis connection string, query strings)."""
+    found = set()
+    for match in re.finditer(r"[a-zA-Z][a-zA-Z0-9+.-]*://([^/@\s]+)@", value):
+        userinfo = match.group(1)
+        if ":" in userinfo:
+            found.add(userinfo.split(":", 1)[1])
+    for match in re.finditer(r"(?:password|passwd|pwd|token|secret|api_key)=([^&,;\s]+)", value, re.I):
+        found.add(match.group(1))
+    return found
 
 
 @lru_cache(maxsize=1)
