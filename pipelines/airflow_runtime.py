@@ -76,9 +76,18 @@ class AirflowClient:
         request.add_header("Content-Type", "application/json")
         if auth:
             request.add_header("Authorization", f"Bearer {self.token()}")
-        with urllib.request.urlopen(request, timeout=30) as response:
-            payload = response.read()
-        return json.loads(payload) if payload else None
+        # On SQLite the api-server answers 500 when a write waits too long for the database lock (a task
+        # writing at the same moment); requests that are safe to repeat are tried again.
+        attempts = 4 if method in ("GET", "PATCH", "PUT", "DELETE") else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    payload = response.read()
+                return json.loads(payload) if payload else None
+            except urllib.error.HTTPError as exc:
+                if exc.code < 500 or attempt == attempts:
+                    raise
+                time.sleep(2 * attempt)
 
     def token(self) -> str:
         if self._token is None:
