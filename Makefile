@@ -7,6 +7,8 @@ VENV        := .venv
 PY          := $(VENV)/bin/python
 STAMP       := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Browser tests drive Debian's Chromium (never a browser a test tool downloads).
+CHROMIUM := /usr/bin/chromium
 
 export LOOPLINE_HOME ?= $(CURDIR)/.loopline
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
@@ -28,8 +30,6 @@ help:
 
 install: $(STAMP) $(CHROMIUM)
 
-# Browser tests drive Debian's Chromium (never a browser a test tool downloads).
-CHROMIUM := /usr/bin/chromium
 $(CHROMIUM):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	  chromium chromium-driver fonts-dejavu-core
@@ -61,11 +61,11 @@ test-browser: install
 	$(PY) -m pytest -m browser $(PYTEST_ARGS)
 
 up: install
-	$(PY) -m pipelines.airflow_runtime
+	$(PY) -m pipelines.core.airflow_runtime
 
 # The production profile on this machine: Postgres, Redis, two Celery workers, an MLflow server.
 up-production: install
-	LOOPLINE_PROFILE=production $(PY) -m pipelines.production up
+	LOOPLINE_PROFILE=production $(PY) -m pipelines.core.production up
 
 bench: install
 	set -e; for bench in tests/benchmarks/bench_*.py; do echo "== $$bench"; $(PY) $$bench; done

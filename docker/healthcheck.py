@@ -1,6 +1,6 @@
 """Run a container healthcheck under the environment its Loopline component runs with.
 
-A Loopline container starts as ``python -m pipelines.production <component>``, which computes Airflow's
+A Loopline container starts as ``python -m pipelines.core.production <component>``, which computes Airflow's
 configuration (metadata database, Celery broker, hostname callable, shared secrets) from the
 ``LOOPLINE_*`` settings and then execs the real command. Docker starts a healthcheck as a separate process
 with the container's plain environment, so ``airflow jobs check`` or ``celery inspect ping`` alone would
@@ -18,7 +18,7 @@ import sys
 def main(argv: list[str]) -> None:
     if not argv:
         raise SystemExit("usage: python docker/healthcheck.py COMMAND [ARG...]")
-    from pipelines.production import production_environment
+    from pipelines.core.production import production_environment
 
     env = {**os.environ, **production_environment()}
     os.execvpe(argv[0], argv, env)

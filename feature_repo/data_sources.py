@@ -2,7 +2,7 @@
 
 from feast import FileSource
 
-# A relative path: Feast resolves it against <data home>/offline/<project> (pipelines/features.py), so
+# A relative path: Feast resolves it against <data home>/offline/<project> (pipelines/features/feast_store.py), so
 # every instance of the template reads its own published days. Only days that passed Great Expectations
 # are ever written there, one parquet file per day.
 customer_daily_features_source = FileSource(

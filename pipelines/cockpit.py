@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from pipelines.settings import REPO_ROOT, LooplineSettings, get_settings, passwords_in
+from pipelines.core.settings import REPO_ROOT, LooplineSettings, get_settings, passwords_in
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class UseCase:
 
 def use_cases(config_dir: Path = CONFIG_DIR) -> tuple[list[UseCase], list[str]]:
     """The use cases of a config folder, biggest first, and the configs that did not load (``file: error``)."""
-    from pipelines.config import config_files, load_config
+    from pipelines.templates import config_files, load_config
 
     cases: dict[str, UseCase] = {}
     errors = []
@@ -209,8 +209,7 @@ def model_summary(model_name: str, template: str, settings: LooplineSettings | N
         return summary
     from mlflow.exceptions import MlflowException
 
-    from pipelines import tracking
-
+    from pipelines.core import tracking
     client = tracking.client(settings)
     try:
         versions = client.search_model_versions(f"name = '{model_name}'")

@@ -17,8 +17,8 @@ REPO = Path(__file__).resolve().parent.parent
 SESSION_HOME = Path(os.environ.get("LOOPLINE_TEST_HOME") or tempfile.mkdtemp(prefix="loopline-test-"))
 
 os.environ["LOOPLINE_HOME"] = str(SESSION_HOME)
-from pipelines.airflow_runtime import airflow_environment  # noqa: E402
-from pipelines.settings import get_settings  # noqa: E402
+from pipelines.core.airflow_runtime import airflow_environment  # noqa: E402
+from pipelines.core.settings import get_settings  # noqa: E402
 
 get_settings.cache_clear()
 os.environ.update(airflow_environment())

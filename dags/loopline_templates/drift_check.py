@@ -6,7 +6,7 @@ from airflow.sdk import DAG, Asset, CronTriggerTimetable, Param, dag, task
 from airflow.sdk.exceptions import AirflowSkipException
 
 from loopline_templates.common import dag_arguments, fail_without_retry
-from pipelines.configs.drift_check import DriftCheckConfig
+from pipelines.drift.config import DriftCheckConfig
 from pipelines.drift.targets import TargetAsset, target_asset
 
 # Bad input stays bad on a retry: fail for good, trigger nothing.

@@ -6,7 +6,7 @@ from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, dag, task
 
 from loopline_templates.common import dag_arguments, fail_without_retry
 
-from pipelines.config import FeaturesConfig
+from pipelines.features.config import FeaturesConfig
 
 
 def _doc(config: FeaturesConfig) -> str:
@@ -35,7 +35,7 @@ Config: `dags/configs/{config.instance}_{config.template}.yaml`.
 
 
 # A quarantined day stays bad on a retry: fail for good.
-QUARANTINED = "pipelines.feature_pipeline:BatchQuarantined"
+QUARANTINED = "pipelines.features.steps:BatchQuarantined"
 
 
 def build_features_dag(config: FeaturesConfig) -> DAG:
@@ -56,54 +56,47 @@ def build_features_dag(config: FeaturesConfig) -> DAG:
         )
         def wait_for_partition(data_interval_start=None) -> bool:
             """Wait until the day's landing partition is complete."""
-            from pipelines import feature_pipeline
-
-            return feature_pipeline.partition_ready(config, data_interval_start.date())
+            from pipelines.features import steps
+            return steps.partition_ready(config, data_interval_start.date())
 
         @task
         def check_landing(data_interval_start=None) -> dict:
             """Check the day's raw files against the contract in the YAML."""
-            from pipelines import feature_pipeline
-
+            from pipelines.features import steps
             with fail_without_retry(QUARANTINED):
-                return feature_pipeline.check_landing(config, data_interval_start.date())
+                return steps.check_landing(config, data_interval_start.date())
 
         @task
         def build_mart(data_interval_start=None) -> dict:
             """dbt build (staging → marts, with tests) for the day."""
-            from pipelines import feature_pipeline
-
+            from pipelines.features import steps
             with fail_without_retry(QUARANTINED):
-                return feature_pipeline.build_mart(config, data_interval_start.date())
+                return steps.build_mart(config, data_interval_start.date())
 
         @task
         def validate_mart(data_interval_start=None) -> dict:
             """Great Expectations validation of the day's mart rows."""
-            from pipelines import feature_pipeline
-
+            from pipelines.features import steps
             with fail_without_retry(QUARANTINED):
-                return feature_pipeline.validate_mart(config, data_interval_start.date())
+                return steps.validate_mart(config, data_interval_start.date())
 
         @task
         def publish_features(data_interval_start=None) -> dict:
             """Write the validated day where Feast's offline source reads it."""
-            from pipelines import feature_pipeline
-
-            return feature_pipeline.publish_features(config, data_interval_start.date())
+            from pipelines.features import steps
+            return steps.publish_features(config, data_interval_start.date())
 
         @task
         def apply_definitions() -> dict:
             """feast apply, only when the definitions changed."""
-            from pipelines import feature_pipeline
-
-            return feature_pipeline.apply_definitions(config)
+            from pipelines.features import steps
+            return steps.apply_definitions(config)
 
         @task(outlets=[features_online])
         def materialize_interval(published: dict, data_interval_start=None) -> dict:
             """Materialize exactly the day's interval into the online store."""
-            from pipelines import feature_pipeline
-
-            return feature_pipeline.materialize_day(config, data_interval_start.date(), published["rows"])
+            from pipelines.features import steps
+            return steps.materialize_day(config, data_interval_start.date(), published["rows"])
 
         published = publish_features()
         (

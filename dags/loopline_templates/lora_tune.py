@@ -5,7 +5,7 @@ from __future__ import annotations
 from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
 from loopline_templates.common import dag_arguments, fail_without_retry
-from pipelines.configs.lora_tune import LoraTuneConfig
+from pipelines.lora.config import LoraTuneConfig
 
 # A missing or mismatched base model, an empty or invalid dataset, a failed merge check: a retry cannot help.
 NOT_RETRYABLE = (

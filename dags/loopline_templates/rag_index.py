@@ -8,7 +8,7 @@ from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, d
 from airflow.sdk.exceptions import AirflowSkipException
 
 from loopline_templates.common import fail_without_retry
-from pipelines.configs.rag_index import RagIndexConfig
+from pipelines.rag.config import RagIndexConfig
 
 # Bad input, a bad config, a blocked candidate: a retry cannot help, so the task fails for good.
 NOT_RETRYABLE = (
@@ -16,7 +16,7 @@ NOT_RETRYABLE = (
     "pipelines.rag.embeddings:EmbeddingModelError",
     "pipelines.rag.evaluation:QuestionSetError",
     "pipelines.rag.evaluation:GateBlocked",
-    "pipelines.rag.indexing:PlanSuperseded",
+    "pipelines.rag.steps:PlanSuperseded",
     "pipelines.rag.versions:VersionError",
 )
 
@@ -84,37 +84,33 @@ def build_rag_index_dag(config: RagIndexConfig) -> DAG:
         @task
         def plan_index(run_id=None) -> dict:
             """Load, chunk and hash the corpus; diff it against the live index."""
-            from pipelines.rag import indexing
-
+            from pipelines.rag import steps
             with fail_without_retry(*NOT_RETRYABLE):
-                return indexing.plan_index(config, run_id)
+                return steps.plan_index(config, run_id)
 
         @task
         def embed_chunks(plan: dict) -> dict:
             """Embed new and changed chunks in batches, into the candidate version or staging."""
-            from pipelines.rag import indexing
-
+            from pipelines.rag import steps
             with fail_without_retry(*NOT_RETRYABLE):
-                return indexing.embed_chunks(config, plan)
+                return steps.embed_chunks(config, plan)
 
         @task
         def evaluate_index(plan: dict, embedded: dict, run_id=None) -> dict:
             """Gate a rebuilt candidate on hit@k and MRR against the live version."""
-            from pipelines.rag import indexing
-
+            from pipelines.rag import steps
             with fail_without_retry(*NOT_RETRYABLE):
-                return indexing.evaluate_index(config, plan, run_id)
+                return steps.evaluate_index(config, plan, run_id)
 
         @task(outlets=[index])
         def publish_index(plan: dict, verdict: dict, run_id=None, outlet_events=None) -> dict:
             """Switch the alias to the candidate, or update the live version in place."""
-            from pipelines.rag import indexing
-
+            from pipelines.rag import steps
             if plan["mode"] == "unchanged":
                 raise AirflowSkipException(f"corpus unchanged, {plan['live_version']} stays live: nothing "
                                            "to publish")
             with fail_without_retry(*NOT_RETRYABLE):
-                published = indexing.publish_index(config, plan, run_id)
+                published = steps.publish_index(config, plan, run_id)
             outlet_events[index].extra = {
                 "version": published["live_version"], "mode": plan["mode"],
                 "corpus_digest": plan["corpus_digest"], "model_id": plan["model_id"]}
@@ -123,10 +119,9 @@ def build_rag_index_dag(config: RagIndexConfig) -> DAG:
         @task(trigger_rule="none_failed")
         def record_index(plan: dict, embedded: dict, verdict: dict, run_id=None) -> dict:
             """Log the live version's hit@k, MRR and lineage to MLflow."""
-            from pipelines.rag import indexing
-
+            from pipelines.rag import steps
             with fail_without_retry(*NOT_RETRYABLE):
-                return indexing.record_index(config, plan, embedded, verdict, run_id)
+                return steps.record_index(config, plan, embedded, verdict, run_id)
 
         plan = plan_index()
         embedded = embed_chunks(plan)

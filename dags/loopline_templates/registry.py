@@ -17,7 +17,8 @@ from loopline_templates.features import build_features_dag
 from loopline_templates.lora_tune import build_lora_tune_dag
 from loopline_templates.rag_index import build_rag_index_dag
 from loopline_templates.training import build_training_dag
-from pipelines.config import PipelineBase, load_config
+from pipelines.templates import load_config
+from pipelines.core.config import PipelineBase
 
 TEMPLATE_BUILDERS: dict[str, Callable[..., DAG]] = {
     "features": build_features_dag,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
 from loopline_templates.common import dag_arguments, fail_without_retry
-from pipelines.configs.training import TrainingConfig
+from pipelines.training.config import TrainingConfig
 
 # Bad training data stays bad on a retry: fail for good, register nothing.
 BAD_TRAINING_SET = ("pipelines.training.dataset:TrainingSetError", "pipelines.training.steps:TrainingSetRejected")

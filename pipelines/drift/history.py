@@ -64,7 +64,7 @@ JSON_COLUMNS = {"drifted_columns", "hit_rate", "reference"}
 
 
 def history_path(settings=None) -> Path:
-    from pipelines.settings import get_settings
+    from pipelines.core.settings import get_settings
 
     return (settings or get_settings()).path("drift", "history.db")
 

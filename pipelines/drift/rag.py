@@ -282,8 +282,7 @@ def check_rag(config, run_id: str, run_after: datetime, window, settings) -> dic
               "query_drift_threshold": thresholds.query_drift_threshold}
     evidence["mlflow_run_id"] = log_to_mlflow(config, run_id, f"drift {day}", params, metrics, {}, html, settings)
     for name in links.values():
-        from pipelines import tracking
-
+        from pipelines.core import tracking
         tracking.client(settings).log_artifact(evidence["mlflow_run_id"], str(html.with_name(name)), "drift_report")
     history.record_check(**base, status="checked", hit_rate=hit_rate, report_uri=evidence["report_uri"],
                          mlflow_run_id=evidence["mlflow_run_id"], reference=evidence["reference"])

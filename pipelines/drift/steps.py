@@ -25,8 +25,8 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from pipelines.settings import LooplineSettings, get_settings
-from pipelines.windows import DayWindow
+from pipelines.core.settings import LooplineSettings, get_settings
+from pipelines.core.windows import DayWindow
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +88,7 @@ def log_to_mlflow(config, run_key: str, run_name: str, params: dict, metrics: di
 
     from mlflow.entities import Metric, Param, RunTag
 
-    from pipelines import tracking
-
+    from pipelines.core import tracking
     run_key = run_key.replace("'", "_")
     mlflow_client = tracking.client(settings)
     experiment = tracking.experiment_id(config.experiment_name, settings)
@@ -158,8 +157,7 @@ def _training_set_source(run) -> str | None:
 def _load_model(model_name: str, version: str, settings: LooplineSettings):
     import mlflow
 
-    from pipelines import tracking
-
+    from pipelines.core import tracking
     tracking.configure_mlflow(settings)
     return mlflow.pyfunc.load_model(f"models:/{model_name}/{version}")
 
@@ -182,7 +180,7 @@ def champion_reference(training, thresholds, settings: LooplineSettings) -> Refe
     """
     import pandas as pd
 
-    from pipelines import tracking
+    from pipelines.core import tracking
     from pipelines.training.dataset import dataset_digest
 
     champion = tracking.champion(training.model_name, settings)
@@ -236,8 +234,7 @@ def _model_features(model_name: str, version: str, frame, settings: LooplineSett
     try:
         import mlflow
 
-        from pipelines import tracking
-
+        from pipelines.core import tracking
         tracking.configure_mlflow(settings)
         signature = mlflow.models.get_model_info(f"models:/{model_name}/{version}").signature
         names = list(signature.inputs.input_names()) if signature is not None else []

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines.settings import REPO_ROOT
+from pipelines.core.settings import REPO_ROOT
 
 CONFIG_DIR = REPO_ROOT / "dags" / "configs"
 
@@ -34,8 +34,8 @@ def target_config(name: str, expected_template: str, config_dir: Path = CONFIG_D
     import yaml
     from pydantic import ValidationError
 
-    from pipelines.configs.rag_index import RagIndexConfig
-    from pipelines.configs.training import TrainingConfig
+    from pipelines.rag.config import RagIndexConfig
+    from pipelines.training.config import TrainingConfig
 
     models = {"training": TrainingConfig, "rag_index": RagIndexConfig}
     # A name is a YAML of dags/configs/; a path (ending in .yaml) names a file anywhere (tests, other repos).

@@ -20,8 +20,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pipelines.configs.lora_tune import LoraTuneConfig
-from pipelines.settings import LooplineSettings, get_settings
+from pipelines.lora.config import LoraTuneConfig
+from pipelines.core.settings import LooplineSettings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -191,8 +191,7 @@ def tune_adapter(config: LoraTuneConfig, base: dict[str, Any], data: dict[str, A
     """
     import mlflow
 
-    from pipelines import tracking
-
+    from pipelines.core import tracking
     settings = settings or get_settings()
     key = tuning_key(config, base, data)
     adapter_dir = state_dir(config, settings) / "adapters" / key[:16]
@@ -306,7 +305,7 @@ def evaluate_adapter(config: LoraTuneConfig, base: dict[str, Any], data: dict[st
     import mlflow
     from peft import PeftModel
 
-    from pipelines import tracking
+    from pipelines.core import tracking
     from pipelines.lora.base_model import load_model, load_tokenizer
     from pipelines.lora.evaluation import merge_difference, merged_model, perplexity
     from pipelines.lora.tuning import pick_device, set_cpu_threads
@@ -386,7 +385,7 @@ def register_adapter(config: LoraTuneConfig, base: dict[str, Any], data: dict[st
     """
     import mlflow
 
-    from pipelines import tracking
+    from pipelines.core import tracking
     from pipelines.lora.evaluation import champion_decision, registration_decision
 
     settings = settings or get_settings()

@@ -22,7 +22,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from pipelines.settings import get_settings
+from pipelines.core.settings import get_settings
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipelines.settings import LooplineSettings, get_settings
+from pipelines.core.settings import LooplineSettings, get_settings
 
 if TYPE_CHECKING:
     import numpy as np

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pipelines.configs.rag_index import EvaluationConfig
+    from pipelines.rag.config import EvaluationConfig
     from pipelines.rag.stores.base import VectorStore
 
 log = logging.getLogger(__name__)

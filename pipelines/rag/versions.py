@@ -24,10 +24,10 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.settings import LooplineSettings, get_settings
+from pipelines.core.settings import LooplineSettings, get_settings
 
 if TYPE_CHECKING:
-    from pipelines.configs.rag_index import RagIndexConfig
+    from pipelines.rag.config import RagIndexConfig
     from pipelines.rag.stores.base import VectorStore
 
 log = logging.getLogger(__name__)
@@ -192,8 +192,8 @@ def rollback(config: RagIndexConfig, to: str | None = None, settings: LooplineSe
 
 def load_rag_config(path: Path) -> RagIndexConfig:
     """Read and validate a ``rag_index`` YAML file; errors name the file and the field, as load_config's."""
-    from pipelines.config import PipelineConfigError, load_config
-    from pipelines.configs.rag_index import RagIndexConfig
+    from pipelines.templates import PipelineConfigError, load_config
+    from pipelines.rag.config import RagIndexConfig
 
     config = load_config(Path(path))
     if not isinstance(config, RagIndexConfig):

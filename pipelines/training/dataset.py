@@ -14,10 +14,10 @@ from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.configs.features import FeaturesConfig
-from pipelines.configs.training import TrainingConfig
-from pipelines.settings import LooplineSettings, get_settings
-from pipelines.windows import DayWindow
+from pipelines.features.config import FeaturesConfig
+from pipelines.training.config import TrainingConfig
+from pipelines.core.settings import LooplineSettings, get_settings
+from pipelines.core.windows import DayWindow
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -63,7 +63,7 @@ def feature_columns(project: str, feature_service: str, settings: LooplineSettin
     """
     from feast.types import String
 
-    from pipelines.features import feature_store
+    from pipelines.features.feast_store import feature_store
 
     store = feature_store(project, settings)
     try:
@@ -92,7 +92,7 @@ def load_labels(features: FeaturesConfig, training: TrainingConfig, window: Wind
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    from pipelines.landing import partition_dir, table_file
+    from pipelines.features.landing import partition_dir, table_file
 
     settings = settings or get_settings()
     landing_root = settings.resolve(features.landing.path)
@@ -126,7 +126,7 @@ def join_features(labels: pd.DataFrame, project: str, feature_service: str,
         The label columns plus one column per feature; rows whose entity had no feature value at the
         label's time (before its first feature day, or past the views' TTL) are dropped and logged.
     """
-    from pipelines.features import feature_store
+    from pipelines.features.feast_store import feature_store
 
     store = feature_store(project, settings)
     service = store.get_feature_service(feature_service)

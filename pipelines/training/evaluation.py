@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.configs.training import SliceSpec
+from pipelines.training.config import SliceSpec
 from pipelines.training.promotion import Evaluation, SliceScore
 
 if TYPE_CHECKING:

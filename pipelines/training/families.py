@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from pipelines.configs.training import Hyperparameters
+from pipelines.training.config import Hyperparameters
 
 log = logging.getLogger(__name__)
 

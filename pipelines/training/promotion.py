@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pipelines.configs.training import PromotionPolicy
+from pipelines.training.config import PromotionPolicy
 
 
 @dataclass(frozen=True)

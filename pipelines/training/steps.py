@@ -17,10 +17,10 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from pipelines.config import load_config
-from pipelines.configs.features import FeaturesConfig
-from pipelines.configs.training import TrainingConfig
-from pipelines.settings import REPO_ROOT, LooplineSettings, get_settings
+from pipelines.templates import load_config
+from pipelines.features.config import FeaturesConfig
+from pipelines.training.config import TrainingConfig
+from pipelines.core.settings import REPO_ROOT, LooplineSettings, get_settings
 from pipelines.training.dataset import SPLIT, TrainingSetError, Window
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def window_for(training: TrainingConfig, run_after: date, window_end: str | None
 
 def features_ready(training: TrainingConfig, window: Window) -> bool:
     """Whether the features pipeline has materialized the newest feature day the window reads."""
-    from pipelines.features import materialized_days
+    from pipelines.features.feast_store import materialized_days
 
     features = features_config(training)
     done = materialized_days(features.feast.project, features.feast.feature_views)
@@ -117,7 +117,7 @@ def validate_training_set(training: TrainingConfig, info: dict[str, Any]) -> dic
     import pandas as pd
 
     from pipelines.training.dataset import FeatureColumns, validation_suite
-    from pipelines.validation import validate_dataframe
+    from pipelines.core.expectations import validate_dataframe
 
     frame = pd.read_parquet(info["path"])
     columns = FeatureColumns(tuple(info["numeric"]), tuple(info["categorical"]))
@@ -190,7 +190,7 @@ def train_and_register(training: TrainingConfig, info: dict[str, Any], *, settin
     import pandas as pd
     from threadpoolctl import threadpool_limits
 
-    from pipelines import tracking
+    from pipelines.core import tracking
     from pipelines.training.families import family_params
 
     settings = settings or get_settings()
@@ -278,7 +278,7 @@ def evaluate_and_promote(training: TrainingConfig, info: dict[str, Any], trained
     import mlflow
     import pandas as pd
 
-    from pipelines import tracking
+    from pipelines.core import tracking
     from pipelines.training.evaluation import evaluation
     from pipelines.training.promotion import decide
 
@@ -338,9 +338,9 @@ def score_latest(training: TrainingConfig, *, settings: LooplineSettings | None 
     import mlflow
     import pandas as pd
 
-    from pipelines import tracking
-    from pipelines.feature_pipeline import paths as feature_paths
-    from pipelines.features import feature_store
+    from pipelines.core import tracking
+    from pipelines.features.steps import paths as feature_paths
+    from pipelines.features.feast_store import feature_store
     from pipelines.training.dataset import ENTITY_TIMESTAMP, day_end
 
     settings = settings or get_settings()

@@ -99,7 +99,7 @@ def create_app() -> FastAPI:
 
     @app.get("/reports/{path:path}")
     async def report(path: str, user: Any = Depends(viewer)) -> FileResponse:
-        from pipelines.settings import get_settings
+        from pipelines.core.settings import get_settings
 
         root = get_settings().reports_dir.resolve()
         target = (root / path).resolve()

@@ -8,7 +8,7 @@ the drift event to the start of retraining through a real scheduler.
    data definition, the report, the summary) and the HTML saved the same way. Alternating, ``--repeats``
    times each, medians compared (goal: ratio <= 1.10).
 2. **Event → retraining**: ``airflow standalone`` (LocalExecutor, SQLite) in a data home of its own with a
-   champion and published features of a drifted week (``tests/integration/drift_world.py``);
+   champion and published features of a drifted week (``tests/support/churn_world.py``);
    ``churn_drift_check`` is triggered and emits ``churn_retrain``; measured from the Asset event's
    timestamp to the start of the asset-triggered ``churn_training`` run and of its first task. Skip with
    ``--no-scheduler``.
@@ -46,7 +46,7 @@ def frames(rows: int, seed: int = 0):
 
 
 def bench_check(rows: int, repeats: int) -> None:
-    from pipelines.configs.drift_check import TabularDrift
+    from pipelines.drift.config import TabularDrift
     from pipelines.drift import tabular
 
     reference, current, numeric, categorical = frames(rows)
@@ -88,11 +88,11 @@ def _parse(stamp: str) -> datetime:
 
 
 def bench_event_to_training() -> None:
-    sys.path.insert(0, str(REPO / "tests" / "integration"))
-    from drift_world import land, publish, train_champion
+    sys.path.insert(0, str(REPO / "tests"))
+    from support.churn_world import land, publish, train_champion
 
-    from pipelines.airflow_runtime import standalone, wait_for_dags
-    from pipelines.settings import LooplineSettings
+    from pipelines.core.airflow_runtime import standalone, wait_for_dags
+    from pipelines.core.settings import LooplineSettings
 
     t0 = date(2026, 9, 1)
     drift_start, window_end = t0 + timedelta(days=50), t0 + timedelta(days=56)

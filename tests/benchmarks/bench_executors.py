@@ -6,7 +6,7 @@ task; ``--runs`` runs of it are triggered at once. Both stacks get the same numb
 LocalExecutor) so the figures compare what each executor adds, not how many tasks run side by side.
 
 1. **LocalExecutor**: ``airflow standalone`` on SQLite (the embedded default).
-2. **CeleryExecutor**: the production profile (``pipelines.production.production_stack``): Postgres
+2. **CeleryExecutor**: the production profile (``pipelines.core.production.production_stack``): Postgres
    metadata database, Redis broker, two ``airflow celery worker`` processes. Needs this machine's
    PostgreSQL and Redis; its databases (prefix ``loopline_bench``) are dropped afterwards.
 
@@ -54,7 +54,7 @@ def _run_and_collect(client, dag_id: str, runs: int) -> list[dict]:
 
 
 def measure(client, runs: int) -> dict[str, float]:
-    from pipelines.airflow_runtime import wait_for_dags
+    from pipelines.core.airflow_runtime import wait_for_dags
 
     wait_for_dags(client, [DAG_ID, CHAIN_DAG_ID])
     instances = _run_and_collect(client, DAG_ID, runs)
@@ -75,8 +75,8 @@ def measure(client, runs: int) -> dict[str, float]:
 
 
 def bench_local(runs: int, slots: int) -> dict[str, float]:
-    from pipelines.airflow_runtime import standalone
-    from pipelines.settings import LooplineSettings
+    from pipelines.core.airflow_runtime import standalone
+    from pipelines.core.settings import LooplineSettings
 
     with tempfile.TemporaryDirectory(prefix="loopline-bench-local-") as home:
         settings = LooplineSettings(home=Path(home), airflow_port=8291)
@@ -86,8 +86,8 @@ def bench_local(runs: int, slots: int) -> dict[str, float]:
 
 
 def bench_celery(runs: int, slots: int) -> dict[str, float]:
-    from pipelines.production import drop_databases, production_stack
-    from pipelines.settings import LooplineSettings
+    from pipelines.core.production import drop_databases, production_stack
+    from pipelines.core.settings import LooplineSettings
 
     with tempfile.TemporaryDirectory(prefix="loopline-bench-celery-") as home:
         settings = LooplineSettings(home=Path(home), profile="production", database_prefix="loopline_bench",

@@ -93,36 +93,36 @@ def _feature_frame(rows: int, ds: date):
 
 def bench_materialize(rows: int, reads: int) -> dict:
     """Both paths write the same 1M rows into fresh SQLite online stores of separate data homes."""
-    from pipelines import features
-    from pipelines.settings import LooplineSettings
+    from pipelines.features import feast_store
+    from pipelines.core.settings import LooplineSettings
 
     ds = date(2026, 11, 1)
-    start, end = features.day_bounds(ds)
+    start, end = feast_store.day_bounds(ds)
     frame = _feature_frame(rows, ds)
     views = ["customer_daily_activity", "customer_daily_profile"]
     results = {}
     # Warm-up on a small copy (imports, dask's thread pool), so neither timed path pays for it.
     warm = LooplineSettings(home=Path(tempfile.mkdtemp(prefix="loopline-bench-warmup-")))
-    features.publish_offline_day(frame.head(10_000), warm.path("offline", "bench", "customer_daily_features"), ds)
-    features.apply_if_changed("bench", REPO / "feature_repo", warm)
-    features.feature_store("bench", warm).materialize(start_date=start, end_date=end, feature_views=views)
+    feast_store.publish_offline_day(frame.head(10_000), warm.path("offline", "bench", "customer_daily_features"), ds)
+    feast_store.apply_if_changed("bench", REPO / "feature_repo", warm)
+    feast_store.feature_store("bench", warm).materialize(start_date=start, end_date=end, feature_views=views)
     for label in ("plain feast", "loopline"):
         home = Path(tempfile.mkdtemp(prefix=f"loopline-bench-{label.replace(' ', '-')}-"))
         settings = LooplineSettings(home=home)
-        features.publish_offline_day(frame, settings.path("offline", "bench", "customer_daily_features"), ds)
-        features.apply_if_changed("bench", REPO / "feature_repo", settings)
-        store = features.feature_store("bench", settings)
+        feast_store.publish_offline_day(frame, settings.path("offline", "bench", "customer_daily_features"), ds)
+        feast_store.apply_if_changed("bench", REPO / "feature_repo", settings)
+        store = feast_store.feature_store("bench", settings)
         t0 = time.perf_counter()
         if label == "plain feast":
             store.materialize(start_date=start, end_date=end, feature_views=views)
         else:
-            features.materialize_interval("bench", views, start, end, rows_in_interval=rows, settings=settings)
+            feast_store.materialize_interval("bench", views, start, end, rows_in_interval=rows, settings=settings)
         seconds = time.perf_counter() - t0
         results[label] = {"seconds": seconds, "rows_per_s": rows / seconds, "settings": settings}
 
     settings = results["loopline"].pop("settings")
     results["plain feast"].pop("settings")
-    store = features.feature_store("bench", settings)
+    store = feast_store.feature_store("bench", settings)
     service = store.get_feature_service("churn_model_v1")
     latencies = []
     for i in range(reads):

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 SIZES = {
-    # The template's default tiny model (its spec in pipelines/configs/lora_tune.py), the default batch.
+    # The template's default tiny model (its spec in pipelines/lora/config.py), the default batch.
     "tiny": {"hidden_size": 128, "intermediate_size": 344, "num_layers": 4, "num_heads": 4, "vocab_size": 4096,
              "batch": 8, "seq": 256},
     # Large enough that weights, gradients and AdamW state outweigh torch's own footprint, still CPU-feasible.
@@ -44,7 +44,7 @@ def child(mode: str, size: dict, steps: int, threads: int) -> dict:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from pipelines.configs.lora_tune import LoraSpec
+    from pipelines.lora.config import LoraSpec
     from pipelines.lora.tuning import attach_lora, parameter_counts
 
     torch.set_num_threads(threads)

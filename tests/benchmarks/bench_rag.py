@@ -7,7 +7,7 @@ Every figure is a ratio measured within one run, on one machine:
   the full index (the mean of the two; goal >= 0.85);
 - re-index of the unchanged corpus against the full index time (goal <= 0.02);
 - re-index after 5% of the documents changed against the full index time (goal <= 0.10);
-- query latency p50/p99 of ``indexing.search`` (query embedding + LanceDB search), vector and hybrid.
+- query latency p50/p99 of ``rag_steps.search`` (query embedding + LanceDB search), vector and hybrid.
 
 The corpus is exported by ``python -m pipelines.rag.docstring_corpus`` into a fresh data home; its
 question set (for the evaluation steps, which are timed apart) is made from the corpus itself: the first
@@ -39,7 +39,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 def fresh_home() -> Path:
     home = Path(tempfile.mkdtemp(prefix="loopline-bench-rag-"))
     os.environ["LOOPLINE_HOME"] = str(home)
-    from pipelines.settings import get_settings
+    from pipelines.core.settings import get_settings
 
     get_settings.cache_clear()
     return home
@@ -59,7 +59,7 @@ def write_question_set(corpus: Path, path: Path, every: int = 37, limit: int = 3
 
 
 def config_for(corpus: Path, questions: Path, batch_size: int):
-    from pipelines.configs.rag_index import RagIndexConfig
+    from pipelines.rag.config import RagIndexConfig
 
     return RagIndexConfig.model_validate({
         "template": "rag_index", "instance": "bench_docstrings",
@@ -71,24 +71,23 @@ def config_for(corpus: Path, questions: Path, batch_size: int):
 
 def index_once(config, run_id: str) -> dict:
     """plan → embed → publish timed (the work that makes the index), then evaluate and record, timed apart."""
-    from pipelines.rag import embeddings, indexing
-
+    from pipelines.rag import embeddings, steps as rag_steps
     embeddings._FINGERPRINTS.clear()  # a task process hashes the model folder afresh: count it
     t = {}
     started = time.perf_counter()
-    plan = indexing.plan_index(config, run_id)
+    plan = rag_steps.plan_index(config, run_id)
     t["plan"] = time.perf_counter() - started
-    embedded = indexing.embed_chunks(config, plan)
+    embedded = rag_steps.embed_chunks(config, plan)
     t["embed"] = time.perf_counter() - started - t["plan"]
     mark = time.perf_counter()
-    verdict = indexing.evaluate_index(config, plan, run_id)
+    verdict = rag_steps.evaluate_index(config, plan, run_id)
     t["evaluate"] = time.perf_counter() - mark
     mark = time.perf_counter()
-    indexing.publish_index(config, plan, run_id)
+    rag_steps.publish_index(config, plan, run_id)
     t["publish"] = time.perf_counter() - mark
     t["index"] = t["plan"] + t["embed"] + t["publish"]
     mark = time.perf_counter()
-    summary = indexing.record_index(config, plan, embedded, verdict, run_id)
+    summary = rag_steps.record_index(config, plan, embedded, verdict, run_id)
     t["record"] = time.perf_counter() - mark
     return {"plan": plan, "embedded": embedded, "summary": summary, "t": t}
 
@@ -125,7 +124,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     import torch
 
-    from pipelines.rag import embeddings, indexing
+    from pipelines.rag import embeddings, steps as rag_steps
     from pipelines.rag.corpus import load_corpus
     from pipelines.rag.docstring_corpus import export
     from pipelines.rag.hashing import chunk_corpus
@@ -179,10 +178,10 @@ def main() -> None:
     titles = [d.stem.replace("_", " ") for d in sorted(corpus.rglob("*.md"))]
     probes = (qs + titles)[: args.queries]
     for mode in latencies:
-        indexing.search(config, probes[0], mode=mode)  # warm
+        rag_steps.search(config, probes[0], mode=mode)  # warm
         for probe in probes:
             started = time.perf_counter()
-            indexing.search(config, probe, k=5, mode=mode)
+            rag_steps.search(config, probe, k=5, mode=mode)
             latencies[mode].append((time.perf_counter() - started) * 1000)
 
     full_rate, raw_rate = chunks / full_s, chunks / raw_s
@@ -206,7 +205,7 @@ def main() -> None:
     print(f"  ratio 5% changed / full: {c / full_s:.4f}  (goal <= 0.10)")
     print(f"\nEvaluation ({n_questions} questions), timed apart: full build {t['evaluate']:.1f} s + record "
           f"{t['record']:.1f} s; metrics {full['summary']['metrics']}")
-    print(f"\nQuery latency, indexing.search (embed the query + LanceDB search, k=5), {len(probes)} queries:")
+    print(f"\nQuery latency, rag_steps.search (embed the query + LanceDB search, k=5), {len(probes)} queries:")
     for mode, values in latencies.items():
         print(f"  {mode:<6} p50 {statistics.median(values):6.1f} ms   p99 {percentile(values, 0.99):6.1f} ms")
 

@@ -27,7 +27,7 @@ CUSTOMERS = 3000
 
 
 def build_training_set(home: Path) -> tuple[pd.DataFrame, dict]:
-    from pipelines import simulator
+    from pipelines.demo import simulator
     from pipelines.training.dataset import dataset_digest, split_by_time
 
     landing = home / "landing"
@@ -56,8 +56,8 @@ def main() -> None:
 
     import mlflow  # noqa: F401 - imported before timing: both sides run in a process that has it
 
-    from pipelines.configs.training import TrainingConfig
-    from pipelines.settings import LooplineSettings
+    from pipelines.training.config import TrainingConfig
+    from pipelines.core.settings import LooplineSettings
     from pipelines.training.steps import train_and_evaluate, train_and_register
 
     home = Path(tempfile.mkdtemp(prefix="loopline-bench-training-"))

@@ -6,18 +6,16 @@ Screenshots go to ``test-artifacts/screenshots/`` at the repository root (kept b
 
 from __future__ import annotations
 
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
-from pipelines.airflow_runtime import standalone, wait_for_dags
-from pipelines.settings import REPO_ROOT, LooplineSettings
+from pipelines.core.airflow_runtime import standalone, wait_for_dags
+from pipelines.core.settings import REPO_ROOT, LooplineSettings
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import churn_world  # noqa: E402
+from support import churn_world  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pipelines.settings import LooplineSettings, get_settings
+from pipelines.core.settings import LooplineSettings, get_settings
 
 if TYPE_CHECKING:
     from pipelines.rag.stores.base import VectorStore

@@ -22,7 +22,7 @@
 
 
 {#-
-  On Postgres the files cannot be read in place: pipelines.warehouse.PostgresWarehouse.stage_landing
+  On Postgres the files cannot be read in place: pipelines.features.warehouse.PostgresWarehouse.stage_landing
   loads the window's files into typed tables of schema var('landing_schema') before dbt runs.
 -#}
 {% macro read_landing_postgres(table, window_days=1) -%}

@@ -1,1 +1,0 @@
-"""Typed configs of the pipeline templates, one module per template."""

@@ -1,0 +1,261 @@
+"""Run Airflow for Loopline: its environment, ``airflow standalone`` under the data home, a REST client.
+
+Used by ``make up``, ``make demo`` and the integration tests. Everything Airflow keeps (metadata
+database, logs, generated passwords) lives in ``$LOOPLINE_HOME/airflow``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from pipelines.core.settings import REPO_ROOT, LooplineSettings, get_settings
+
+ADMIN_USER = "admin"
+
+
+def airflow_environment(settings: LooplineSettings | None = None, *, port: int | None = None,
+                        log_server_ports: tuple[int, int] | None = None,
+                        dags_folder: Path | None = None) -> dict[str, str]:
+    """Environment variables that point Airflow at this repository (or ``dags_folder``) and the data home."""
+    settings = settings or get_settings()
+    home = settings.airflow_home
+    env = {
+        "LOOPLINE_HOME": str(settings.data_home),
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder or REPO_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": settings.airflow_executor,
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": settings.airflow_database_url or f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+        # Pick up new and edited DAG files quickly on a laptop.
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "20",
+        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "15",
+        "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "15",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "NO_PROXY": "*",
+        # Nothing phones home, and no model is fetched from a hub at run time.
+        "DO_NOT_TRACK": "true",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+    }
+    if port:
+        env["AIRFLOW__API__PORT"] = str(port)
+        env["AIRFLOW__API__BASE_URL"] = f"http://localhost:{port}"
+    if log_server_ports:  # so that two Airflows on one machine (make up beside the tests) do not collide
+        env["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"] = str(log_server_ports[0])
+        env["AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"] = str(log_server_ports[1])
+    return env
+
+
+@dataclass
+class AirflowClient:
+    """A small client of Airflow's REST API v2, authenticated as the admin user."""
+
+    base_url: str
+    password: str
+    _token: str | None = None
+
+    def _request(self, method: str, path: str, body: dict | None = None, *, auth: bool = True) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(f"{self.base_url}{path}", data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        if auth:
+            request.add_header("Authorization", f"Bearer {self.token()}")
+        # On SQLite the api-server answers 500 when a write waits too long for the database lock (a task
+        # writing at the same moment); requests that are safe to repeat are tried again.
+        attempts = 4 if method in ("GET", "PATCH", "PUT", "DELETE") else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    payload = response.read()
+                return json.loads(payload) if payload else None
+            except urllib.error.HTTPError as exc:
+                if exc.code < 500 or attempt == attempts:
+                    raise
+                time.sleep(2 * attempt)
+
+    def token(self) -> str:
+        if self._token is None:
+            answer = self._request("POST", "/auth/token", {"username": ADMIN_USER, "password": self.password}, auth=False)
+            self._token = answer["access_token"]
+        return self._token
+
+    def get(self, path: str) -> Any:
+        return self._request("GET", path)
+
+    def post(self, path: str, body: dict) -> Any:
+        return self._request("POST", path, body)
+
+    def patch(self, path: str, body: dict) -> Any:
+        return self._request("PATCH", path, body)
+
+    def dag_ids(self) -> list[str]:
+        return [d["dag_id"] for d in self.get("/api/v2/dags?limit=100")["dags"]]
+
+    def import_errors(self) -> list[dict]:
+        return self.get("/api/v2/importErrors")["import_errors"]
+
+    def unpause(self, dag_id: str) -> None:
+        self.patch(f"/api/v2/dags/{dag_id}", {"is_paused": False})
+
+    def trigger(self, dag_id: str, *, logical_date: str, run_id: str | None = None, conf: dict | None = None,
+                data_interval: tuple[str, str] | None = None) -> dict:
+        body: dict[str, Any] = {"logical_date": logical_date, "conf": conf or {}}
+        if run_id:
+            body["dag_run_id"] = run_id
+        if data_interval:
+            body["data_interval_start"], body["data_interval_end"] = data_interval
+        return self.post(f"/api/v2/dags/{dag_id}/dagRuns", body)
+
+    def dag_run(self, dag_id: str, run_id: str) -> dict:
+        return self.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
+        return self.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str) -> Any:
+        entry = self.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value")
+        return entry["value"]
+
+    def wait_for_run(self, dag_id: str, run_id: str, *, timeout_s: float = 900, poll_s: float = 3,
+                     progress=None) -> str:
+        """Poll until the run finishes; return its state (``success`` or ``failed``)."""
+        deadline = time.monotonic() + timeout_s
+        last_seen = None
+        while time.monotonic() < deadline:
+            state = self.dag_run(dag_id, run_id)["state"]
+            if progress:
+                done = sorted(t["task_id"] for t in self.task_instances(dag_id, run_id) if t["state"] == "success")
+                if done != last_seen:
+                    progress(f"{dag_id} {run_id}: {state}; done: {', '.join(done) or '-'}")
+                    last_seen = done
+            if state in ("success", "failed"):
+                return state
+            time.sleep(poll_s)
+        raise TimeoutError(f"{dag_id} run {run_id} did not finish within {timeout_s:.0f} s")
+
+
+def free_port(preferred: int, avoid: set[int] = frozenset()) -> int:
+    import socket
+
+    for port in [preferred, *range(preferred + 1, preferred + 50)]:
+        if port in avoid:
+            continue
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) != 0:
+                return port
+    raise RuntimeError(f"no free port near {preferred}")
+
+
+@contextmanager
+def standalone(settings: LooplineSettings | None = None, *, port: int | None = None, timeout_s: float = 240,
+               log=print, dags_folder: Path | None = None,
+               extra_env: dict[str, str] | None = None) -> Iterator[AirflowClient]:
+    """Start ``airflow standalone`` (api-server, scheduler, dag-processor, triggerer); stop it on exit."""
+    settings = settings or get_settings()
+    port = free_port(port or settings.airflow_port)
+    worker_logs = free_port(8793, avoid={port})
+    trigger_logs = free_port(worker_logs + 1, avoid={port, worker_logs})
+    env = {**os.environ, **airflow_environment(settings, port=port, log_server_ports=(worker_logs, trigger_logs),
+                                               dags_folder=dags_folder), **(extra_env or {})}
+    home = settings.airflow_home
+    home.mkdir(parents=True, exist_ok=True)
+    log_file = home / "standalone.log"
+    log(f"Starting Airflow (api-server, scheduler, dag-processor, triggerer) on port {port}; log: {log_file}")
+    with open(log_file, "ab") as out:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "airflow"), "standalone"],
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        client = wait_until_ready(home, port, process, timeout_s, log_file)
+        yield client
+    finally:
+        log("Stopping Airflow")
+        stop_process_group(process)
+
+
+def wait_until_ready(home: Path, port: int, process: subprocess.Popen, timeout_s: float, log_file: Path) -> AirflowClient:
+    passwords = home / "simple_auth_manager_passwords.json.generated"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = log_file.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"airflow standalone exited with {process.returncode}; end of {log_file}:\n{tail}")
+        if passwords.exists():
+            password = json.loads(passwords.read_text()).get(ADMIN_USER)
+            client = AirflowClient(f"http://127.0.0.1:{port}", password)
+            try:
+                client.get("/api/v2/monitor/health")
+                return client
+            except (urllib.error.URLError, ConnectionError, OSError, KeyError):
+                pass
+        time.sleep(2)
+    raise TimeoutError(f"Airflow API on port {port} not ready after {timeout_s:.0f} s; see {log_file}")
+
+
+def stop_process_group(process: subprocess.Popen, grace_s: float = 30) -> None:
+    """Stop standalone and every process it started (scheduler, executor workers, api-server…)."""
+    group = process.pid
+    try:
+        os.killpg(group, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        process.poll()
+        try:
+            os.killpg(group, 0)  # anyone of the group still alive?
+        except ProcessLookupError:
+            return
+        time.sleep(0.5)
+    # Some children (the scheduler waiting on its executor) outlive standalone: make sure nothing stays.
+    try:
+        os.killpg(group, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
+def wait_for_dags(client: AirflowClient, dag_ids: list[str], timeout_s: float = 180) -> None:
+    """Wait until the dag-processor has parsed the given DAGs; fail on their import errors."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if set(dag_ids) <= set(client.dag_ids()):
+            return
+        time.sleep(2)
+    errors = "; ".join(f"{e['filename']}: {e['stack_trace'].strip().splitlines()[-1]}" for e in client.import_errors())
+    raise TimeoutError(f"DAGs {dag_ids} not parsed after {timeout_s:.0f} s. Import errors: {errors or 'none'}")
+
+
+def up() -> None:
+    """``make up``: Airflow with the UI on localhost until Ctrl-C."""
+    settings = get_settings()
+    with standalone(settings, timeout_s=600) as client:
+        print(f"\nAirflow UI: {client.base_url.replace('127.0.0.1', 'localhost')}  (user {ADMIN_USER}, "
+              f"password in {settings.airflow_home / 'simple_auth_manager_passwords.json.generated'}: "
+              f"{client.password})\nCtrl-C stops it.")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    up()

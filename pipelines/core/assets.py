@@ -1,0 +1,49 @@
+"""Every Airflow Asset Loopline emits or schedules on, declared once: its name and URI per instance.
+
+A template uses the same :class:`AssetRef` as an outlet where it is produced and as a schedule where it is
+consumed, so the two can never disagree. Airflow is imported only by :meth:`AssetRef.asset`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class AssetRef:
+    """An Airflow Asset by name and URI."""
+
+    name: str
+    uri: str
+
+    def asset(self) -> Any:
+        """The ``airflow.sdk.Asset`` for an outlet or a schedule."""
+        from airflow.sdk import Asset
+
+        return Asset(name=self.name, uri=self.uri)
+
+
+def features_online(instance: str) -> AssetRef:
+    """A day of features of ``instance`` reached the online store (emitted by ``<instance>_features``)."""
+    return AssetRef(f"{instance}_features", f"loopline://features/{instance}")
+
+
+def retrain_request(instance: str, name: str | None = None) -> AssetRef:
+    """A drift check asks ``<instance>_training`` to retrain (``name`` overrides ``<instance>_retrain``)."""
+    return AssetRef(name or f"{instance}_retrain", f"loopline://retrain/{instance}")
+
+
+def champion_model(instance: str, model_name: str) -> AssetRef:
+    """``<instance>_training`` evaluated a version of ``model_name`` for promotion."""
+    return AssetRef(f"{instance}_champion", f"loopline://models/{model_name}")
+
+
+def rag_index(instance: str) -> AssetRef:
+    """Readers of the ``instance`` index see a new live version (emitted by ``<instance>_rag_index``)."""
+    return AssetRef(f"{instance}_index", f"loopline://rag/{instance}")
+
+
+def reindex_request(instance: str) -> AssetRef:
+    """A drift check asks ``<instance>_rag_index`` to re-index."""
+    return AssetRef(f"{instance}_reindex", f"loopline://reindex/{instance}")

@@ -1,0 +1,5 @@
+import sys
+
+from pipelines.demo.run import main
+
+sys.exit(main())

@@ -1,0 +1,146 @@
+"""Config of the ``lora_tune`` template: docs corpus → instruction pairs → LoRA adapter → MLflow → champion.
+
+Nothing here touches the disk or imports torch: the base model folder is resolved and checked when a task
+runs (``pipelines.lora.base_model``), so a DAG file parses in milliseconds.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from pipelines.core.config import IDENTIFIER, PipelineBase, StrictModel
+
+DEFAULT_BASE_MODEL = "home:models/tiny-llama"
+
+
+class CorpusSpec(StrictModel):
+    """The documents the instruction pairs (and the tiny base model's pre-training text) come from."""
+
+    path: str = Field("docs", description="Folder of documents: absolute, repo-relative, or 'home:…'.")
+    include: list[str] = Field(default_factory=lambda: ["**/*.md", "**/*.markdown", "**/*.txt"], min_length=1,
+                               description="Glob patterns, relative to the folder, of the files to read.")
+    exclude: list[str] = Field(default_factory=list, description="Glob patterns of files to leave out.")
+
+
+class TinyModelSpec(StrictModel):
+    """The small Llama-architecture causal LM that the setup step builds when no real checkpoint is named.
+
+    Its tokenizer (byte-level BPE) is trained on the corpus, its weights pre-trained briefly from scratch on
+    the corpus text, and both are saved with ``save_pretrained``: the loading path of a real checkpoint.
+    """
+
+    hidden_size: int = Field(128, ge=16, le=4096)
+    intermediate_size: int = Field(344, ge=16, le=16384)
+    num_layers: int = Field(4, ge=1, le=48)
+    num_heads: int = Field(4, ge=1, le=64)
+    vocab_size: int = Field(4096, ge=300, le=65536, description="Target BPE vocabulary (a small corpus may give fewer).")
+    context_length: int = Field(256, ge=32, le=8192, description="Longest sequence the model takes (positions).")
+    pretrain_steps: int = Field(150, ge=0, le=100_000, description="Optimizer steps of from-scratch pre-training.")
+    pretrain_batch_size: int = Field(8, ge=1, le=512)
+    pretrain_sequence_length: int = Field(128, ge=16, le=8192, description="Tokens per pre-training window.")
+    pretrain_learning_rate: float = Field(3e-3, gt=0, le=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _shapes(self) -> TinyModelSpec:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size ({self.hidden_size}) must be a multiple of num_heads ({self.num_heads})")
+        if self.pretrain_sequence_length > self.context_length:
+            raise ValueError(f"pretrain_sequence_length ({self.pretrain_sequence_length}) exceeds context_length "
+                             f"({self.context_length})")
+        return self
+
+
+class DatasetSpec(StrictModel):
+    """Instruction/answer pairs from the corpus's sections, split deterministically and validated."""
+
+    eval_fraction: float = Field(0.2, gt=0, lt=0.9, description="Share of pairs held out for evaluation.")
+    min_answer_chars: int = Field(40, ge=1, description="Shorter sections make no pair.")
+    max_answer_chars: int = Field(600, ge=20, description="Longer answers are cut at a paragraph or word boundary.")
+    max_instruction_chars: int = Field(300, ge=20)
+    max_tokens: int = Field(256, ge=16, le=8192, description="Prompt + answer tokens per example; longer ones are cut.")
+    min_train_pairs: int = Field(8, ge=1)
+    min_eval_pairs: int = Field(2, ge=1)
+    seed: int = Field(13, description="Salt of the hash that assigns a pair to train or eval.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> DatasetSpec:
+        if self.min_answer_chars >= self.max_answer_chars:
+            raise ValueError(f"min_answer_chars ({self.min_answer_chars}) must be below max_answer_chars "
+                             f"({self.max_answer_chars})")
+        return self
+
+
+class LoraSpec(StrictModel):
+    """PEFT LoRA: which linear layers get low-rank adapters, and their shape."""
+
+    rank: int = Field(8, ge=1, le=256, description="r: rank of the update matrices.")
+    alpha: float = Field(16, gt=0, le=1024, description="lora_alpha: the update is scaled by alpha / rank.")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter's input.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "v_proj"], min_length=1,
+        description="Names of the linear modules to adapt (Llama: q_proj k_proj v_proj o_proj gate_proj up_proj down_proj).")
+
+
+class TuningSpec(StrictModel):
+    """The optimisation run: seeded AdamW over the adapter's parameters only."""
+
+    epochs: int = Field(10, ge=1, le=100)
+    learning_rate: float = Field(1e-2, gt=0, le=1)
+    max_steps: int = Field(200, ge=1, le=100_000, description="Stop after this many optimizer steps, epochs or not.")
+    batch_size: int = Field(8, ge=1, le=512)
+    weight_decay: float = Field(0.0, ge=0, le=1)
+    seed: int = 42
+    device: str | None = Field(None, description="torch device ('cpu', 'cuda'); null: CUDA when there, else CPU.")
+    cpu_threads: int | None = Field(
+        None, ge=1, le=256, description="torch's CPU threads in these tasks; null: torch's default. Small models on "
+                                        "a shared machine run several times faster with 1 (no spinning threads).")
+
+
+class EvaluationSpec(StrictModel):
+    """When an adapter is registered, when it becomes the champion, and the merge check's tolerance."""
+
+    min_improvement: float = Field(
+        0.05, ge=0, lt=1, description="Register only if eval perplexity drops by at least this share of the base's.")
+    min_gain_over_champion: float = Field(
+        0.0, ge=0, lt=1, description="The champion alias moves only if perplexity drops below the champion's by "
+                                     "more than this share of it.")
+    merge_tolerance: float = Field(1e-3, gt=0, description="Largest |logit| difference between the merged model "
+                                                           "and base + adapter.")
+    batch_size: int = Field(8, ge=1, le=512)
+
+
+class IndexAssetRef(StrictModel):
+    """The Asset whose events start a run: the docs index the ``rag_index`` template publishes."""
+
+    name: str = "docs_index"
+    uri: str = "loopline://rag/docs"
+
+
+class LoraTuneConfig(PipelineBase):
+    """Template ``lora_tune``: LoRA fine-tuning of a causal LM on pairs from a docs corpus, gated and registered."""
+
+    template: Literal["lora_tune"]
+    schedule: str | None = Field(  # type: ignore[assignment]
+        None, description="Optional cron; runs also (or only, when null) on index_asset's events.")
+    index_asset: IndexAssetRef | None = Field(
+        default_factory=IndexAssetRef, description="Re-tune when this Asset is updated; null: no Asset schedule.")
+    corpus: CorpusSpec = CorpusSpec()
+    base_model: str = Field(
+        DEFAULT_BASE_MODEL, description="Folder of a causal LM that AutoModelForCausalLM.from_pretrained loads "
+                                        "(absolute, repo-relative or 'home:…').")
+    tiny_model: TinyModelSpec | None = Field(
+        default_factory=TinyModelSpec,
+        description="When set, the setup step builds this tiny model into base_model if that folder holds no "
+                    "model; null: base_model must be a checkpoint already there.")
+    dataset: DatasetSpec = DatasetSpec()
+    lora: LoraSpec = LoraSpec()
+    tuning: TuningSpec = TuningSpec()
+    evaluation: EvaluationSpec = EvaluationSpec()
+    model_name: str = Field("assistant_adapter", pattern=IDENTIFIER, description="Registered model name in MLflow.")
+
+    @property
+    def experiment_name(self) -> str:
+        return f"{self.instance}_lora_tune"

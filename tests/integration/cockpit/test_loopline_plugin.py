@@ -1,0 +1,195 @@
+"""The Loopline plugin inside Airflow's own API app (no server process): registered through the plugin manager,
+mounted at /loopline, behind Airflow's login, and showing MLflow's champion, the drift history with its
+reports and the asset-triggered runs from Airflow's metadata database, with no secret on the page.
+
+The page reads a data home of its own (a real MLflow store with a registered model, a drift history, a report)
+and the session's Airflow database, where an asset-triggered run and the event it consumed are written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from html import escape
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from pipelines.templates import load_config
+from pipelines.core.settings import REPO_ROOT, get_settings
+
+pytestmark = pytest.mark.integration
+
+DB_PASSWORD = "Db-Pa55word-xyz"
+MLFLOW_PASSWORD = "Mlfl0w-S3cret-abc"
+RUN_ID = "asset_triggered__loopline_plugin_test"
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory, airflow_db):
+    """A data home with a champion in MLflow, two drift checks (one with a report) and nothing else."""
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.core import tracking
+    from pipelines.drift.history import DriftHistory, history_path
+    from pipelines.core.settings import LooplineSettings
+
+    path = tmp_path_factory.mktemp("cockpit_home")
+    settings = LooplineSettings(home=path)
+    client: MlflowClient = tracking.client(settings)
+    experiment = tracking.experiment_id("churn_training", settings)
+    for n, (auc, iters) in enumerate([(0.71, 100), (0.74, 60)], start=1):
+        run = client.create_run(experiment)
+        client.log_metric(run.info.run_id, "holdout_roc_auc", auc)
+        client.log_param(run.info.run_id, "family", "gradient_boosting")
+        client.log_param(run.info.run_id, "max_iter", iters)
+        client.set_terminated(run.info.run_id)
+        if n == 1:
+            client.create_registered_model("churn")
+        version = client.create_model_version("churn", f"runs:/{run.info.run_id}/model", run.info.run_id,
+                                              tags={"family": "gradient_boosting"})
+        tracking.promote("churn", version.version, f"test promotion {n}", settings)
+
+    report = settings.reports_dir / "churn" / "drift" / "2026-11-28.html"
+    report.parent.mkdir(parents=True)
+    report.write_text("<html><body>Evidently report of 2026-11-28</body></html>")
+    history = DriftHistory(history_path(settings))
+    history.record_check(instance="churn", kind="tabular", dag_run_id="scheduled__2026-11-29T03:00:00+00:00",
+                         run_after="2026-11-29T03:00:00+00:00", check_day="2026-11-28", status="checked",
+                         drift_share=0.5, drifted_columns=["sessions_7d", "spend_30d"], report_uri=report.as_uri(),
+                         verdict=f"DRIFT: data drift (store postgresql://loop:{DB_PASSWORD}@db:5432/x)",
+                         action="emitted churn_retrain → churn_training")
+    return settings
+
+
+@pytest.fixture(scope="module")
+def asset_run(airflow_db):
+    """An asset-triggered run of churn_training and the churn_retrain event it consumed, in Airflow's ORM.
+
+    The DAG is written to the database first, as the dag-processor would: the page shows only runs of DAGs
+    the auth manager lets the user read, and it knows only DAGs that are there.
+    """
+    from support.airflow_helpers import build_and_register
+    from sqlalchemy import delete
+
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+    from airflow.utils.types import DagRunType
+
+    extra = {"action": "retrain", "signals": ["data_drift"], "drift_share": 0.5,
+             "reasons": ["data drift: 2 of 10 feature columns drifted (share 0.50 >= 0.30)"],
+             "drifted_columns": ["sessions_7d", "spend_30d"],
+             "report_uri": "file:///anywhere/reports/churn/drift/2026-11-28.html"}
+    build_and_register(load_config(REPO_ROOT / "dags" / "configs" / "churn_training.yaml"))
+    now = datetime.now(timezone.utc)
+    with create_session() as session:
+        asset = AssetModel(name="churn_retrain_plugin_test", uri="loopline://retrain/plugin-test")
+        session.add(asset)
+        session.flush()
+        event = AssetEvent(asset_id=asset.id, extra=extra, source_dag_id="churn_drift_check",
+                           source_run_id="scheduled__2026-11-29T03:00:00+00:00", source_task_id="emit_retrain")
+        run = DagRun(dag_id="churn_training", run_id=RUN_ID, run_type=DagRunType.ASSET_TRIGGERED,
+                     run_after=now, start_date=now, state=DagRunState.SUCCESS)
+        run.consumed_asset_events.append(event)
+        session.add_all([event, run])
+    yield extra
+    with create_session() as session:
+        session.execute(delete(DagRun).where(DagRun.run_id == RUN_ID))
+        session.execute(delete(AssetEvent).where(AssetEvent.source_task_id == "emit_retrain",
+                                                 AssetEvent.source_run_id == "scheduled__2026-11-29T03:00:00+00:00"))
+        session.execute(delete(AssetModel).where(AssetModel.name == "churn_retrain_plugin_test"))
+
+
+@pytest.fixture(scope="module")
+def api(home, asset_run):
+    """Airflow's API app with its plugins, serving the test data home, with secrets in the environment."""
+    from fastapi.testclient import TestClient
+
+    from airflow.api_fastapi.app import create_app, purge_cached_app
+
+    saved = dict(os.environ)
+    os.environ.update({
+        "LOOPLINE_HOME": str(home.data_home),
+        "LOOPLINE_FEAST_REGISTRY_URL": f"postgresql+psycopg://feast:{DB_PASSWORD}@db:5432/feast",
+        "MLFLOW_TRACKING_PASSWORD": MLFLOW_PASSWORD,
+    })
+    get_settings.cache_clear()
+    try:
+        with TestClient(create_app("core"), follow_redirects=False) as client:
+            passwords = Path(os.environ["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json.generated"
+            password = json.loads(passwords.read_text())["admin"]
+            token = client.post("/auth/token", json={"username": "admin", "password": password}).json()["access_token"]
+            client.headers["Authorization"] = f"Bearer {token}"
+            yield client
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        get_settings.cache_clear()
+        purge_cached_app()
+
+
+def test_the_plugin_is_registered_with_its_app_and_nav_entry(api):
+    plugins = {p["name"]: p for p in api.get("/api/v2/plugins").json()["plugins"]}
+    loopline = plugins["loopline"]
+    assert [a["url_prefix"] for a in loopline["fastapi_apps"]] == ["/loopline"]
+    (view,) = loopline["external_views"]
+    assert (view["name"], view["href"], view["url_route"], view["destination"]) == \
+        ("Loopline", "/loopline/", "loopline", "nav")
+    assert api.get("/api/v2/plugins/importErrors").json()["import_errors"] == []
+
+
+@pytest.mark.parametrize("path", ["/loopline/", "/loopline/api/summary", "/loopline/reports/churn/drift/2026-11-28.html"])
+def test_without_login_nothing_is_shown(api, path):
+    anonymous = {"Authorization": ""}
+    answer = api.get(path, headers={**anonymous, "Accept": "application/json"})
+    assert answer.status_code == 401 and answer.json() == {"detail": "Not authenticated"}
+    forged = api.get(path, headers={"Authorization": "Bearer not.a.jwt", "Accept": "application/json"})
+    assert forged.status_code == 403
+    browser = api.get(path, headers={**anonymous, "Accept": "text/html,application/xhtml+xml"})
+    assert browser.status_code == 302
+    assert browser.headers["location"].startswith("/auth/login?next=")
+    assert "Evidently" not in browser.text and "champion" not in browser.text.lower()
+
+
+def test_the_login_cookie_of_the_ui_opens_the_page(api):
+    token = api.headers["Authorization"].removeprefix("Bearer ")
+    answer = api.get("/loopline/", headers={"Authorization": ""}, cookies={"_token": token})
+    assert answer.status_code == 200 and "<h1>Loopline</h1>" in answer.text
+
+
+def test_the_page_shows_champion_drift_and_triggered_runs(api, asset_run):
+    html = api.get("/loopline/").text
+    assert 'data-champion-version="2"' in html and "max_iter=60" in html and "test promotion 2" in html
+    assert '<tr data-version="1">' in html
+    assert "sessions_7d, spend_30d" in html and 'href="/loopline/reports/churn/drift/2026-11-28.html"' in html
+    assert f'data-run="{RUN_ID}"' in html and escape(asset_run["reasons"][0]) in html
+    assert "churn_retrain_plugin_test" in html and "churn_drift_check" in html
+
+    summary = api.get("/loopline/api/summary").json()
+    churn = next(c for c in summary["use_cases"] if c["name"] == "churn")
+    assert churn["models"][0]["champion"]["version"] == "2"
+    assert churn["models"][0]["champion"]["metrics"] == {"holdout_roc_auc": 0.74}
+    (run,) = [r for r in churn["runs"] if r["run_id"] == RUN_ID]
+    assert run["events"][0]["source_dag_id"] == "churn_drift_check" and run["events"][0]["extra"] == asset_run
+
+
+def test_reports_are_served_from_the_data_home_only(api, home):
+    (home.data_home / "outside.html").write_text("not a report")
+    answer = api.get("/loopline/reports/churn/drift/2026-11-28.html")
+    assert answer.status_code == 200 and "Evidently report of 2026-11-28" in answer.text
+    # Encoded, so that the client does not normalise the dots away before the route sees them.
+    for bad in ["%2E%2E/%2E%2E/%2E%2E/%2E%2E/etc/passwd", "..%2F..%2Fmlflow%2Fmlflow.db", "churn/drift/2026-11-27.html",
+                "%2E%2E%2Foutside.html", "%2E%2E/outside.html"]:
+        answer = api.get(f"/loopline/reports/{bad}")
+        assert answer.status_code == 404 and "under the data home's reports/" in answer.json()["detail"]
+
+
+def test_no_secret_reaches_the_page(api):
+    html = api.get("/loopline/").text
+    data = api.get("/loopline/api/summary").text
+    for secret in (DB_PASSWORD, MLFLOW_PASSWORD):
+        assert secret not in html and secret not in data
+    assert "postgresql://loop:***@db:5432/x" in html  # the verdict that carried a URL is shown, scrubbed

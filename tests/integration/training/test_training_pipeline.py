@@ -1,0 +1,151 @@
+"""churn_features → churn_training → scoring through Airflow, on simulated data with a known signal.
+
+Raw data: 40 days of 3,000 simulated customers (so the 30-day aggregates are full); churn_features runs for
+the last 9 days through ``dag.test()``, then churn_training runs through ``dag.test()`` with the trigger
+form's params. Checked in MLflow's registry and in the predictions written under the data home.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta, timezone
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from support.airflow_helpers import load_dags, xcom
+
+from pipelines.demo import simulator
+
+from pipelines.core import tracking
+from pipelines.templates import load_config
+from pipelines.core.settings import get_settings
+from pipelines.training import dataset, steps
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[3]
+# After the DAGs' start_date (2026-11-01): Airflow creates no task instances for earlier intervals.
+FIRST_FEATURE_DAY, LAST_FEATURE_DAY = date(2026, 11, 12), date(2026, 11, 20)
+RUN_CONF = {"window_end": "2026-11-21", "window_days": 9}
+
+
+def versions(name: str = "churn") -> list:
+    try:
+        return tracking.client().search_model_versions(f"name = '{name}'")
+    except Exception:
+        return []
+
+
+@pytest.fixture(scope="module")
+def trained(airflow_db):
+    features = load_config(REPO / "dags" / "configs" / "churn_features.yaml")
+    landing = get_settings().resolve(features.landing.path)
+    simulator.land_days(landing, LAST_FEATURE_DAY - timedelta(days=39), 40, n_customers=3000)
+    dags = load_dags()
+    day = FIRST_FEATURE_DAY
+    while day <= LAST_FEATURE_DAY:
+        run = dags["churn_features"].test(
+            logical_date=datetime.combine(day + timedelta(days=1), time(), tzinfo=timezone.utc))
+        assert run.state == "success", day
+        assert {ti.state for ti in run.get_task_instances()} == {"success"}, day
+        day += timedelta(days=1)
+    run = dags["churn_training"].test(run_conf=RUN_CONF)
+    return dags, run
+
+
+
+
+def test_training_registers_promotes_and_scores(trained):
+    _, run = trained
+    assert run.state == "success"
+
+    info = xcom(run, "build_training_set")
+    assert info["window_start"] == "2026-11-12" and info["window_end"] == "2026-11-21"
+    assert info["rows"] >= 300 and info["holdout_rows"] > 0
+
+    registered = versions()
+    assert len(registered) == 1
+    version = registered[0]
+    assert version.tags["family"] == "gradient_boosting"
+    assert version.tags["dataset_digest"] == info["digest"]
+    assert version.tags["loopline.promotion"] == "promoted"
+    assert version.tags["loopline.promotion_reason"].startswith("first model: roc_auc")
+    champion = tracking.champion("churn")
+    assert champion is not None and champion.version == version.version
+
+    run_data = tracking.client().get_run(version.run_id).data
+    assert run_data.metrics["holdout_roc_auc"] > 0.7  # the simulator's churn signal is learnable
+    assert run_data.params["feature_service"] == "churn_model_v1"
+    assert len(run_data.tags["git_commit"]) in (40, len("unknown"))
+    artifacts = {a.path for a in tracking.client().list_artifacts(version.run_id, "evaluation")}
+    assert artifacts == {"evaluation/roc_curve.png", "evaluation/calibration_curve.png", "evaluation/feature_importance.png"}
+
+    scored = xcom(run, "score_batch")
+    predictions = pd.read_parquet(scored["path"])
+    assert scored["model_version"] == str(version.version)
+    assert set(predictions["model_version"]) == {str(version.version)}
+    assert predictions["churn_probability"].between(0, 1).all()
+    assert len(predictions) == scored["rows"] > 0
+
+
+def test_rerunning_the_same_window_registers_nothing_new(trained):
+    dags, _ = trained
+    before = {v.version for v in versions()}
+    run = dags["churn_training"].test(run_conf=RUN_CONF)
+    assert run.state == "success"
+    assert {v.version for v in versions()} == before
+    assert xcom(run, "train_and_register")["reused"] is True
+    decision = xcom(run, "evaluate_and_promote")
+    assert decision["promoted"] is False
+    assert decision["reason"] == f"version {decision['version']} is already the champion (same inputs as before)"
+
+
+def test_a_torch_challenger_from_the_form_is_judged_and_the_reason_recorded(trained):
+    dags, _ = trained
+    champion_before = str(tracking.champion("churn").version)
+    run = dags["churn_training"].test(run_conf={**RUN_CONF, "family": "torch_mlp", "epochs": 40})
+    assert run.state == "success"
+    decision = xcom(run, "evaluate_and_promote")
+    challenger = tracking.client().get_model_version("churn", decision["version"])
+    assert challenger.tags["family"] == "torch_mlp"
+    assert challenger.tags["loopline.promotion"] == ("promoted" if decision["promoted"] else "rejected")
+    assert challenger.tags["loopline.promotion_reason"] == decision["reason"]
+    expected_champion = decision["version"] if decision["promoted"] else champion_before
+    assert str(tracking.champion("churn").version) == expected_champion
+
+
+# Bad input: a clear error, no version registered, the champion untouched.
+
+def _state():
+    return {str(v.version) for v in versions()}, str(tracking.champion("churn").version)
+
+
+def test_an_empty_window_is_refused(trained):
+    before = _state()
+    config = load_config(REPO / "dags" / "configs" / "churn_training.yaml")
+    with pytest.raises(dataset.TrainingSetError, match=r"no labels landed for churn_training in the window \[2026-05-04, 2026-06-01\)"):
+        steps.build_training_set(config, steps.window_for(config, date(2026, 6, 1)))
+    assert _state() == before
+
+
+def test_a_single_class_label_is_refused_by_the_checks(trained, tmp_path):
+    _, run = trained
+    before = _state()
+    config = load_config(REPO / "dags" / "configs" / "churn_training.yaml")
+    info = xcom(run, "build_training_set")
+    frame = pd.read_parquet(info["path"])
+    frame["label"] = 0
+    one_class = tmp_path / "one_class.parquet"
+    frame.to_parquet(one_class, index=False)
+    with pytest.raises(steps.TrainingSetRejected,
+                       match=r"label has mean 0, expected between 0.02 and 0.8; nothing was trained and the champion is unchanged"):
+        steps.validate_training_set(config, {**info, "path": str(one_class)})
+    assert _state() == before
+
+
+def test_a_missing_feature_service_is_named(trained):
+    before = _state()
+    with pytest.raises(dataset.TrainingSetError,
+                       match=r"feature service 'churn_model_v9' is not registered in Feast project 'churn' \(registered: churn_model_v1\)"):
+        dataset.feature_columns("churn", "churn_model_v9")
+    assert _state() == before

@@ -1,0 +1,121 @@
+"""The lora_tune config and DAG: the instance YAML, bad configs, graph shape, form, schedule, light parsing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from pipelines.lora.config import LoraTuneConfig
+from pipelines.lora import steps
+
+pytestmark = pytest.mark.unit
+
+REPO = Path(__file__).resolve().parents[3]
+CONFIG = REPO / "dags" / "configs" / "assistant_lora_tune.yaml"
+HEAVY = ["pandas", "numpy", "torch", "transformers", "peft", "tokenizers", "mlflow", "sklearn", "safetensors"]
+MINIMAL = {"template": "lora_tune", "instance": "helpdesk"}
+
+
+def assistant() -> LoraTuneConfig:
+    return LoraTuneConfig.model_validate(yaml.safe_load(CONFIG.read_text()))
+
+
+def build(config: LoraTuneConfig):
+    if str(REPO / "dags") not in sys.path:
+        sys.path.insert(0, str(REPO / "dags"))
+    from loopline_templates.lora_tune import build_lora_tune_dag
+
+    return build_lora_tune_dag(config)
+
+
+def test_the_assistant_instance_validates_and_matches_the_defaults():
+    config = assistant()
+    assert config.dag_id == "assistant_lora_tune" and config.model_name == "assistant_adapter"
+    assert (config.index_asset.name, config.index_asset.uri) == ("docs_index", "loopline://rag/docs")
+    assert config.schedule is None and config.base_model == "home:models/tiny-llama"
+    defaults = LoraTuneConfig.model_validate(MINIMAL)
+    assert config.tuning.cpu_threads == 1
+    for part in ("tiny_model", "dataset", "lora", "evaluation"):
+        assert getattr(config, part) == getattr(defaults, part), part
+    assert (REPO / "dags" / "assistant_lora_tune.py").read_text() == (
+        (REPO / "dags" / "churn_training.py").read_text().replace("churn_training", "assistant_lora_tune"))
+
+
+@pytest.mark.parametrize("patch,message", [
+    ({"tiny_model": {"hidden_size": 100, "num_heads": 3}}, r"hidden_size \(100\) must be a multiple of num_heads \(3\)"),
+    ({"dataset": {"min_answer_chars": 700}}, r"min_answer_chars \(700\) must be below max_answer_chars \(600\)"),
+    ({"lora": {"rank": 0}}, "greater than or equal to 1"),
+    ({"lora": {"target_modules": []}}, "at least 1 item"),
+    ({"lora": {"rnk": 4}}, "Extra inputs are not permitted"),
+    ({"evaluation": {"min_improvement": 1.5}}, "less than 1"),
+    ({"model_name": "Bad-Name"}, "String should match pattern"),
+])
+def test_bad_configs_are_refused(patch, message):
+    with pytest.raises(ValidationError, match=message):
+        LoraTuneConfig.model_validate({**MINIMAL, **patch})
+
+
+def test_the_graph_is_a_chain_of_five_thin_tasks():
+    dag = build(assistant())
+    chain = ["prepare_base_model", "build_dataset", "tune_adapter", "evaluate_adapter", "register_adapter"]
+    assert sorted(dag.task_dict) == sorted(chain)
+    for upstream, downstream in zip(chain, chain[1:]):
+        assert downstream in dag.task_dict[upstream].downstream_task_ids
+    assert dag.task_dict["register_adapter"].upstream_task_ids == set(chain[:4])
+
+
+def test_house_rules_hold():
+    dag = build(assistant())
+    assert dag.catchup is False and dag.max_active_runs == 1 and len(dag.doc_md) > 200
+    assert {"loopline", "template:lora_tune", "assistant"} <= set(dag.tags)
+    for t in dag.tasks:
+        assert t.retries >= 1 and t.owner == "ml-platform"
+        assert t.python_callable.__doc__ and "\n" not in t.python_callable.__doc__.strip(), t.task_id
+
+
+def test_it_runs_on_the_docs_index_asset_and_optionally_a_cron():
+    from airflow.sdk import AssetOrTimeSchedule
+
+    dag = build(assistant())
+    assert [(a.name, a.uri) for a in dag.timetable.asset_condition.objects] == [("docs_index", "loopline://rag/docs")]
+    both = build(LoraTuneConfig.model_validate({**MINIMAL, "schedule": "@weekly"}))
+    assert isinstance(both.timetable, AssetOrTimeSchedule)
+    manual = build(LoraTuneConfig.model_validate({**MINIMAL, "index_asset": None}))
+    assert type(manual.timetable).__name__ == "NullTimetable"
+
+
+def test_the_form_is_typed_and_bounded_and_its_defaults_change_nothing():
+    config = assistant()
+    params = build(config).params
+    schema = {name: params.get_param(name).schema for name in params}
+    assert schema["rank"] == {"type": "integer", "minimum": 1, "maximum": 256, "title": "LoRA rank (r)"}
+    assert schema["target_modules"]["type"] == "array" and schema["target_modules"]["minItems"] == 1
+    assert {"base_model_path", "alpha", "dropout", "epochs", "learning_rate", "max_steps"} <= set(schema)
+    assert all(params.get_param(name).description for name in params)
+    assert steps.resolve_run(config, params.dump()) == config
+
+
+def test_a_form_base_model_is_used_as_it_is_never_built():
+    config = assistant()
+    run = steps.resolve_run(config, {"base_model_path": "/models/smollm", "rank": 16, "target_modules": ["q_proj"]})
+    assert (run.base_model, run.tiny_model) == ("/models/smollm", None)
+    assert (run.lora.rank, run.lora.target_modules, run.lora.alpha) == (16, ["q_proj"], 16)
+    with pytest.raises(ValidationError):
+        steps.resolve_run(config, {"dropout": 2})
+
+
+def test_building_the_dag_imports_nothing_heavy():
+    code = (f"import sys, yaml; sys.path.insert(0, {str(REPO / 'dags')!r});"
+            "from pipelines.lora.config import LoraTuneConfig;"
+            "from loopline_templates.lora_tune import build_lora_tune_dag;"
+            f"build_lora_tune_dag(LoraTuneConfig.model_validate(yaml.safe_load(open({str(CONFIG)!r}))));"
+            f"import json; print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=os.environ.copy())
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []

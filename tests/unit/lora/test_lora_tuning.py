@@ -1,0 +1,146 @@
+"""LoRA on a micro Llama built in the test: the config, only adapter parameters trainable, seeded training,
+the merge check, the base-model checks (missing folder, mismatched tokenizer) and the decision rules."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from pipelines.lora.config import LoraSpec, TinyModelSpec, TuningSpec
+from pipelines.lora import base_model, evaluation, tuning
+from pipelines.lora.base_model import BaseModelError
+from pipelines.lora.dataset import Pair
+
+pytestmark = pytest.mark.unit
+
+TEXTS = ["# Kites\n\nA kite needs steady wind of 10 to 30 km/h; launch it with your back to the wind. " * 3,
+         "# Tea\n\nGreen tea brews at 80 degrees for two minutes; black tea wants boiling water. " * 3]
+MICRO = TinyModelSpec(hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2, vocab_size=400,
+                      context_length=64, pretrain_steps=2, pretrain_batch_size=2, pretrain_sequence_length=32)
+PAIRS = [Pair(f"p{i}", "kites.md", "Kites", f"What about kites {i}?", f"From kites.md, Kites:\n\nwind {i} km/h", "train")
+         for i in range(6)]
+
+
+@pytest.fixture(scope="module")
+def micro(tmp_path_factory):
+    path = tmp_path_factory.mktemp("micro") / "model"
+    base_model.build_tiny_model(path, MICRO, TEXTS)
+    return path
+
+
+def lora_model(path, spec=LoraSpec(rank=4, alpha=8, dropout=0.0)):
+    return tuning.attach_lora(base_model.load_model(path), spec, seed=3)
+
+
+def test_lora_config_maps_the_spec():
+    config = tuning.lora_config(LoraSpec(rank=4, alpha=8, dropout=0.1, target_modules=["q_proj", "o_proj"]))
+    assert (config.r, config.lora_alpha, config.lora_dropout) == (4, 8, 0.1)
+    assert set(config.target_modules) == {"q_proj", "o_proj"}
+    assert config.task_type == "CAUSAL_LM" and config.bias == "none"
+
+
+def test_the_tiny_model_loads_like_a_checkpoint_and_is_kept_when_its_spec_is_unchanged(micro):
+    info = base_model.check_base_model(micro)
+    assert info["architecture"] == "LlamaForCausalLM" and info["tokenizer_size"] == info["vocab_size"]
+    assert base_model.tiny_model_state(micro, MICRO) == "current"
+    assert base_model.tiny_model_state(micro, MICRO.model_copy(update={"pretrain_steps": 3})) == "stale"
+    assert base_model.model_digest(micro) == base_model.model_digest(micro)
+
+
+def test_only_the_adapter_parameters_are_trainable(micro):
+    model = lora_model(micro)
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_A" in n or "lora_B" in n for n in trainable)
+    assert {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in trainable} == {"q_proj", "v_proj"}
+    count, total = tuning.parameter_counts(model)
+    # r * (in + out) per adapted layer: 2 layers x (q, v) x 4 x (32 + 32)
+    assert count == 2 * 2 * 4 * (32 + 32) and count / total < 0.05
+
+
+def test_target_modules_that_match_nothing_name_the_real_layers(micro):
+    with pytest.raises(ValueError, match=r"LoRA target modules \['c_attn'\] match nothing in this model .*"
+                                         r"'q_proj'"):
+        lora_model(micro, LoraSpec(target_modules=["c_attn"]))
+
+
+def test_encoding_masks_the_prompt_and_ends_with_eos(micro):
+    tokenizer = base_model.load_tokenizer(micro)
+    example = tuning.encode(PAIRS[0], tokenizer, 500)
+    answered = [t for t in example.labels if t != tuning.IGNORE]
+    assert example.input_ids[0] == tokenizer.bos_token_id and answered[-1] == tokenizer.eos_token_id
+    assert tokenizer.decode(answered[:-1]) == PAIRS[0].answer
+    assert len(tuning.encode(PAIRS[0], tokenizer, 12).input_ids) == 12
+
+
+def test_training_is_seeded_moves_only_the_adapter_and_merges_exactly(micro, tmp_path):
+    tokenizer = base_model.load_tokenizer(micro)
+    examples = [tuning.encode(p, tokenizer, 500) for p in PAIRS]
+    spec = TuningSpec(epochs=2, learning_rate=1e-2, max_steps=5, batch_size=2, seed=7)
+    runs = []
+    for _ in range(2):
+        model = lora_model(micro)
+        frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+        records = tuning.train(model, examples, spec, tokenizer.pad_token_id, "cpu")
+        runs.append([round(r.loss, 6) for r in records])
+        assert all((p == frozen[n]).all() for n, p in model.named_parameters() if n in frozen)
+    assert runs[0] == runs[1] and len(runs[0]) == 5
+    model.save_pretrained(tmp_path / "adapter")
+    merged = evaluation.merged_model(micro, tmp_path / "adapter", "cpu")
+    assert not any("lora" in name for name, _ in merged.named_parameters())
+    assert 0 < evaluation.merge_difference(model, merged, examples, tokenizer.pad_token_id, "cpu") < 1e-4
+    merged.model.layers[0].self_attn.v_proj.weight.data += 0.1  # a broken merge is caught
+    assert evaluation.merge_difference(model, merged, examples, tokenizer.pad_token_id, "cpu") > 1e-3
+    loss, tokens = evaluation.eval_loss(model, examples, 4, tokenizer.pad_token_id, "cpu")
+    assert tokens == sum(sum(t != tuning.IGNORE for t in e.labels) for e in examples)
+    assert evaluation.perplexity(loss) > 1
+
+
+def test_a_missing_base_model_folder_is_named(tmp_path):
+    with pytest.raises(BaseModelError, match=rf"base model folder {tmp_path / 'nope'} does not exist: point "
+                                             r"base_model .* nothing was tuned or registered"):
+        base_model.check_base_model(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BaseModelError, match="has no config.json"):
+        base_model.check_base_model(tmp_path / "empty")
+
+
+def test_a_tokenizer_larger_than_the_embedding_is_refused(micro, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(micro, bad)
+    tokenizer = base_model.load_tokenizer(bad)
+    tokenizer.add_tokens([f"extra{i}" for i in range(500)])
+    tokenizer.save_pretrained(bad)
+    with pytest.raises(BaseModelError, match=r"tokenizer and model in .* do not match: the tokenizer has \d+ tokens "
+                                             r"but the model's embedding has \d+ rows"):
+        base_model.check_base_model(bad)
+
+
+def test_a_tokenizer_with_another_eos_is_refused(micro, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(micro, bad)
+    config = json.loads((bad / "config.json").read_text())
+    config["eos_token_id"] = 7
+    (bad / "config.json").write_text(json.dumps(config))
+    with pytest.raises(BaseModelError, match=r"the model's eos_token_id is 7 but the tokenizer's is 2"):
+        base_model.check_base_model(bad)
+
+
+def test_registration_needs_the_margin():
+    assert evaluation.registration_decision(100.0, 90.0, 0.05).yes
+    no = evaluation.registration_decision(100.0, 97.0, 0.05)
+    assert not no.yes and no.reason == ("eval perplexity 97.000 against the base model's 100.000 (+3.0%) does not "
+                                        "improve by the margin 5.0%; nothing registered")
+
+
+def test_the_champion_moves_only_on_improvement():
+    assert evaluation.champion_decision(50.0, None, 0.0).yes
+    better = evaluation.champion_decision(50.0, {"version": "1", "perplexity": 55.0}, 0.0)
+    assert better.yes and "against champion v1's 55.000" in better.reason
+    worse = evaluation.champion_decision(56.0, {"version": "1", "perplexity": 55.0}, 0.0)
+    assert not worse.yes and worse.reason.endswith("does not beat it by more than 0.0%")
+    other = evaluation.champion_decision(40.0, {"version": "1", "perplexity": None, "why_not_scored": "another base"}, 0.0)
+    assert not other.yes and "cannot be compared on this eval split (another base)" in other.reason
+    forced = evaluation.champion_decision(56.0, {"version": "1", "perplexity": 55.0}, 0.0, force=True)
+    assert forced.yes and forced.reason.startswith("forced by the run's force_promote; the rule said:")
