@@ -1,5 +1,6 @@
 """Airflow DAG of the pipeline configured in dags/configs/docs_drift_check.yaml (same name)."""
 
-from loopline_templates.registry import dag_for_config_file
+from loopline_templates.common import config_for
+from loopline_templates.drift_check import build_dag
 
-dag = dag_for_config_file(__file__)
+dag = build_dag(config_for(__file__, "drift_check"))

@@ -1,26 +1,53 @@
-"""Pipeline configs: one YAML file in ``dags/configs/`` per pipeline instance, validated by pydantic.
+"""The templates and their configs: one YAML file in ``dags/configs/`` per pipeline instance, validated by pydantic.
 
-A config names a ``template`` and carries that template's parameters. :func:`load_config` turns one
-file into a typed model or raises :class:`PipelineConfigError` naming the file and the field, so that
-Airflow can show it as an import error for that file alone.
+:data:`TEMPLATES` is the one list of templates: each name maps to its config model (in the domain's
+``config.py``) and to its DAG builder (``dags/loopline_templates/<name>.py``, function ``build_dag``). A
+config names a ``template`` and carries that template's parameters; :func:`load_config` turns one file into
+a typed model or raises :class:`PipelineConfigError` naming the file and the field, so that Airflow can show
+it as an import error for that file alone. Only the named template's model is imported.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from importlib import import_module
 from pathlib import Path
-from typing import Annotated, Union
+from typing import Any
 
 import yaml
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from pipelines.core.config import PipelineBase
-from pipelines.drift.config import DriftCheckConfig
-from pipelines.features.config import FeaturesConfig
-from pipelines.lora.config import LoraTuneConfig
-from pipelines.rag.config import RagIndexConfig
-from pipelines.training.config import TrainingConfig
+from pipelines.core.settings import REPO_ROOT
 
-__all__ = ["DriftCheckConfig", "FeaturesConfig", "LoraTuneConfig", "RagIndexConfig", "TrainingConfig", "PipelineBase", "PipelineConfig", "PipelineConfigError", "config_files", "load_config"]
+CONFIG_DIR = REPO_ROOT / "dags" / "configs"
+
+
+@dataclass(frozen=True)
+class Template:
+    """A template: the module and class of its config model; its DAG builder is ``loopline_templates.<name>``."""
+
+    name: str
+    config_module: str
+    config_class: str
+
+    @property
+    def model(self) -> type[PipelineBase]:
+        return getattr(import_module(self.config_module), self.config_class)
+
+    @property
+    def builder_module(self) -> str:
+        """The module (under ``dags/``) whose ``build_dag(config)`` builds this template's DAGs."""
+        return f"loopline_templates.{self.name}"
+
+
+TEMPLATES: dict[str, Template] = {t.name: t for t in (
+    Template("features", "pipelines.features.config", "FeaturesConfig"),
+    Template("training", "pipelines.training.config", "TrainingConfig"),
+    Template("rag_index", "pipelines.rag.config", "RagIndexConfig"),
+    Template("lora_tune", "pipelines.lora.config", "LoraTuneConfig"),
+    Template("drift_check", "pipelines.drift.config", "DriftCheckConfig"),
+)}
 
 
 class PipelineConfigError(ValueError):
@@ -32,23 +59,9 @@ class PipelineConfigError(ValueError):
         super().__init__(f"{path.parent.name}/{path.name}: " + "; ".join(problems))
 
 
-PipelineConfig = Annotated[
-    Union[FeaturesConfig, TrainingConfig, RagIndexConfig, LoraTuneConfig, DriftCheckConfig],
-    Field(discriminator="template"),
-]
-_ADAPTER: TypeAdapter[PipelineBase] = TypeAdapter(PipelineConfig)
-TEMPLATES = ("features", "training", "rag_index", "lora_tune", "drift_check")
-
-
-def _describe(error: dict) -> str:
-    loc = list(error["loc"])
-    if loc and loc[0] in TEMPLATES:  # pydantic prefixes the discriminator's value
-        loc = loc[1:]
-    where = ".".join(str(part) for part in loc) or "(top level)"
-    if error["type"] == "union_tag_invalid":
-        return f"template: unknown template {error['input'].get('template')!r}; known: {', '.join(TEMPLATES)}"
-    if error["type"] == "union_tag_not_found":
-        return f"template: missing; one of {', '.join(TEMPLATES)}"
+def describe_error(error: dict[str, Any]) -> str:
+    """One pydantic error as ``field.path: what is wrong (got value)``."""
+    where = ".".join(str(part) for part in error["loc"]) or "(top level)"
     if error["type"] == "missing":
         return f"{where}: field required"
     if error["type"] == "extra_forbidden":
@@ -56,12 +69,8 @@ def _describe(error: dict) -> str:
     return f"{where}: {error['msg']} (got {error.get('input')!r})"
 
 
-def load_config(path: Path) -> PipelineBase:
-    """Read and validate one pipeline YAML file.
-
-    Raises:
-        PipelineConfigError: the YAML does not parse or does not match its template's model.
-    """
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A config file's mapping. Raises PipelineConfigError when it is not YAML or not a mapping."""
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
@@ -70,12 +79,58 @@ def load_config(path: Path) -> PipelineBase:
         raise PipelineConfigError(path, [f"not valid YAML{where}: {getattr(exc, 'problem', exc)}"]) from None
     if not isinstance(raw, dict):
         raise PipelineConfigError(path, ["expected a mapping with a 'template' field"])
+    return raw
+
+
+def load_config(path: Path, template: str | None = None) -> Any:
+    """Read and validate one pipeline YAML file (of ``template``, when given).
+
+    Raises:
+        PipelineConfigError: the YAML does not parse, names an unknown or unexpected template, or does
+            not match its template's model.
+    """
+    path = Path(path)
+    raw = read_yaml(path)
+    name = raw.get("template")
+    known = ", ".join(TEMPLATES)
+    if name is None:
+        raise PipelineConfigError(path, [f"template: missing; one of {known}"])
+    if name not in TEMPLATES:
+        raise PipelineConfigError(path, [f"template: unknown template {name!r}; known: {known}"])
+    if template is not None and name != template:
+        raise PipelineConfigError(path, [f"template: this file is a {name!r} config, but its DAG file builds "
+                                         f"a {template!r} DAG; fix one of the two"])
     try:
-        return _ADAPTER.validate_python(raw)
+        return TEMPLATES[name].model.model_validate(raw)
     except ValidationError as exc:
-        raise PipelineConfigError(path, [_describe(e) for e in exc.errors()]) from None
+        raise PipelineConfigError(path, [describe_error(e) for e in exc.errors()]) from None
 
 
-def config_files(config_dir: Path) -> list[Path]:
+def config_path(name: str, config_dir: Path = CONFIG_DIR) -> Path:
+    """The YAML of the pipeline ``name`` (``dags/configs/<name>.yaml`` or ``.yml``)."""
+    for suffix in (".yaml", ".yml"):
+        candidate = config_dir / f"{name}{suffix}"
+        if candidate.exists():
+            return candidate
+    return config_dir / f"{name}.yaml"
+
+
+def load_named(name: str, template: str | None = None, config_dir: Path = CONFIG_DIR) -> Any:
+    """The validated config of pipeline ``name`` in ``config_dir`` (by default ``dags/configs/``)."""
+    return load_config(config_path(name, config_dir), template)
+
+
+def config_path_for(dag_file: str | Path) -> Path:
+    """The YAML config that a DAG file stands for: same name, in the ``configs/`` folder beside it."""
+    path = config_path(Path(dag_file).stem, Path(dag_file).resolve().parent / "configs")
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{Path(dag_file).name} has no config: expected dags/configs/{path.stem}.yaml "
+            "(a DAG file only loads the config of the same name)"
+        )
+    return path
+
+
+def config_files(config_dir: Path = CONFIG_DIR) -> list[Path]:
     """The pipeline YAML files of a folder, in a stable order."""
     return sorted([*config_dir.glob("*.yaml"), *config_dir.glob("*.yml")])

@@ -3,26 +3,35 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from importlib import import_module
-
-from airflow.sdk.exceptions import AirflowFailException
+from pathlib import Path
 
 
 @contextmanager
-def fail_without_retry(*errors: str):
-    """Turn the named exceptions (``"module:Class"``) into a failure Airflow does not retry.
+def fail_without_retry():
+    """Turn a :class:`pipelines.core.errors.NotRetryable` into a failure Airflow does not retry.
 
-    Bad data stays bad on a retry: the task fails for good, with the message a person needs.
-    The classes are imported only when an exception is raised, keeping parse time light.
+    Bad data stays bad on a retry: the task fails for good, with the message a person needs. Any other
+    exception (a lock, a dropped connection) propagates and is retried as configured.
     """
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from pipelines.core.errors import NotRetryable
+
     try:
         yield
-    except Exception as exc:
-        for spec in errors:
-            module, name = spec.split(":")
-            if isinstance(exc, getattr(import_module(module), name)):
-                raise AirflowFailException(str(exc)) from exc
-        raise
+    except NotRetryable as exc:
+        raise AirflowFailException(str(exc)) from exc
+
+
+def config_for(dag_file: str | Path, template: str):
+    """The validated config of the DAG file's own YAML (``dags/configs/<name>.yaml``), which must name ``template``.
+
+    Raises:
+        PipelineConfigError: the config is missing or invalid; Airflow shows it as this file's import error.
+    """
+    from pipelines.templates import config_path_for, load_config
+
+    return load_config(config_path_for(dag_file), template=template)
 
 
 def dag_arguments(config) -> dict:

@@ -9,14 +9,6 @@ from loopline_templates.common import dag_arguments, fail_without_retry
 from pipelines.drift.config import DriftCheckConfig
 from pipelines.drift.targets import TargetAsset, target_asset
 
-# Bad input stays bad on a retry: fail for good, trigger nothing.
-NOT_RETRYABLE = (
-    "pipelines.drift.tabular:SchemaMismatch",
-    "pipelines.drift.steps:ReferenceUnavailable",
-    "pipelines.rag.corpus:CorpusError",
-    "pipelines.rag.evaluation:QuestionSetError",
-    "pipelines.rag.embeddings:EmbeddingModelError",
-)
 
 
 def _signals(config: DriftCheckConfig) -> str:
@@ -90,7 +82,7 @@ def _params(config: DriftCheckConfig) -> dict[str, Param]:
     }
 
 
-def build_drift_check_dag(config: DriftCheckConfig) -> DAG:
+def build_dag(config: DriftCheckConfig) -> DAG:
     """Build the DAG ``{instance}_drift_check`` from its config."""
     target = target_asset(config)
     trigger = Asset(name=target.name, uri=target.uri)
@@ -114,7 +106,7 @@ def build_drift_check_dag(config: DriftCheckConfig) -> DAG:
             from pipelines.drift import steps
 
             try:
-                with fail_without_retry(*NOT_RETRYABLE):
+                with fail_without_retry():
                     return steps.check_drift(run_config(params), dag_run.run_id, dag_run.run_after,
                                              params.get("window_end"))
             except steps.NothingToCheck as exc:

@@ -34,11 +34,9 @@ Config: `dags/configs/{config.instance}_{config.template}.yaml`.
 """
 
 
-# A quarantined day stays bad on a retry: fail for good.
-QUARANTINED = "pipelines.features.steps:BatchQuarantined"
 
 
-def build_features_dag(config: FeaturesConfig) -> DAG:
+def build_dag(config: FeaturesConfig) -> DAG:
     """Build the DAG ``{instance}_features`` from its config."""
     features_online = Asset(name=config.features_asset_name, uri=f"loopline://features/{config.instance}")
 
@@ -63,21 +61,21 @@ def build_features_dag(config: FeaturesConfig) -> DAG:
         def check_landing(data_interval_start=None) -> dict:
             """Check the day's raw files against the contract in the YAML."""
             from pipelines.features import steps
-            with fail_without_retry(QUARANTINED):
+            with fail_without_retry():
                 return steps.check_landing(config, data_interval_start.date())
 
         @task
         def build_mart(data_interval_start=None) -> dict:
             """dbt build (staging → marts, with tests) for the day."""
             from pipelines.features import steps
-            with fail_without_retry(QUARANTINED):
+            with fail_without_retry():
                 return steps.build_mart(config, data_interval_start.date())
 
         @task
         def validate_mart(data_interval_start=None) -> dict:
             """Great Expectations validation of the day's mart rows."""
             from pipelines.features import steps
-            with fail_without_retry(QUARANTINED):
+            with fail_without_retry():
                 return steps.validate_mart(config, data_interval_start.date())
 
         @task

@@ -7,12 +7,6 @@ from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, P
 from loopline_templates.common import dag_arguments, fail_without_retry
 from pipelines.lora.config import LoraTuneConfig
 
-# A missing or mismatched base model, an empty or invalid dataset, a failed merge check: a retry cannot help.
-NOT_RETRYABLE = (
-    "pipelines.lora.base_model:BaseModelError",
-    "pipelines.lora.dataset:DatasetError",
-    "pipelines.lora.steps:AdapterRejected",
-)
 
 
 def _params(config: LoraTuneConfig) -> dict[str, Param]:
@@ -90,7 +84,7 @@ See docs/lora.md.
 """
 
 
-def build_lora_tune_dag(config: LoraTuneConfig) -> DAG:
+def build_dag(config: LoraTuneConfig) -> DAG:
     """Build the DAG ``{instance}_lora_tune`` from its config."""
 
     @dag(
@@ -111,7 +105,7 @@ def build_lora_tune_dag(config: LoraTuneConfig) -> DAG:
             """Build the tiny default model if needed; check the base model and its tokenizer; digest it."""
             from pipelines.lora import steps
 
-            with fail_without_retry(*NOT_RETRYABLE):
+            with fail_without_retry():
                 return steps.prepare_base_model(run_config(params))
 
         @task
@@ -119,7 +113,7 @@ def build_lora_tune_dag(config: LoraTuneConfig) -> DAG:
             """Instruction pairs from the corpus, split into train and eval, validated."""
             from pipelines.lora import steps
 
-            with fail_without_retry(*NOT_RETRYABLE):
+            with fail_without_retry():
                 return steps.build_dataset(run_config(params), base)
 
         @task
@@ -134,7 +128,7 @@ def build_lora_tune_dag(config: LoraTuneConfig) -> DAG:
             """Base against base + adapter on the held-out pairs; the merge check."""
             from pipelines.lora import steps
 
-            with fail_without_retry(*NOT_RETRYABLE):
+            with fail_without_retry():
                 return steps.evaluate_adapter(run_config(params), base, data, tuned)
 
         @task

@@ -10,15 +10,6 @@ from airflow.sdk.exceptions import AirflowSkipException
 from loopline_templates.common import fail_without_retry
 from pipelines.rag.config import RagIndexConfig
 
-# Bad input, a bad config, a blocked candidate: a retry cannot help, so the task fails for good.
-NOT_RETRYABLE = (
-    "pipelines.rag.corpus:CorpusError",
-    "pipelines.rag.embeddings:EmbeddingModelError",
-    "pipelines.rag.evaluation:QuestionSetError",
-    "pipelines.rag.evaluation:GateBlocked",
-    "pipelines.rag.steps:PlanSuperseded",
-    "pipelines.rag.versions:VersionError",
-)
 
 
 def _doc(config: RagIndexConfig) -> str:
@@ -59,7 +50,7 @@ untouched either way. Roll back:
 """
 
 
-def build_rag_index_dag(config: RagIndexConfig) -> DAG:
+def build_dag(config: RagIndexConfig) -> DAG:
     """Build the DAG ``{instance}_rag_index`` from its config."""
     index = Asset(name=config.index_asset_name, uri=config.index_asset_uri)
     reindex = Asset(name=config.reindex_asset_name, uri=config.reindex_asset_uri)
@@ -85,21 +76,21 @@ def build_rag_index_dag(config: RagIndexConfig) -> DAG:
         def plan_index(run_id=None) -> dict:
             """Load, chunk and hash the corpus; diff it against the live index."""
             from pipelines.rag import steps
-            with fail_without_retry(*NOT_RETRYABLE):
+            with fail_without_retry():
                 return steps.plan_index(config, run_id)
 
         @task
         def embed_chunks(plan: dict) -> dict:
             """Embed new and changed chunks in batches, into the candidate version or staging."""
             from pipelines.rag import steps
-            with fail_without_retry(*NOT_RETRYABLE):
+            with fail_without_retry():
                 return steps.embed_chunks(config, plan)
 
         @task
         def evaluate_index(plan: dict, embedded: dict, run_id=None) -> dict:
             """Gate a rebuilt candidate on hit@k and MRR against the live version."""
             from pipelines.rag import steps
-            with fail_without_retry(*NOT_RETRYABLE):
+            with fail_without_retry():
                 return steps.evaluate_index(config, plan, run_id)
 
         @task(outlets=[index])
@@ -109,7 +100,7 @@ def build_rag_index_dag(config: RagIndexConfig) -> DAG:
             if plan["mode"] == "unchanged":
                 raise AirflowSkipException(f"corpus unchanged, {plan['live_version']} stays live: nothing "
                                            "to publish")
-            with fail_without_retry(*NOT_RETRYABLE):
+            with fail_without_retry():
                 published = steps.publish_index(config, plan, run_id)
             outlet_events[index].extra = {
                 "version": published["live_version"], "mode": plan["mode"],
@@ -120,7 +111,7 @@ def build_rag_index_dag(config: RagIndexConfig) -> DAG:
         def record_index(plan: dict, embedded: dict, verdict: dict, run_id=None) -> dict:
             """Log the live version's hit@k, MRR and lineage to MLflow."""
             from pipelines.rag import steps
-            with fail_without_retry(*NOT_RETRYABLE):
+            with fail_without_retry():
                 return steps.record_index(config, plan, embedded, verdict, run_id)
 
         plan = plan_index()

@@ -7,8 +7,6 @@ from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, P
 from loopline_templates.common import dag_arguments, fail_without_retry
 from pipelines.training.config import TrainingConfig
 
-# Bad training data stays bad on a retry: fail for good, register nothing.
-BAD_TRAINING_SET = ("pipelines.training.dataset:TrainingSetError", "pipelines.training.steps:TrainingSetRejected")
 
 
 def _params(config: TrainingConfig) -> dict[str, Param]:
@@ -71,7 +69,7 @@ Config: `dags/configs/{config.dag_id}.yaml`. Policy: docs/training.md.
 """
 
 
-def build_training_dag(config: TrainingConfig) -> DAG:
+def build_dag(config: TrainingConfig) -> DAG:
     """Build the DAG ``{instance}_training`` from its config."""
     retrain = Asset(name=config.retrain_asset_name, uri=f"loopline://retrain/{config.instance}")
     model_asset = Asset(name=config.model_asset_name, uri=f"loopline://models/{config.model_name}")
@@ -106,7 +104,7 @@ def build_training_dag(config: TrainingConfig) -> DAG:
             """Labels of the window joined point-in-time to the feature service."""
             from pipelines.training import steps
 
-            with fail_without_retry(*BAD_TRAINING_SET):
+            with fail_without_retry():
                 return steps.build_training_set(run_config(params), run_window(params, dag_run))
 
         @task
@@ -114,7 +112,7 @@ def build_training_dag(config: TrainingConfig) -> DAG:
             """Great Expectations: schema, row count, label balance."""
             from pipelines.training import steps
 
-            with fail_without_retry(*BAD_TRAINING_SET):
+            with fail_without_retry():
                 return steps.validate_training_set(run_config(params), info)
 
         @task

@@ -8,6 +8,9 @@ server. ``LOOPLINE_MLFLOW_TRACKING_URI`` points every pipeline at a tracking ser
 from __future__ import annotations
 
 import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.core.settings import LooplineSettings, get_settings
@@ -19,6 +22,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
+RUN_KEY_TAG = "loopline.run_key"
 
 
 def configure_mlflow(settings: LooplineSettings | None = None) -> str:
@@ -63,6 +67,63 @@ def champion(model_name: str, settings: LooplineSettings | None = None) -> Model
         return client(settings).get_model_version_by_alias(model_name, CHAMPION)
     except MlflowException:
         return None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A gate's verdict on a candidate (a model version, an adapter, an index version): go or no, and why.
+
+    ``reason`` is a sentence a person can act on; it is recorded where the candidate is (a version tag,
+    the index catalog) and shown on the Loopline page.
+    """
+
+    promote: bool
+    reason: str
+
+
+def log_to_run_by_key(experiment: str, run_key: str, run_name: str, *, params: dict[str, Any] | None = None,
+                      metrics: dict[str, float | None] | None = None, tags: dict[str, Any] | None = None,
+                      start_tags: dict[str, Any] | None = None, artifacts: dict[str, Path] | None = None,
+                      settings: LooplineSettings | None = None) -> str:
+    """Log into the one MLflow run of ``run_key`` in ``experiment``, creating it the first time; return its id.
+
+    A task re-run (a retry, a cleared task) lands in the same MLflow run: the run is found by its
+    ``loopline.run_key`` tag, params already logged are not logged again (MLflow refuses a changed value),
+    metrics and tags are (re)written. ``artifacts`` maps an artifact folder to a local file.
+    """
+    from mlflow.entities import Metric, Param, RunTag
+
+    run_key = run_key.replace("'", "_")  # it goes into a filter string
+    mlflow_client = client(settings)
+    experiment_key = experiment_id(experiment, settings)
+    found = mlflow_client.search_runs([experiment_key], filter_string=f"tags.`{RUN_KEY_TAG}` = '{run_key}'",
+                                      max_results=1)
+    if found:
+        run_id, logged = found[0].info.run_id, found[0].data.params
+    else:
+        first_tags = {RUN_KEY_TAG: run_key, **{k: str(v) for k, v in (start_tags or {}).items()}}
+        run_id, logged = mlflow_client.create_run(experiment_key, run_name=run_name, tags=first_tags).info.run_id, {}
+    stamp = int(time.time() * 1000)  # MLflow's own bookkeeping, not business logic
+    mlflow_client.log_batch(
+        run_id,
+        metrics=[Metric(k, float(v), stamp, 0) for k, v in sorted((metrics or {}).items()) if v is not None],
+        params=[Param(k, str(v)[:6000]) for k, v in sorted((params or {}).items()) if k not in logged],
+        tags=[RunTag(k, str(v)[:5000]) for k, v in sorted((tags or {}).items())],
+    )
+    for folder, path in (artifacts or {}).items():
+        mlflow_client.log_artifact(run_id, str(path), artifact_path=folder)
+    mlflow_client.set_terminated(run_id)
+    return run_id
+
+
+def apply_decision(model_name: str, version: str | int, decision: Decision,
+                   settings: LooplineSettings | None = None) -> ModelVersion | None:
+    """Promote ``version`` or keep the champion, as ``decision`` says; return the champion afterwards."""
+    if decision.promote:
+        promote(model_name, version, decision.reason, settings)
+    else:
+        keep_champion(model_name, version, decision.reason, settings)
+    return champion(model_name, settings)
 
 
 def promote(model_name: str, version: str | int, reason: str, settings: LooplineSettings | None = None) -> None:

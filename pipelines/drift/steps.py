@@ -27,6 +27,7 @@ from typing import Any
 
 from pipelines.core.settings import LooplineSettings, get_settings
 from pipelines.core.windows import DayWindow
+from pipelines.core.errors import NotRetryable
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ class NothingToCheck(Exception):
     """No reference yet, or no current data: the check is skipped, and the message says why."""
 
 
-class ReferenceUnavailable(ValueError):
+class ReferenceUnavailable(NotRetryable, ValueError):
     """The champion's lineage points at a training set that is gone or changed: fix the lineage or retrain."""
 
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from pipelines.core.errors import NotRetryable
 
 PREDICTION = "prediction"
 
 
-class SchemaMismatch(ValueError):
+class SchemaMismatch(NotRetryable, ValueError):
     """The current window does not have the reference's columns or types: nothing is judged or triggered."""
 
 

@@ -18,11 +18,12 @@ from typing import Any
 from pipelines.features.config import FeaturesConfig
 from pipelines.core.settings import LooplineSettings, get_settings
 from pipelines.features.warehouse import warehouse_for
+from pipelines.core.errors import NotRetryable
 
 log = logging.getLogger(__name__)
 
 
-class BatchQuarantined(ValueError):
+class BatchQuarantined(NotRetryable, ValueError):
     """A day's data was bad: it is quarantined, and retrying the task cannot help until it is re-landed."""
 
     def __init__(self, message: str, quarantined_to: Path):

@@ -16,6 +16,7 @@ import shutil
 import time
 from pathlib import Path
 from typing import Any
+from pipelines.core.errors import NotRetryable
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ PAD, BOS, EOS = "<|pad|>", "<|bos|>", "<|eos|>"
 _DIGEST_SKIP = {MARKER}
 
 
-class BaseModelError(ValueError):
+class BaseModelError(NotRetryable, ValueError):
     """The base model cannot be used as it is; the message names the folder, what is wrong and what to do."""
 
 

@@ -18,6 +18,7 @@ import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+from pipelines.core.errors import NotRetryable
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ ANSWER_SOURCE = "From {doc_id}, {title}:\n\n"
 TRAIN, EVAL = "train", "eval"
 
 
-class DatasetError(ValueError):
+class DatasetError(NotRetryable, ValueError):
     """The instruction dataset is empty or invalid; nothing was tuned or registered."""
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from pipelines.lora.config import LoraTuneConfig
 from pipelines.core.settings import LooplineSettings, get_settings
+from pipelines.core.errors import NotRetryable
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ RUN_RECORD = "loopline_run.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
-class AdapterRejected(ValueError):
+class AdapterRejected(NotRetryable, ValueError):
     """The tuned adapter failed a check (the merge check): nothing was registered, the champion is untouched."""
 
 

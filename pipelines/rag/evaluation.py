@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from pipelines.core.errors import NotRetryable
 
 if TYPE_CHECKING:
     from pipelines.rag.config import EvaluationConfig
@@ -30,11 +31,11 @@ log = logging.getLogger(__name__)
 EPSILON = 1e-9
 
 
-class QuestionSetError(ValueError):
+class QuestionSetError(NotRetryable, ValueError):
     """The question set file cannot be used; the message names the file and the entry."""
 
 
-class GateBlocked(RuntimeError):
+class GateBlocked(NotRetryable, RuntimeError):
     """The candidate regresses beyond the bounds: the alias stays where it is."""
 
 

@@ -47,6 +47,7 @@ from pipelines.rag.evaluation import (
 from pipelines.rag.hashing import Chunk, chunk_corpus, chunker_digest, diff_against_index
 from pipelines.rag.versions import VersionCatalog, catalog_path, retire_versions
 from pipelines.core.settings import LooplineSettings, get_settings
+from pipelines.core.errors import NotRetryable
 
 if TYPE_CHECKING:
     from pipelines.rag.config import RagIndexConfig
@@ -62,7 +63,7 @@ class IndexStateError(RuntimeError):
     """The index is not in the state a step expects; the message says what to re-run."""
 
 
-class PlanSuperseded(IndexStateError):
+class PlanSuperseded(NotRetryable, IndexStateError):
     """A later run replaced this run's plan: re-running an old run must not undo a newer one."""
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.core.settings import LooplineSettings, get_settings
+from pipelines.core.errors import NotRetryable
 
 if TYPE_CHECKING:
     from pipelines.rag.config import RagIndexConfig
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class VersionError(ValueError):
+class VersionError(NotRetryable, ValueError):
     """A version operation that cannot be done; the message says why and what to do."""
 
 

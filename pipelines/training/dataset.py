@@ -18,6 +18,7 @@ from pipelines.features.config import FeaturesConfig
 from pipelines.training.config import TrainingConfig
 from pipelines.core.settings import LooplineSettings, get_settings
 from pipelines.core.windows import DayWindow
+from pipelines.core.errors import NotRetryable
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -28,7 +29,7 @@ ENTITY_TIMESTAMP = "event_timestamp"
 SPLIT = "split"
 
 
-class TrainingSetError(ValueError):
+class TrainingSetError(NotRetryable, ValueError):
     """The window cannot give a training set (no labels, a missing feature service…); nothing is trained."""
 
 

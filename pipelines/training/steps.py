@@ -22,13 +22,14 @@ from pipelines.features.config import FeaturesConfig
 from pipelines.training.config import TrainingConfig
 from pipelines.core.settings import REPO_ROOT, LooplineSettings, get_settings
 from pipelines.training.dataset import SPLIT, TrainingSetError, Window
+from pipelines.core.errors import NotRetryable
 
 log = logging.getLogger(__name__)
 
 TRAINING_KEY_TAG = "loopline.training_key"
 
 
-class TrainingSetRejected(ValueError):
+class TrainingSetRejected(NotRetryable, ValueError):
     """The training set failed its checks: nothing was trained or registered, the champion is untouched."""
 
 

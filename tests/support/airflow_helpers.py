@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from importlib import import_module
+
 import json
 from pathlib import Path
 from typing import Any
@@ -44,9 +46,9 @@ def build_and_register(config):
 
     if str(REPO / "dags") not in sys.path:
         sys.path.insert(0, str(REPO / "dags"))
-    from loopline_templates.registry import TEMPLATE_BUILDERS
+    from pipelines.templates import TEMPLATES
 
-    dag = TEMPLATE_BUILDERS[config.template](config)
+    dag = import_module(TEMPLATES[config.template].builder_module).build_dag(config)
     with create_session() as session:
         DagBundlesManager().sync_bundles_to_db(session=session)
     with create_session() as session:

@@ -165,9 +165,9 @@ def build(config):
     from airflow.serialization.serialized_objects import LazyDeserializedDAG
     from airflow.utils.session import create_session
 
-    from loopline_templates.drift_check import build_drift_check_dag
+    from loopline_templates.drift_check import build_dag
 
-    dag = build_drift_check_dag(config)
+    dag = build_dag(config)
     with create_session() as session:
         DagBundlesManager().sync_bundles_to_db(session=session)
     with create_session() as session:

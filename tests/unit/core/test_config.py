@@ -69,3 +69,9 @@ def test_partition_pattern_needs_the_day(tmp_path):
 def test_not_a_mapping(tmp_path):
     with pytest.raises(PipelineConfigError, match="expected a mapping"):
         load_config(write(tmp_path, "- just\n- a list\n"))
+
+
+def test_a_dag_file_of_another_template_is_refused(tmp_path):
+    with pytest.raises(PipelineConfigError, match=r"case.yaml: template: this file is a 'features' config, but its "
+                                                  r"DAG file builds a 'training' DAG; fix one of the two"):
+        load_config(write(tmp_path, CHURN.read_text()), template="training")

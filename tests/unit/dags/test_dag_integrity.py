@@ -42,6 +42,20 @@ def test_every_config_has_its_dag_file_and_back():
     assert configs == dag_files, "each dags/configs/<name>.yaml needs dags/<name>.py (a copy of any other)"
 
 
+def test_each_dag_file_imports_only_its_own_template_builder():
+    """A DAG file imports the builder of its YAML's template and nothing else of the templates."""
+    import yaml
+
+    problems = []
+    for path in sorted(DAGS.glob("*.py")):
+        template = yaml.safe_load((DAGS / "configs" / f"{path.stem}.yaml").read_text())["template"]
+        imported = {node.module for node in ast.walk(ast.parse(path.read_text()))
+                    if isinstance(node, ast.ImportFrom) and node.module}
+        if imported != {"loopline_templates.common", f"loopline_templates.{template}"}:
+            problems.append(f"{path.name} ({template}) imports {sorted(imported)}")
+    assert problems == []
+
+
 @pytest.mark.parametrize("rule", ["doc_md", "tags", "owner", "retries", "catchup"])
 def test_every_dag_follows_the_house_rules(dagbag, rule):
     for dag_id, dag in dagbag.dags.items():

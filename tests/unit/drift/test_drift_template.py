@@ -24,9 +24,9 @@ def config(name: str) -> DriftCheckConfig:
 def build(cfg: DriftCheckConfig):
     if str(REPO / "dags") not in sys.path:
         sys.path.insert(0, str(REPO / "dags"))
-    from loopline_templates.drift_check import build_drift_check_dag
+    from loopline_templates.drift_check import build_dag
 
-    return build_drift_check_dag(cfg)
+    return build_dag(cfg)
 
 
 def test_the_shipped_configs_are_valid():
@@ -49,10 +49,10 @@ def test_the_tabular_dag_emits_exactly_the_asset_churn_training_is_scheduled_on(
     assert [t.task_id for t in dag.topological_sort()] == ["check_drift", "judge_drift", "emit_retrain"]
     (asset,) = dag.task_dict["emit_retrain"].outlets
     assert (asset.name, asset.uri) == ("churn_retrain", "loopline://retrain/churn")
-    from loopline_templates.training import build_training_dag
+    from loopline_templates.training import build_dag
     from pipelines.templates import load_config
 
-    training = build_training_dag(load_config(CONFIGS / "churn_training.yaml"))
+    training = build_dag(load_config(CONFIGS / "churn_training.yaml"))
     assert "churn_retrain" in str(training.timetable.asset_condition) or any(
         a.name == "churn_retrain" for a in training.timetable.asset_condition.iter_assets().values()
         if hasattr(a, "name"))

@@ -26,9 +26,9 @@ MINIMAL = {"template": "rag_index", "instance": "handbook", "evaluation": {"ques
 def build(config: RagIndexConfig):
     if str(REPO / "dags") not in sys.path:
         sys.path.insert(0, str(REPO / "dags"))
-    from loopline_templates.rag_index import build_rag_index_dag
+    from loopline_templates.rag_index import build_dag
 
-    return build_rag_index_dag(config)
+    return build_dag(config)
 
 
 def test_the_docs_instance_validates_with_its_defaults():
@@ -99,9 +99,9 @@ def test_building_the_dag_imports_nothing_heavy():
     code = (
         "import sys, json; from pathlib import Path;"
         f"sys.path.insert(0, {str(REPO / 'dags')!r});"
-        "from loopline_templates.rag_index import build_rag_index_dag;"
+        "from loopline_templates.rag_index import build_dag;"
         "from pipelines.rag.versions import load_rag_config;"
-        f"dag = build_rag_index_dag(load_rag_config(Path({str(DOCS_CONFIG)!r})));"
+        f"dag = build_dag(load_rag_config(Path({str(DOCS_CONFIG)!r})));"
         f"print(json.dumps({{'dag': dag.dag_id, 'heavy': [m for m in {HEAVY!r} if m in sys.modules]}}))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy(),

@@ -1,0 +1,96 @@
+"""The data home's layout: every path Loopline derives under ``LOOPLINE_HOME``, in one place.
+
+Paths that a pipeline's YAML names (landing folders, dbt projects, suites) are resolved by
+:meth:`LooplineSettings.resolve`; everything Loopline itself keeps is derived here, so a reader (the
+Loopline page, a drift check reading training's predictions) and the writer always agree.
+
+```
+<home>/airflow/                     Airflow's home (SQLite, logs)
+<home>/mlflow/{mlflow.db,artifacts/} the embedded MLflow store
+<home>/warehouse/<instance>.duckdb   dbt's DuckDB warehouse
+<home>/dbt/<instance>/               dbt's target/ and logs/
+<home>/offline/<project>/<mart>/     validated feature days (Feast's offline source)
+<home>/feast/<project>/              Feast registry, online store, ledgers
+<home>/quarantine/<instance>/        quarantined landing partitions
+<home>/reports/<instance>/<kind>/    validation and drift reports (HTML)
+<home>/training/<instance>/          training sets by window
+<home>/predictions/<instance>/       batch predictions by day
+<home>/rag/<instance>/               index catalogs, plans, staged embeddings, LanceDB tables
+<home>/lora/<instance>/              base models, datasets, adapters
+<home>/drift/                        drift history, references, corpus samples
+<home>/query_log/<instance>/         logged assistant queries by day
+```
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+from pipelines.core.settings import LooplineSettings, get_settings
+
+
+class DataHome:
+    """Paths under one data home. ``DataHome()`` uses the process's settings."""
+
+    def __init__(self, settings: LooplineSettings | None = None):
+        self.settings = settings or get_settings()
+        self.root = self.settings.data_home
+
+    def path(self, *parts: str) -> Path:
+        return self.root.joinpath(*parts)
+
+    # --- features ---------------------------------------------------------------------------------------
+    def warehouse(self, instance: str) -> Path:
+        """The DuckDB file dbt builds the instance's marts into (embedded warehouse)."""
+        return self.path("warehouse", f"{instance}.duckdb")
+
+    def dbt_work(self, instance: str) -> Path:
+        return self.path("dbt", instance)
+
+    def offline(self, project: str, *parts: str) -> Path:
+        """Feast's offline files of ``project`` (feature_repo/ resolves its relative sources against it)."""
+        return self.path("offline", project, *parts)
+
+    def feast(self, project: str) -> Path:
+        return self.path("feast", project)
+
+    def quarantine(self, instance: str) -> Path:
+        return self.path("quarantine", instance)
+
+    @property
+    def reports(self) -> Path:
+        """Every HTML report; the Loopline page serves files from here only."""
+        return self.path("reports")
+
+    def report_dir(self, instance: str, kind: str) -> Path:
+        return self.reports / instance / kind
+
+    # --- training ---------------------------------------------------------------------------------------
+    def training_set(self, instance: str, start: date, end: date) -> Path:
+        return self.path("training", instance, f"window={start}_{end}", "training_set.parquet")
+
+    def predictions(self, instance: str, day: date) -> Path:
+        return self.path("predictions", instance, f"ds={day.isoformat()}", "predictions.parquet")
+
+    # --- rag ----------------------------------------------------------------------------------------------
+    def rag(self, instance: str, *parts: str) -> Path:
+        return self.path("rag", instance, *parts)
+
+    # --- lora ---------------------------------------------------------------------------------------------
+    def lora(self, instance: str, *parts: str) -> Path:
+        return self.path("lora", instance, *parts)
+
+    # --- drift --------------------------------------------------------------------------------------------
+    @property
+    def drift_history(self) -> Path:
+        return self.path("drift", "history.db")
+
+    def drift(self, instance: str, *parts: str) -> Path:
+        return self.path("drift", instance, *parts)
+
+    def drift_report(self, instance: str, day: date) -> Path:
+        return self.report_dir(instance, "drift") / f"{day.isoformat()}.html"
+
+    def query_log(self, instance: str, day: date) -> Path:
+        return self.path("query_log", instance, f"ds={day.isoformat()}")
