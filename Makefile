@@ -19,11 +19,12 @@ export TRANSFORMERS_OFFLINE := 1
 export DO_NOT_TRACK := true
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: install demo test test-unit test-slow test-production test-browser up up-production bench constraints clean help
+.PHONY: install lint demo test test-unit test-slow test-production test-browser up up-production bench constraints clean help
 
 help:
 	@echo "make demo   install if needed, run the pipelines through a real Airflow scheduler, print a summary"
-	@echo "make test   install if needed, run the whole test suite"
+	@echo "make test   install if needed, lint, run the whole test suite"
+	@echo "make lint   ruff (style, imports, Airflow 3 rules)"
 	@echo "make up     the Airflow UI on localhost until Ctrl-C"
 	@echo "make up-production  the same DAGs on Postgres, Redis, two Celery workers and an MLflow server"
 	@echo "make bench  benchmarks (docs/benchmarks.md)"
@@ -45,7 +46,11 @@ $(STAMP): requirements.in constraints.txt pyproject.toml
 demo: install
 	$(PY) -m pipelines.demo
 
-test: install
+# Style and Airflow 3 rules (ruff's AIR rules) over the whole repository; part of make test.
+lint: install
+	$(PY) -m ruff check .
+
+test: install lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: install

@@ -30,11 +30,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from pipelines.core.settings import REPO_ROOT, LooplineSettings, get_settings, passwords_in
+from pipelines.core.home import DataHome
+from pipelines.core.settings import LooplineSettings, get_settings, passwords_in
+from pipelines.templates import CONFIG_DIR
 
 log = logging.getLogger(__name__)
 
-CONFIG_DIR = REPO_ROOT / "dags" / "configs"
 RECENT_VERSIONS = 5
 RECENT_VERDICTS = 5
 RECENT_RUNS = 10
@@ -236,7 +237,7 @@ def report_link(report_uri: str | None, settings: LooplineSettings) -> str | Non
         return None
     path = Path(report_uri.removeprefix("file://"))
     try:
-        return path.resolve().relative_to(settings.reports_dir.resolve()).as_posix()
+        return path.resolve().relative_to(DataHome(settings).reports.resolve()).as_posix()
     except ValueError:
         return None
 

@@ -18,7 +18,7 @@ import yaml
 from pydantic import ValidationError
 
 from pipelines.core.config import PipelineBase
-from pipelines.core.settings import REPO_ROOT
+from pipelines.core import REPO_ROOT
 
 CONFIG_DIR = REPO_ROOT / "dags" / "configs"
 

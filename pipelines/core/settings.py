@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, computed_field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from pipelines.core import REPO_ROOT  # re-exported: settings.REPO_ROOT is what most callers import
 
 
 class LooplineSettings(BaseSettings):

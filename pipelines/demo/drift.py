@@ -31,40 +31,17 @@ def _midnight(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
 
 
-def _clear(client, dag_id: str, run_id: str) -> None:
-    client.post(f"/api/v2/dags/{dag_id}/clearTaskInstances",
-                {"dag_run_id": run_id, "dry_run": False, "reset_dag_runs": True, "only_failed": False})
-
-
 def rerun_features_day(client, day: date) -> str:
     """Run churn_features again for ``day``: clear the run of that interval if there is one, else trigger it."""
     start = _midnight(day).isoformat().replace("+00:00", "Z")
     runs = client.get(f"/api/v2/dags/{FEATURES_DAG}/dagRuns?logical_date_gte={start}&logical_date_lte={start}")
     if runs["dag_runs"]:
         run_id = runs["dag_runs"][0]["dag_run_id"]
-        _clear(client, FEATURES_DAG, run_id)
+        client.clear_run(FEATURES_DAG, run_id)
         return run_id
-    run_id = f"demo__{day.isoformat()}"
-    client.trigger(FEATURES_DAG, logical_date=_midnight(day).isoformat(), run_id=run_id,
-                   data_interval=(_midnight(day).isoformat(), _midnight(day + timedelta(days=1)).isoformat()))
-    return run_id
+    from pipelines.demo.run import trigger_day
 
-
-def _trigger_or_rerun(client, dag_id: str, run_id: str, conf: dict) -> str:
-    try:
-        client.trigger(dag_id, logical_date=datetime.now(timezone.utc).isoformat(), run_id=run_id, conf=conf)
-    except Exception as exc:  # a second demo finds the run from last time: run it again
-        if "409" not in str(exc):
-            raise
-        _clear(client, dag_id, run_id)
-    return run_id
-
-
-def _xcom(client, dag_id: str, run_id: str, task_id: str) -> Any:
-    try:
-        return client.xcom(dag_id, run_id, task_id)
-    except Exception:
-        return None
+    return trigger_day(client, day)
 
 
 def wait_for_asset_triggered_run(client, dag_id: str, source_run_id: str, timeout_s: float = 600,
@@ -121,13 +98,24 @@ def run_drift_loop(client, today: date, *, drift_days: int = 3, log: Callable[[s
     Returns:
         Whether the loop closed: the check emitted ``churn_retrain`` and the triggered training succeeded.
     """
-    from pipelines.demo import simulator
-    from pipelines.templates import load_config
-    from pipelines.core.settings import REPO_ROOT, get_settings
-
     started = datetime.now(timezone.utc)
-    features = load_config(REPO_ROOT / "dags" / "configs" / f"{FEATURES_DAG}.yaml")
-    landing = get_settings().resolve(features.landing.path)
+    if not rebuild_drifted_features(client, today, drift_days, log, timeout_s):
+        return False
+    event = run_drift_check(client, today, drift_days, started, log, timeout_s)
+    if event is None:
+        print("  nothing was emitted: the loop stops here")
+        return False
+    return follow_retraining(client, event, log, timeout_s)
+
+
+def rebuild_drifted_features(client, today: date, drift_days: int, log: Callable[[str], None],
+                             timeout_s: float) -> bool:
+    """Re-land the last ``drift_days`` days with covariate drift and rebuild their features through Airflow."""
+    from pipelines.core.settings import get_settings
+    from pipelines.demo import simulator
+    from pipelines.templates import load_named
+
+    landing = get_settings().resolve(load_named(FEATURES_DAG).landing.path)
     first = today - timedelta(days=drift_days)
     drift = demo_drift()
     simulator.land_days(landing, first, drift_days, n_customers=CUSTOMERS, drift=drift, drift_start=first)
@@ -138,18 +126,25 @@ def run_drift_loop(client, today: date, *, drift_days: int = 3, log: Callable[[s
         if state != "success":
             log(f"{FEATURES_DAG} {run_id} ended {state}: the drift loop cannot go on")
             return False
+    return True
 
+
+def run_drift_check(client, today: date, drift_days: int, started: datetime, log: Callable[[str], None],
+                    timeout_s: float) -> dict | None:
+    """Trigger the drift check on the drifted days, print what it found; return the retrain event, if any."""
+    first = today - timedelta(days=drift_days)
     client.unpause(DRIFT_DAG)
-    drift_run = _trigger_or_rerun(client, DRIFT_DAG, f"demo_drift__{today.isoformat()}",
-                                  {"window_end": today.isoformat(), "window_days": drift_days})
+    drift_run = client.trigger_or_rerun(DRIFT_DAG, f"demo_drift__{today.isoformat()}",
+                                        logical_date=datetime.now(timezone.utc).isoformat(),
+                                        conf={"window_end": today.isoformat(), "window_days": drift_days})
     log(f"Triggered {DRIFT_DAG} ({drift_run}) on [{first}, {today})")
     drift_state = client.wait_for_run(DRIFT_DAG, drift_run, timeout_s=timeout_s, progress=log)
     tis = {t["task_id"]: t for t in client.task_instances(DRIFT_DAG, drift_run)}
-    evidence = _xcom(client, DRIFT_DAG, drift_run, "check_drift")
-    verdict = _xcom(client, DRIFT_DAG, drift_run, "judge_drift")
+    evidence = client.xcom_or_none(DRIFT_DAG, drift_run, "check_drift")
+    verdict = client.xcom_or_none(DRIFT_DAG, drift_run, "judge_drift")
 
     print(f"\n--- drift loop: {DRIFT_DAG} → Asset {RETRAIN_ASSET} → {TRAINING_DAG} ---")
-    print(f"drift injected on {first} … {today - timedelta(days=1)}: {drift}")
+    print(f"drift injected on {first} … {today - timedelta(days=1)}: {demo_drift()}")
     print(f"{DRIFT_DAG} run {drift_run}: {drift_state.upper()}")
     for line in describe_check(evidence, verdict):
         print(line)
@@ -161,9 +156,11 @@ def run_drift_loop(client, today: date, *, drift_days: int = 3, log: Callable[[s
         print(f"  emit_retrain: {emit.get('state')} (the reason is in its log: no drift past the policy, or a guard rail)")
         if event:
             print(f"  {RETRAIN_ASSET} was emitted by {event['source_run_id']} instead (the daily cap allows one)")
-    if event is None:
-        print("  nothing was emitted: the loop stops here")
-        return False
+    return event
+
+
+def follow_retraining(client, event: dict, log: Callable[[str], None], timeout_s: float) -> bool:
+    """Follow the training run the scheduler starts for the retrain event; print the promotion decision."""
     extra = event.get("extra") or {}
     print(f"  event extra: signals {extra.get('signals')}, drift share {extra.get('drift_share')}, "
           f"report {extra.get('report_uri')}, MLflow run {extra.get('mlflow_run_id')}")
@@ -175,8 +172,8 @@ def run_drift_loop(client, today: date, *, drift_days: int = 3, log: Callable[[s
              - datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00"))).total_seconds()
     print(f"{TRAINING_DAG} run {training['dag_run_id']} (run type {training['run_type']}, started {delay:.0f} s "
           f"after the event): {state.upper()}")
-    trained = _xcom(client, TRAINING_DAG, training["dag_run_id"], "train_and_register") or {}
-    decision = _xcom(client, TRAINING_DAG, training["dag_run_id"], "evaluate_and_promote") or {}
+    trained = client.xcom_or_none(TRAINING_DAG, training["dag_run_id"], "train_and_register") or {}
+    decision = client.xcom_or_none(TRAINING_DAG, training["dag_run_id"], "evaluate_and_promote") or {}
     if trained:
         print(f"  challenger: churn version {trained.get('version')}"
               + (" (same inputs as before: reused)" if trained.get("reused") else ""))

@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
 from pipelines.core.airflow_runtime import ADMIN_USER, AirflowClient, standalone, wait_for_dags
-from pipelines.templates import load_config
-from pipelines.core.settings import REPO_ROOT, get_settings
+from pipelines.core.home import DataHome
+from pipelines.core.settings import get_settings
+from pipelines.templates import load_named
 
 FEATURES_DAG = "churn_features"
 TRAINING_DAG = "churn_training"
@@ -62,7 +63,7 @@ class DemoRun:
 def land_data(today: date) -> tuple[list[date], date]:
     """30 days of history ending yesterday; the day before the feature days carries a fault."""
     from pipelines.demo import simulator
-    config = load_config(REPO_ROOT / "dags" / "configs" / f"{FEATURES_DAG}.yaml")
+    config = load_named(FEATURES_DAG)
     landing = get_settings().resolve(config.landing.path)
     first = today - timedelta(days=HISTORY_DAYS)
     simulator.land_days(landing, first, HISTORY_DAYS, n_customers=CUSTOMERS)
@@ -74,22 +75,11 @@ def land_data(today: date) -> tuple[list[date], date]:
     return feature_days, faulty_day
 
 
-def _rerun(client: AirflowClient, dag_id: str, run_id: str) -> None:
-    client.post(f"/api/v2/dags/{dag_id}/clearTaskInstances",
-                {"dag_run_id": run_id, "dry_run": False, "reset_dag_runs": True, "only_failed": False})
-
-
 def trigger_day(client: AirflowClient, ds: date) -> str:
+    """Run ``churn_features`` for the day ``ds`` (again, if an earlier demo ran it)."""
     start = datetime(ds.year, ds.month, ds.day, tzinfo=timezone.utc)
-    run_id = f"demo__{ds.isoformat()}"
-    try:
-        client.trigger(FEATURES_DAG, logical_date=start.isoformat(), run_id=run_id,
-                       data_interval=(start.isoformat(), (start + timedelta(days=1)).isoformat()))
-    except Exception as exc:  # a re-run of the demo finds the run from last time: run it again
-        if "409" not in str(exc):
-            raise
-        _rerun(client, FEATURES_DAG, run_id)
-    return run_id
+    return client.trigger_or_rerun(FEATURES_DAG, f"demo__{ds.isoformat()}", logical_date=start.isoformat(),
+                                   data_interval=(start.isoformat(), (start + timedelta(days=1)).isoformat()))
 
 
 def scheduled_run_id(client: AirflowClient, ds: date, dag_id: str = FEATURES_DAG, timeout_s: float = 120) -> str:
@@ -100,33 +90,28 @@ def scheduled_run_id(client: AirflowClient, ds: date, dag_id: str = FEATURES_DAG
         for run in runs:
             if run["data_interval_start"].startswith(ds.isoformat()):
                 if run["state"] in ("success", "failed"):  # from an earlier demo: run it again
-                    _rerun(client, dag_id, run["dag_run_id"])
+                    client.clear_run(dag_id, run["dag_run_id"])
                 return run["dag_run_id"]
         time.sleep(2)
     raise TimeoutError(f"the scheduler did not create the scheduled run of {dag_id} for {ds} within {timeout_s:.0f} s")
 
 
+def trigger_now(client: AirflowClient, dag_id: str, run_id: str, conf: dict | None = None) -> str:
+    """Trigger a run of ``dag_id`` now (again, if an earlier demo made ``run_id``)."""
+    return client.trigger_or_rerun(dag_id, run_id, logical_date=datetime.now(timezone.utc).isoformat(), conf=conf)
+
+
 def trigger_training(client: AirflowClient, today: date) -> str:
-    run_id = f"demo__{today.isoformat()}"
     conf = {"window_end": today.isoformat(), "window_days": FEATURE_DAYS + 1}
-    try:
-        client.trigger(TRAINING_DAG, logical_date=datetime.now(timezone.utc).isoformat(), run_id=run_id, conf=conf)
-    except Exception as exc:
-        if "409" not in str(exc):
-            raise
-        _rerun(client, TRAINING_DAG, run_id)
-    return run_id
+    return trigger_now(client, TRAINING_DAG, f"demo__{today.isoformat()}", conf)
 
 
 def result(client: AirflowClient, run: DemoRun, task_id: str) -> dict:
-    try:
-        return client.xcom(run.dag_id, run.run_id, task_id) or {}
-    except Exception:
-        return {}
+    return client.xcom_or_none(run.dag_id, run.run_id, task_id) or {}
 
 
 def _failure_reason(ds: date) -> str:
-    reason = get_settings().quarantine_dir / "churn" / f"ds={ds.isoformat()}" / "reason.json"
+    reason = DataHome().quarantine("churn") / f"ds={ds.isoformat()}" / "reason.json"
     if reason.exists():
         return f"{json.loads(reason.read_text())['reason']}; quarantined to {reason.parent}"
     return "see the task log"
@@ -152,7 +137,7 @@ def print_features(client: AirflowClient, runs: list[DemoRun]) -> None:
         if online := result(client, run, "materialize_interval"):
             print(f"  Feast: {online['rows']} rows of {', '.join(online['feature_views'])} materialized "
                   f"for [{online['start'][:10]}, {online['end'][:10]})")
-    config = load_config(REPO_ROOT / "dags" / "configs" / f"{FEATURES_DAG}.yaml")
+    config = load_named(FEATURES_DAG)
     sample = read_online(config.feast.project, config.feast.feature_service, config.feast.entity_key, [1, 2, 3])
     print("\nOnline features now served by Feast (churn_model_v1, customers 1-3):")
     print(sample.to_string(index=False))
@@ -185,16 +170,6 @@ def print_training(client: AirflowClient, run: DemoRun) -> None:
               f"mean churn probability {scored['mean_churn_probability']} → {scored['path']}")
 
 
-def trigger_named(client: AirflowClient, dag_id: str, run_id: str, conf: dict | None = None) -> str:
-    try:
-        client.trigger(dag_id, logical_date=datetime.now(timezone.utc).isoformat(), run_id=run_id, conf=conf or {})
-    except Exception as exc:
-        if "409" not in str(exc):
-            raise
-        _rerun(client, dag_id, run_id)
-    return run_id
-
-
 def runs_since(client: AirflowClient, dag_id: str, since: datetime) -> list[dict]:
     def created(run: dict) -> datetime:
         # A scheduled run's run_after is its cron time, maybe hours ago; queued_at is when it was made.
@@ -220,7 +195,7 @@ def run_rag_and_lora(client: AirflowClient, today: date) -> bool:
     client.unpause(RAG_DAG)
     rag_runs = []
     for n in (1, 2):
-        run = DemoRun(RAG_DAG, f"rag {n}", trigger_named(client, RAG_DAG, f"demo__{today.isoformat()}__{n}"))
+        run = DemoRun(RAG_DAG, f"rag {n}", trigger_now(client, RAG_DAG, f"demo__{today.isoformat()}__{n}"))
         say(f"Triggered {RAG_DAG} ({run.run_id})")
         run.state = client.wait_for_run(run.dag_id, run.run_id, timeout_s=1800, progress=say)
         rag_runs.append(run)
@@ -251,7 +226,7 @@ def run_rag_and_lora(client: AirflowClient, today: date) -> bool:
     elif not lora_runs:
         # A data home from an earlier demo: the docs did not change, so no index event starts the tuning.
         say(f"The docs index did not change since the last demo (no Asset event): triggering {LORA_DAG} by hand")
-        run_id = trigger_named(client, LORA_DAG, f"demo__{today.isoformat()}")
+        run_id = trigger_now(client, LORA_DAG, f"demo__{today.isoformat()}")
         lora_runs = [client.dag_run(LORA_DAG, run_id)]
     states = [client.wait_for_run(LORA_DAG, r["dag_run_id"], timeout_s=1800, progress=say) for r in lora_runs]
     print(f"\n--- {LORA_DAG}: {len(lora_runs)} run(s) ---")

@@ -234,27 +234,7 @@ def simulate_day(
     )
 
     counts = np.stack([n_sessions, n_purchases, n_tickets], axis=1) * active[:, None]
-    event_customer = np.repeat(np.repeat(ids, 3), counts.reshape(-1))
-    event_type_idx = np.repeat(np.tile(np.arange(3), n_customers), counts.reshape(-1))
-    n_events = len(event_customer)
-    event_micros = rng.integers(0, _MICROS_PER_DAY, size=n_events)
-    amounts = rng.lognormal(mean=3.0, sigma=0.6, size=n_events) * drift.purchase_amount_factor
-    amounts = np.where(event_type_idx == 1, amounts.round(2), 0.0)
-    # A stable order (customer, time) gives every event a deterministic sequence number.
-    order = np.lexsort((event_type_idx, event_micros, event_customer))
-    event_customer, event_type_idx = event_customer[order], event_type_idx[order]
-    event_micros, amounts = event_micros[order], amounts[order]
-    seq = pd.Series(event_customer).groupby(event_customer).cumcount().to_numpy()
-    prefix = f"{ds:%Y%m%d}"
-    events = pd.DataFrame(
-        {
-            "event_id": [f"{prefix}-{c}-{n}" for c, n in zip(event_customer, seq)],
-            "customer_id": event_customer.astype(np.int64),
-            "event_ts": _timestamps_in_day(ds, event_micros),
-            "event_type": np.asarray(EVENT_TYPES, dtype=object)[event_type_idx],
-            "amount": amounts.astype(np.float64),
-        }
-    )
+    events = _day_events(rng, ds, ids, counts, drift)
 
     labelled = active & (ids % 30 == ds.toordinal() % 30)
     logit = _churn_logit(
@@ -273,6 +253,35 @@ def simulate_day(
         }
     )
     return {"customers": customers, "events": events, "labels": labels}
+
+
+def _day_events(rng: np.random.Generator, ds: date, ids: np.ndarray, counts: np.ndarray,
+                drift: CovariateDrift) -> pd.DataFrame:
+    """The day's events from per-customer counts of (sessions, purchases, tickets); draws from ``rng``.
+
+    Columns: event_id, customer_id, event_ts, event_type, amount.
+    """
+    event_customer = np.repeat(np.repeat(ids, 3), counts.reshape(-1))
+    event_type_idx = np.repeat(np.tile(np.arange(3), len(ids)), counts.reshape(-1))
+    n_events = len(event_customer)
+    event_micros = rng.integers(0, _MICROS_PER_DAY, size=n_events)
+    amounts = rng.lognormal(mean=3.0, sigma=0.6, size=n_events) * drift.purchase_amount_factor
+    amounts = np.where(event_type_idx == 1, amounts.round(2), 0.0)
+    # A stable order (customer, time) gives every event a deterministic sequence number.
+    order = np.lexsort((event_type_idx, event_micros, event_customer))
+    event_customer, event_type_idx = event_customer[order], event_type_idx[order]
+    event_micros, amounts = event_micros[order], amounts[order]
+    seq = pd.Series(event_customer).groupby(event_customer).cumcount().to_numpy()
+    prefix = f"{ds:%Y%m%d}"
+    return pd.DataFrame(
+        {
+            "event_id": [f"{prefix}-{c}-{n}" for c, n in zip(event_customer, seq)],
+            "customer_id": event_customer.astype(np.int64),
+            "event_ts": _timestamps_in_day(ds, event_micros),
+            "event_type": np.asarray(EVENT_TYPES, dtype=object)[event_type_idx],
+            "amount": amounts.astype(np.float64),
+        }
+    )
 
 
 def _check_faults(faults: Sequence[str]) -> None:

@@ -99,9 +99,9 @@ def create_app() -> FastAPI:
 
     @app.get("/reports/{path:path}")
     async def report(path: str, user: Any = Depends(viewer)) -> FileResponse:
-        from pipelines.core.settings import get_settings
+        from pipelines.core.home import DataHome
 
-        root = get_settings().reports_dir.resolve()
+        root = DataHome().reports.resolve()
         target = (root / path).resolve()
         if target.suffix != ".html" or not target.is_relative_to(root) or not target.is_file():
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no report {path!r} under the data home's reports/")

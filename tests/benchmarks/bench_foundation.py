@@ -145,21 +145,31 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--parse-repeats", type=int, default=5)
     parser.add_argument("--reads", type=int, default=1000)
+    parser.add_argument("--only", choices=["parse", "materialize"], help="run one part alone")
     args = parser.parse_args()
 
     print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    if args.only != "materialize":
+        print_parse(args.parse_repeats)
+    if args.only != "parse":
+        print_materialize(args.rows, args.reads)
+
+
+def print_parse(repeats: int) -> None:
     print("\nDAG parse time: the file alone (Airflow already imported) and the whole fresh process (import")
     print("Airflow + parse), medians; ratios against Airflow's example_dags/tutorial.py in the same run:")
-    for row in bench_parse(args.parse_repeats):
+    for row in bench_parse(repeats):
         print(f"  {row['file']:<45} file {row['seconds'] * 1000:6.1f} ms (x{row['ratio']:.2f})   "
               f"process {row['wall']:5.2f} s (x{row['wall_ratio']:.2f})")
 
-    print(f"\nMaterialization of {args.rows:,} feature rows into the SQLite online store (2 feature views):")
-    m = bench_materialize(args.rows, args.reads)
+
+def print_materialize(rows: int, reads: int) -> None:
+    print(f"\nMaterialization of {rows:,} feature rows into the SQLite online store (2 feature views):")
+    m = bench_materialize(rows, reads)
     print(f"  plain FeatureStore.materialize  {m['plain']['seconds']:7.1f} s  {m['plain']['rows_per_s']:10,.0f} rows/s")
     print(f"  loopline materialize_interval   {m['loopline']['seconds']:7.1f} s  {m['loopline']['rows_per_s']:10,.0f} rows/s")
     print(f"  ratio loopline / plain: {m['ratio']:.3f}  (goal >= 0.95)")
-    print(f"\nOnline read of one entity, feature service churn_model_v1 ({args.reads} reads): "
+    print(f"\nOnline read of one entity, feature service churn_model_v1 ({reads} reads): "
           f"p50 {m['read_p50_ms']:.2f} ms, p99 {m['read_p99_ms']:.2f} ms")
 
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import os
 from html import escape
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 import pytest
 
+from pipelines.core.home import DataHome
 from pipelines.templates import load_config
 from pipelines.core.settings import REPO_ROOT, get_settings
 
@@ -51,7 +52,7 @@ def home(tmp_path_factory, airflow_db):
                                               tags={"family": "gradient_boosting"})
         tracking.promote("churn", version.version, f"test promotion {n}", settings)
 
-    report = settings.reports_dir / "churn" / "drift" / "2026-11-28.html"
+    report = DataHome(settings).drift_report("churn", date(2026, 11, 28))
     report.parent.mkdir(parents=True)
     report.write_text("<html><body>Evidently report of 2026-11-28</body></html>")
     history = DriftHistory(history_path(settings))

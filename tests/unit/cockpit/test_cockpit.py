@@ -4,12 +4,13 @@ and that no secret of the environment reaches the page."""
 from __future__ import annotations
 
 import sys
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 import pytest
 
 from pipelines import cockpit
+from pipelines.core.home import DataHome
 from pipelines.drift.history import DriftHistory, history_path
 from pipelines.core.settings import REPO_ROOT, LooplineSettings
 
@@ -58,7 +59,7 @@ def test_drift_verdicts_newest_first_with_report_links(tmp_path):
     assert cockpit.drift_verdicts("churn", settings) == []
     assert not history_path(settings).exists()  # reading creates nothing
     history = DriftHistory(history_path(settings))
-    report = settings.reports_dir / "churn" / "drift" / "2026-11-20.html"
+    report = DataHome(settings).drift_report("churn", date(2026, 11, 20))
     for n, day in enumerate(["2026-11-19", "2026-11-20"]):
         history.record_check(instance="churn", kind="tabular", dag_run_id=f"r{n}", run_after=f"{day}T03:00:00+00:00",
                              check_day=day, status="checked", drift_share=0.1 + n * 0.4, drifted_columns=["a"] * n,
