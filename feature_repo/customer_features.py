@@ -2,11 +2,10 @@
 
 from datetime import timedelta
 
-from feast import FeatureService, FeatureView, Field
-from feast.types import Float64, Int64, String
-
 from data_sources import customer_daily_features_source
 from entities import customer
+from feast import FeatureService, FeatureView, Field
+from feast.types import Float64, Int64, String
 
 customer_daily_activity = FeatureView(
     name="customer_daily_activity",

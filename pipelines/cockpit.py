@@ -26,6 +26,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -191,9 +192,9 @@ def _version_row(client, version, template: str, champion: str | None) -> dict[s
 
 
 def _millis(stamp: int | None) -> str | None:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime.fromtimestamp(stamp / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if stamp else None
+    return datetime.fromtimestamp(stamp / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC") if stamp else None
 
 
 def model_summary(model_name: str, template: str, settings: LooplineSettings | None = None,
@@ -263,7 +264,7 @@ def drift_verdicts(instance: str, settings: LooplineSettings | None = None,
 
 def index_versions(rag_config, settings: LooplineSettings | None = None) -> list[dict[str, Any]]:
     """The catalogued versions of one index, newest first: status, live, model, evaluation metrics, gate."""
-    from pipelines.rag.versions import VersionCatalog, _number, catalog_path
+    from pipelines.rag.versions import VersionCatalog, catalog_path, version_number
 
     settings = settings or get_settings()
     path = catalog_path(rag_config, settings)
@@ -271,7 +272,7 @@ def index_versions(rag_config, settings: LooplineSettings | None = None) -> list
         return []
     catalog = VersionCatalog(path)
     rows = []
-    for name in sorted(catalog.versions, key=_number, reverse=True):
+    for name in sorted(catalog.versions, key=version_number, reverse=True):
         record = catalog.versions[name]
         evaluation = record.get("evaluation") or {}
         rows.append({
@@ -294,13 +295,12 @@ def asset_triggered_runs(dag_ids: Iterable[str], limit: int = RECENT_RUNS, sessi
     Asset event ``asset, source_dag_id, source_run_id, source_task_id, timestamp, extra`` and ``reason``
     (:func:`trigger_reason`). Reads Airflow's ORM; pass the api-server's session or let one be created.
     """
-    from sqlalchemy import select
-    from sqlalchemy.orm import configure_mappers, selectinload
-
     from airflow.models.asset import AssetEvent
     from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session
     from airflow.utils.types import DagRunType
+    from sqlalchemy import select
+    from sqlalchemy.orm import configure_mappers, selectinload
 
     configure_mappers()  # DagRun.consumed_asset_events is a backref: it exists once the mappers are configured
     dag_ids = list(dag_ids)

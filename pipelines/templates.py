@@ -17,8 +17,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from pipelines.core.config import PipelineBase
 from pipelines.core import REPO_ROOT
+from pipelines.core.config import PipelineBase
 
 CONFIG_DIR = REPO_ROOT / "dags" / "configs"
 

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
-from airflow.sdk import DAG, Asset, CronTriggerTimetable, Param, dag, task
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from airflow.sdk import DAG, CronTriggerTimetable, Param, dag, task
 from airflow.sdk.exceptions import AirflowSkipException
 
 from loopline_templates.common import dag_arguments, fail_without_retry
-from pipelines.drift.config import DriftCheckConfig
-from pipelines.drift.targets import TargetAsset, target_asset
 
+if TYPE_CHECKING:
+    from pipelines.drift.config import DriftCheckConfig
+    from pipelines.drift.targets import TargetAsset
+
+
+@contextmanager
+def skipped_on(*reasons: type[Exception]) -> Iterator[None]:
+    """Turn one of ``reasons`` (nothing to check, nothing to emit) into a skipped task, its message the reason."""
+    try:
+        yield
+    except reasons as exc:
+        raise AirflowSkipException(str(exc)) from exc
 
 
 def _signals(config: DriftCheckConfig) -> str:
@@ -70,22 +84,26 @@ def _doc(config: DriftCheckConfig, target: TargetAsset) -> str:
 | cooldown | `cooldown_hours: {g.cooldown_hours:g}` | no second trigger within {g.cooldown_hours:g} h of the last one |
 
 Config: `dags/configs/{config.dag_id}.yaml`. What to do when it fires: docs/drift.md.
-"""
+"""  # noqa: E501 (a Markdown table row is one line)
 
 
 def _params(config: DriftCheckConfig) -> dict[str, Param]:
+    from pipelines.core.params import form_params
+    from pipelines.drift.config import DRIFT_FORM
+
     return {
         "window_end": Param(None, type=["null", "string"], format="date", title="Window end (exclusive)",
                             description="First day not checked, YYYY-MM-DD; empty: the day the run starts."),
-        "window_days": Param(config.window_days, type="integer", minimum=1, maximum=90, title="Window (days)",
-                             description="Days of current data checked."),
+        **form_params(config, DRIFT_FORM),
     }
 
 
 def build_dag(config: DriftCheckConfig) -> DAG:
     """Build the DAG ``{instance}_drift_check`` from its config."""
+    from pipelines.drift.targets import target_asset
+
     target = target_asset(config)
-    trigger = Asset(name=target.name, uri=target.uri)
+    trigger = target.asset()
 
     @dag(
         schedule=CronTriggerTimetable(config.schedule, timezone="UTC"),
@@ -95,40 +113,27 @@ def build_dag(config: DriftCheckConfig) -> DAG:
         **dag_arguments(config),
     )
     def drift_check_pipeline() -> None:
-        def run_config(params):
-            if params and params.get("window_days") and params["window_days"] != config.window_days:
-                return config.model_copy(update={"window_days": int(params["window_days"])})
-            return config
-
         @task
         def check_drift(params=None, dag_run=None) -> dict:
             """Measure drift, save the Evidently report, log it to MLflow, record the check."""
-            from pipelines.drift import steps
-
-            try:
-                with fail_without_retry():
-                    return steps.check_drift(run_config(params), dag_run.run_id, dag_run.run_after,
-                                             params.get("window_end"))
-            except steps.NothingToCheck as exc:
-                raise AirflowSkipException(str(exc)) from exc
+            from pipelines.drift import checks, steps
+            with fail_without_retry(), skipped_on(checks.NothingToCheck):
+                return steps.check_drift(steps.resolve_run(config, params), dag_run.run_id, dag_run.run_after,
+                                         params.get("window_end"))
 
         @task
         def judge_drift(evidence: dict, params=None) -> dict:
             """Apply the thresholds: which signals fire, and why."""
             from pipelines.drift import steps
-
-            return steps.judge_drift(run_config(params), evidence)
+            return steps.judge_drift(steps.resolve_run(config, params), evidence)
 
         @task(task_id=f"emit_{target.action}", outlets=[trigger])
         def emit(evidence: dict, verdict: dict, params=None, dag_run=None, ti=None, outlet_events=None) -> dict:
             """Emit the target's Asset with the evidence, unless the policy or a guard rail says no."""
             from pipelines.drift import steps
-
-            try:
-                extra = steps.emit_trigger(run_config(params), target, evidence, verdict, dag_run.run_id,
-                                           dag_run.run_after, ti.try_number)
-            except steps.NotEmitted as exc:
-                raise AirflowSkipException(str(exc)) from exc
+            with skipped_on(steps.NotEmitted):
+                extra = steps.emit_trigger(steps.resolve_run(config, params), target, evidence, verdict,
+                                           dag_run.run_id, dag_run.run_after, ti.try_number)
             outlet_events[trigger].extra = extra
             return extra
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, dag, task
+from airflow.sdk import DAG, CronDataIntervalTimetable, dag, task
 
 from loopline_templates.common import dag_arguments, fail_without_retry
-
 from pipelines.features.config import FeaturesConfig
 
 
@@ -25,7 +24,7 @@ Each run handles one day, the run's data interval (`ds` = its start, UTC):
 5. **publish_features**: the validated day is written where Feast's offline source reads it.
 6. **apply_definitions**: `feast apply` of `{config.feast.repo}`, only when the definitions changed.
 7. **materialize_interval**: exactly the day goes online (project `{config.feast.project}`), then the Asset
-   `{config.features_asset_name}` is emitted for DAGs scheduled on it.
+   `{config.features_asset.name}` is emitted for DAGs scheduled on it.
 
 A bad partition fails steps 2–4 with a readable reason and is moved to the quarantine folder under the
 data home; nothing downstream runs and the online store keeps its values. Re-running a day changes nothing.
@@ -34,11 +33,8 @@ Config: `dags/configs/{config.instance}_{config.template}.yaml`.
 """
 
 
-
-
 def build_dag(config: FeaturesConfig) -> DAG:
     """Build the DAG ``{instance}_features`` from its config."""
-    features_online = Asset(name=config.features_asset_name, uri=f"loopline://features/{config.instance}")
 
     @dag(
         schedule=CronDataIntervalTimetable(config.schedule, timezone="UTC"),
@@ -90,7 +86,7 @@ def build_dag(config: FeaturesConfig) -> DAG:
             from pipelines.features import steps
             return steps.apply_definitions(config)
 
-        @task(outlets=[features_online])
+        @task(outlets=[config.features_asset.asset()])
         def materialize_interval(published: dict, data_interval_start=None) -> dict:
             """Materialize exactly the day's interval into the online store."""
             from pipelines.features import steps

@@ -2,43 +2,25 @@
 
 from __future__ import annotations
 
-from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
+from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
 from loopline_templates.common import dag_arguments, fail_without_retry
-from pipelines.lora.config import LoraTuneConfig
-
+from pipelines.core.params import form_params
+from pipelines.lora.config import LORA_FORM, LoraTuneConfig
 
 
 def _params(config: LoraTuneConfig) -> dict[str, Param]:
-    """The trigger form: every field typed and bounded, so the form refuses a bad value itself."""
-    lora, tuning = config.lora, config.tuning
+    """The trigger form: the config fields of ``LORA_FORM``, typed and bounded by the model, and force_promote."""
     return {
-        "base_model_path": Param(config.base_model, type="string", minLength=1, title="Base model folder",
-                                 description="A causal LM folder saved with save_pretrained (absolute, repo-relative "
-                                             "or 'home:…'). Anything but the default must exist already."),
-        "rank": Param(lora.rank, type="integer", minimum=1, maximum=256, title="LoRA rank (r)",
-                      description="Rank of the low-rank update matrices."),
-        "alpha": Param(lora.alpha, type="number", exclusiveMinimum=0, maximum=1024, title="LoRA alpha",
-                       description="The update is scaled by alpha / rank."),
-        "dropout": Param(lora.dropout, type="number", minimum=0, maximum=0.9, title="LoRA dropout",
-                         description="Dropout on the adapter's input during training."),
-        "target_modules": Param(list(lora.target_modules), type="array", minItems=1, uniqueItems=True,
-                                items={"type": "string", "minLength": 1}, title="Target modules",
-                                description="Linear layers to adapt; Llama: q_proj k_proj v_proj o_proj gate_proj "
-                                            "up_proj down_proj."),
-        "epochs": Param(tuning.epochs, type="integer", minimum=1, maximum=100, title="Epochs",
-                        description="Passes over the train pairs (max_steps stops earlier)."),
-        "learning_rate": Param(tuning.learning_rate, type="number", exclusiveMinimum=0, maximum=1,
-                               title="Learning rate", description="Peak AdamW learning rate of the adapter."),
-        "max_steps": Param(tuning.max_steps, type="integer", minimum=1, maximum=100_000, title="Max steps",
-                           description="Stop after this many optimizer steps."),
+        **form_params(config, LORA_FORM),
         "force_promote": Param(False, type="boolean", title="Force promote",
                                description="Give a registered adapter the champion alias even if the rule says no."),
     }
 
 
 def _schedule(config: LoraTuneConfig):
-    asset = Asset(name=config.index_asset.name, uri=config.index_asset.uri) if config.index_asset else None
+    ref = config.index_asset_ref
+    asset = ref.asset() if ref else None
     if config.schedule and asset:
         return AssetOrTimeSchedule(timetable=CronTriggerTimetable(config.schedule, timezone="UTC"), assets=[asset])
     if config.schedule:
@@ -46,23 +28,30 @@ def _schedule(config: LoraTuneConfig):
     return [asset] if asset else None
 
 
+def _steps():
+    """``pipelines.lora.steps``, imported when a task runs, never when the DAG file is parsed."""
+    from pipelines.lora import steps
+
+    return steps
+
+
 def _doc(config: LoraTuneConfig) -> str:
     when = []
-    if config.index_asset:
-        when.append(f"when the Asset `{config.index_asset.name}` is updated (the docs index changed)")
+    if config.index_asset_ref:
+        when.append(f"when the Asset `{config.index_asset_ref.name}` is updated (the docs index changed)")
     if config.schedule:
         when.append(f"on `{config.schedule}` (UTC)")
     base = (f"built here if missing: a tiny Llama ({config.tiny_model.num_layers} layers, hidden "
             f"{config.tiny_model.hidden_size}) with a BPE tokenizer trained on the corpus"
             if config.tiny_model else "a checkpoint that must be there")
     ev = config.evaluation
+    form = ", ".join(field.title for field in LORA_FORM)
     return f"""\
 # {config.dag_id}
 
 {config.description or "LoRA fine-tuning of a causal LM on instruction pairs from the docs, gated and registered."}
 
-**When it runs:** {" or ".join(when) or "only by hand"}; or by hand with the form (base model folder, LoRA
-rank / alpha / dropout / target modules, epochs, learning rate, max steps).
+**When it runs:** {" or ".join(when) or "only by hand"}; or by hand with the form ({form}, force promote).
 
 1. **prepare_base_model**: `{config.base_model}`, {base}. Checks that it is a causal LM whose tokenizer
    matches its embedding, and digests the folder (lineage).
@@ -95,49 +84,37 @@ def build_dag(config: LoraTuneConfig) -> DAG:
         doc_md=_doc(config),
     )
     def lora_tune_pipeline() -> None:
-        def run_config(params):
-            from pipelines.lora import steps
-
-            return steps.resolve_run(config, params)
+        def run_config(params) -> LoraTuneConfig:
+            return _steps().resolve_run(config, params)
 
         @task
         def prepare_base_model(params=None) -> dict:
             """Build the tiny default model if needed; check the base model and its tokenizer; digest it."""
-            from pipelines.lora import steps
-
             with fail_without_retry():
-                return steps.prepare_base_model(run_config(params))
+                return _steps().prepare_base_model(run_config(params))
 
         @task
         def build_dataset(base: dict, params=None) -> dict:
             """Instruction pairs from the corpus, split into train and eval, validated."""
-            from pipelines.lora import steps
-
             with fail_without_retry():
-                return steps.build_dataset(run_config(params), base)
+                return _steps().build_dataset(run_config(params), base)
 
         @task
         def tune_adapter(base: dict, data: dict, params=None) -> dict:
             """Train the LoRA adapter and log it to MLflow (or reuse the one these inputs made)."""
-            from pipelines.lora import steps
-
-            return steps.tune_adapter(run_config(params), base, data)
+            return _steps().tune_adapter(run_config(params), base, data)
 
         @task
         def evaluate_adapter(base: dict, data: dict, tuned: dict, params=None) -> dict:
             """Base against base + adapter on the held-out pairs; the merge check."""
-            from pipelines.lora import steps
-
             with fail_without_retry():
-                return steps.evaluate_adapter(run_config(params), base, data, tuned)
+                return _steps().evaluate_adapter(run_config(params), base, data, tuned)
 
         @task
         def register_adapter(base: dict, data: dict, tuned: dict, evaluation: dict, params=None) -> dict:
             """Register the adapter if it beats the base by the margin; move champion only on improvement."""
-            from pipelines.lora import steps
-
-            return steps.register_adapter(run_config(params), base, data, tuned, evaluation,
-                                          force=bool(params.get("force_promote")))
+            force = bool(params.get("force_promote"))
+            return _steps().register_adapter(run_config(params), base, data, tuned, evaluation, force=force)
 
         base = prepare_base_model()
         data = build_dataset(base)

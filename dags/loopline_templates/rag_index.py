@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from typing import TYPE_CHECKING
 
-from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, dag, task
+from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, dag, task
 from airflow.sdk.exceptions import AirflowSkipException
 
-from loopline_templates.common import fail_without_retry
-from pipelines.rag.config import RagIndexConfig
+from loopline_templates.common import dag_arguments, fail_without_retry
 
+if TYPE_CHECKING:
+    from pipelines.rag.config import RagIndexConfig
 
 
 def _doc(config: RagIndexConfig) -> str:
@@ -21,7 +22,7 @@ def _doc(config: RagIndexConfig) -> str:
 
 {config.description or "Keeps the " + config.instance + " retrieval index in step with its documents."}
 
-Runs on `{config.schedule}` (UTC) **or** whenever the Asset `{config.reindex_asset_name}` is updated:
+Runs on `{config.schedule}` (UTC) **or** whenever the Asset `{config.reindex_request.name}` is updated:
 the drift checks emit it when retrieval drifts, so re-indexing happens on time or when drift asks.
 
 1. **plan_index**: loads `{config.corpus.path}` ({", ".join(config.corpus.include)}), normalises each
@@ -38,10 +39,10 @@ the drift checks emit it when retrieval drifts, so re-indexing happens on time o
    does not move.
 4. **publish_index**: switches the alias to the new version in one atomic step, or applies the staged
    changes to the live version (additions first); keeps {config.index.previous_versions_kept} previous
-   version(s) for rollback, drops the rest. Emits the Asset `{config.index_asset_name}` when readers see
+   version(s) for rollback, drops the rest. Emits the Asset `{config.index_asset.name}` when readers see
    something new; skipped when nothing changed.
 5. **record_index**: hit@k and MRR of the live version, and its lineage (corpus digest, model, chunker,
-   version), to MLflow experiment `{config.instance}_rag_index`.
+   version), to MLflow experiment `{config.experiment_name}`.
 
 Backend: **{config.index.backend}**. Bad input (an empty corpus, binary, undecodable or huge files) is
 skipped with a reason in the log (`bad_files: {config.corpus.bad_files}`) or fails the run; the live index is
@@ -52,24 +53,14 @@ untouched either way. Roll back:
 
 def build_dag(config: RagIndexConfig) -> DAG:
     """Build the DAG ``{instance}_rag_index`` from its config."""
-    index = Asset(name=config.index_asset_name, uri=config.index_asset_uri)
-    reindex = Asset(name=config.reindex_asset_name, uri=config.reindex_asset_uri)
+    index = config.index_asset.asset()
 
     @dag(
-        dag_id=config.dag_id,
-        description=config.description or None,
         schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable(config.schedule, timezone="UTC"),
-                                     assets=[reindex]),
-        start_date=config.start_date,
-        catchup=False,
+                                     assets=[config.reindex_request.asset()]),
         max_active_runs=1,  # one writer per index
-        tags=["loopline", "template:rag_index", *config.tags],
-        default_args={
-            "owner": config.owner,
-            "retries": config.retries,
-            "retry_delay": timedelta(minutes=config.retry_delay_minutes),
-        },
         doc_md=_doc(config),
+        **dag_arguments(config),
     )
     def rag_index_pipeline() -> None:
         @task
@@ -98,13 +89,10 @@ def build_dag(config: RagIndexConfig) -> DAG:
             """Switch the alias to the candidate, or update the live version in place."""
             from pipelines.rag import steps
             if plan["mode"] == "unchanged":
-                raise AirflowSkipException(f"corpus unchanged, {plan['live_version']} stays live: nothing "
-                                           "to publish")
+                raise AirflowSkipException(f"corpus unchanged, {plan['live_version']} stays live: nothing to publish")
             with fail_without_retry():
                 published = steps.publish_index(config, plan, run_id)
-            outlet_events[index].extra = {
-                "version": published["live_version"], "mode": plan["mode"],
-                "corpus_digest": plan["corpus_digest"], "model_id": plan["model_id"]}
+            outlet_events[index].extra = steps.index_event_extra(plan, published)
             return published
 
         @task(trigger_rule="none_failed")

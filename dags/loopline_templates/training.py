@@ -2,33 +2,17 @@
 
 from __future__ import annotations
 
-from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
+from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
 from loopline_templates.common import dag_arguments, fail_without_retry
-from pipelines.training.config import TrainingConfig
-
+from pipelines.core.params import form_params
+from pipelines.training.config import TRAINING_FORM, TrainingConfig
 
 
 def _params(config: TrainingConfig) -> dict[str, Param]:
-    """The trigger form: every field typed and bounded, so the form refuses a bad value itself."""
-    hp = config.hyperparameters
+    """The trigger form: the config fields of TRAINING_FORM (typed and bounded by the model), then the run's own."""
     return {
-        "family": Param(config.family, type="string", enum=["gradient_boosting", "torch_mlp"],
-                        title="Model family", description="gradient_boosting (scikit-learn) or torch_mlp (PyTorch)."),
-        "learning_rate": Param(hp.learning_rate, type="number", minimum=0.0001, maximum=1,
-                               title="Learning rate", description="Step size of either family."),
-        "max_iter": Param(hp.max_iter, type="integer", minimum=10, maximum=2000,
-                          title="Boosting iterations", description="gradient_boosting only."),
-        "max_depth": Param(hp.max_depth, type="integer", minimum=1, maximum=16,
-                           title="Tree depth", description="gradient_boosting only."),
-        "min_samples_leaf": Param(hp.min_samples_leaf, type="integer", minimum=1, maximum=10000,
-                                  title="Rows per leaf", description="gradient_boosting only; larger resists overfitting."),
-        "hidden_units": Param(hp.hidden_units, type="integer", minimum=4, maximum=512,
-                              title="Hidden units", description="torch_mlp only."),
-        "epochs": Param(hp.epochs, type="integer", minimum=1, maximum=500,
-                        title="Epochs", description="torch_mlp only."),
-        "window_days": Param(config.window_days, type="integer", minimum=2, maximum=365,
-                             title="Training window (days)", description="Days of labels to learn from."),
+        **form_params(config, TRAINING_FORM),
         "window_end": Param(None, type=["null", "string"], format="date", title="Window end (exclusive)",
                             description="Last label day + 1, YYYY-MM-DD; empty: the day the run starts."),
         "force_promote": Param(False, type="boolean", title="Force promote",
@@ -43,7 +27,7 @@ def _doc(config: TrainingConfig) -> str:
 
 {config.description or "Trains, registers and promotes the " + config.model_name + " model."}
 
-**When it runs:** on `{config.schedule}` (UTC) **or** when the Asset `{config.retrain_asset_name}` gets an event
+**When it runs:** on `{config.schedule}` (UTC) **or** when the Asset `{config.retrain_request.name}` gets an event
 (drift-driven retraining), whichever comes first; or by hand with the form (model family, hyperparameters,
 window, force promote).
 
@@ -71,11 +55,11 @@ Config: `dags/configs/{config.dag_id}.yaml`. Policy: docs/training.md.
 
 def build_dag(config: TrainingConfig) -> DAG:
     """Build the DAG ``{instance}_training`` from its config."""
-    retrain = Asset(name=config.retrain_asset_name, uri=f"loopline://retrain/{config.instance}")
-    model_asset = Asset(name=config.model_asset_name, uri=f"loopline://models/{config.model_name}")
+    schedule = AssetOrTimeSchedule(timetable=CronTriggerTimetable(config.schedule, timezone="UTC"),
+                                   assets=config.retrain_request.asset())
 
     @dag(
-        schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable(config.schedule, timezone="UTC"), assets=retrain),
+        schedule=schedule,
         max_active_runs=1,
         params=_params(config),
         doc_md=_doc(config),
@@ -84,26 +68,22 @@ def build_dag(config: TrainingConfig) -> DAG:
     def training_pipeline() -> None:
         def run_config(params):
             from pipelines.training import steps
-
             return steps.resolve_run(config, params)
 
         def run_window(params, dag_run):
             from pipelines.training import steps
-
             return steps.window_for(run_config(params), dag_run.run_after.date(), params.get("window_end"))
 
         @task.sensor(poke_interval=60, timeout=config.features_wait_hours * 3600, mode="reschedule")
         def wait_for_features(params=None, dag_run=None) -> bool:
             """Wait until the window's newest feature day is materialized."""
             from pipelines.training import steps
-
             return steps.features_ready(config, run_window(params, dag_run))
 
         @task
         def build_training_set(params=None, dag_run=None) -> dict:
             """Labels of the window joined point-in-time to the feature service."""
             from pipelines.training import steps
-
             with fail_without_retry():
                 return steps.build_training_set(run_config(params), run_window(params, dag_run))
 
@@ -111,7 +91,6 @@ def build_dag(config: TrainingConfig) -> DAG:
         def validate_training_set(info: dict, params=None) -> dict:
             """Great Expectations: schema, row count, label balance."""
             from pipelines.training import steps
-
             with fail_without_retry():
                 return steps.validate_training_set(run_config(params), info)
 
@@ -119,21 +98,19 @@ def build_dag(config: TrainingConfig) -> DAG:
         def train_and_register(info: dict, params=None) -> dict:
             """Train, log to MLflow and register a version (or reuse the one these inputs made)."""
             from pipelines.training import steps
-
             return steps.train_and_register(run_config(params), info)
 
-        @task(outlets=[model_asset])
+        @task(outlets=[config.champion_asset.asset()])
         def evaluate_and_promote(info: dict, trained: dict, params=None) -> dict:
             """Challenger against champion on the same holdout; move the alias or record why not."""
             from pipelines.training import steps
-
-            return steps.evaluate_and_promote(run_config(params), info, trained, force=bool(params.get("force_promote")))
+            return steps.evaluate_and_promote(run_config(params), info, trained,
+                                          force=bool(params.get("force_promote")))
 
         @task
         def score_batch(decision: dict) -> dict:
             """Score the newest features with the champion; write predictions with its version."""
             from pipelines.training import steps
-
             return steps.score_latest(config)
 
         info = build_training_set()

@@ -14,10 +14,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from pipelines.core.settings import REPO_ROOT, LooplineSettings, get_settings
 
@@ -91,7 +92,8 @@ class AirflowClient:
 
     def token(self) -> str:
         if self._token is None:
-            answer = self._request("POST", "/auth/token", {"username": ADMIN_USER, "password": self.password}, auth=False)
+            answer = self._request("POST", "/auth/token", {"username": ADMIN_USER, "password": self.password},
+                                   auth=False)
             self._token = answer["access_token"]
         return self._token
 
@@ -215,7 +217,8 @@ def standalone(settings: LooplineSettings | None = None, *, port: int | None = N
         stop_process_group(process)
 
 
-def wait_until_ready(home: Path, port: int, process: subprocess.Popen, timeout_s: float, log_file: Path) -> AirflowClient:
+def wait_until_ready(home: Path, port: int, process: subprocess.Popen, timeout_s: float,
+                     log_file: Path) -> AirflowClient:
     passwords = home / "simple_auth_manager_passwords.json.generated"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

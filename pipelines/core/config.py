@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -18,7 +18,7 @@ class PipelineBase(StrictModel):
     description: str = ""
     owner: str = "loopline"
     schedule: str = "@daily"
-    start_date: datetime = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    start_date: datetime = datetime(2026, 11, 1, tzinfo=UTC)
     retries: int = Field(1, ge=0, le=10)
     retry_delay_minutes: float = Field(5, ge=0)
     tags: list[str] = Field(default_factory=list)
@@ -26,7 +26,7 @@ class PipelineBase(StrictModel):
     @field_validator("start_date")
     @classmethod
     def _aware(cls, value: datetime) -> datetime:
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
 
     @property
     def dag_id(self) -> str:

@@ -16,7 +16,7 @@ Loopline page, a drift check reading training's predictions) and the writer alwa
 <home>/training/<instance>/          training sets by window
 <home>/predictions/<instance>/       batch predictions by day
 <home>/rag/<instance>/               index catalogs, plans, staged embeddings, LanceDB tables
-<home>/lora/<instance>/              base models, datasets, adapters
+<home>/lora/<instance>/              LoRA datasets and adapters (the tiny base model: <home>/models/)
 <home>/drift/                        drift history, references, corpus samples
 <home>/query_log/<instance>/         logged assistant queries by day
 ```

@@ -10,7 +10,7 @@ from __future__ import annotations
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from pydantic import BaseModel
@@ -37,7 +37,7 @@ def _model_at(model: type[BaseModel], parts: Sequence[str]) -> type[BaseModel]:
     return model
 
 
-@lru_cache(maxsize=None)
+@cache
 def field_schema(model: type[BaseModel], path: str) -> dict[str, Any]:
     """The JSON schema of the config field at ``path``: type, bounds, enum and description.
 
@@ -79,7 +79,9 @@ def form_params(config: BaseModel, fields: Sequence[FormField]) -> dict[str, Any
 
 def apply_form(config: BaseModel, fields: Sequence[FormField], params: Mapping[str, Any] | None) -> BaseModel:
     """``config`` with the run's form values applied (a missing or empty value keeps the config's), validated."""
-    data = config.model_dump()
+    # Only what the YAML set, plus the form's values: validating that again gives the same defaults, and
+    # a model that cares which fields were set (a drift check's one section) sees what the YAML said.
+    data = config.model_dump(exclude_unset=True)
     for f in fields:
         value = (params or {}).get(f.name)
         if value is None or value == "" or value == []:
@@ -87,6 +89,6 @@ def apply_form(config: BaseModel, fields: Sequence[FormField], params: Mapping[s
         *parents, leaf = f.path.split(".")
         target = data
         for part in parents:
-            target = target[part]
+            target = target.setdefault(part, {})
         target[leaf] = value
     return type(config).model_validate(data)

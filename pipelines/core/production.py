@@ -24,13 +24,19 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import urlsplit
 
-from pipelines.core.airflow_runtime import AirflowClient, airflow_environment, free_port, stop_process_group, wait_until_ready
+from pipelines.core.airflow_runtime import (
+    AirflowClient,
+    airflow_environment,
+    free_port,
+    stop_process_group,
+    wait_until_ready,
+)
 from pipelines.core.settings import LooplineSettings, get_settings
 
 # The long-running parts; docker/compose.yaml runs exactly these (a test holds it to that).
@@ -239,8 +245,8 @@ def production_stack(settings: LooplineSettings | None = None, *, workers: int =
         cleanup.callback(lambda: log("Stopping the production stack"))
         log(f"Starting MLflow server on port {settings.mlflow_port}")
         mlflow = start("mlflow-server", "mlflow-server")
-        log(f"Starting Airflow api-server on port {port}, scheduler, dag-processor, triggerer, {workers} Celery workers; "
-            f"logs in {log_dir}")
+        log(f"Starting Airflow api-server on port {port}, scheduler, dag-processor, triggerer, "
+            f"{workers} Celery workers; logs in {log_dir}")
         api = start("api-server", "api-server")
         for component in ("scheduler", "dag-processor", "triggerer"):
             start(component, component)
@@ -248,7 +254,8 @@ def production_stack(settings: LooplineSettings | None = None, *, workers: int =
         for index, name in enumerate(names, start=1):
             log_port = free_port(8793 + 10 * index, avoid=used_ports)
             used_ports.add(log_port)
-            start("celery-worker", name, {WORKER_NAME_ENV: name, "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(log_port)})
+            start("celery-worker", name,
+                  {WORKER_NAME_ENV: name, "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(log_port)})
         _wait_http(f"http://127.0.0.1:{settings.mlflow_port}/health", mlflow, log_dir / "mlflow-server.log", timeout_s)
         client = wait_until_ready(settings.airflow_home, port, api, timeout_s, log_dir / "api-server.log")
         deadline = time.monotonic() + timeout_s

@@ -37,7 +37,8 @@ class LooplineSettings(BaseSettings):
     )
     database_prefix: str = Field(default="loopline", pattern=r"^[a-z][a-z0-9_]{0,40}$")
     redis_url: str = Field(
-        default="redis://127.0.0.1:6379", description="Production profile: Celery broker (db 0), Feast online store (db 1)."
+        default="redis://127.0.0.1:6379",
+        description="Production profile: Celery broker (db 0), Feast online store (db 1).",
     )
     mlflow_port: int = 5000
     celery_worker_concurrency: int = Field(default=1, ge=1, description="Task slots per Celery worker process.")
@@ -68,7 +69,7 @@ class LooplineSettings(BaseSettings):
     feast_offline_store: Literal["file", "duckdb"] = "file"
 
     @model_validator(mode="after")
-    def _apply_profile(self) -> "LooplineSettings":
+    def _apply_profile(self) -> LooplineSettings:
         if self.profile != "production":
             return self
         implied = {
@@ -142,6 +143,7 @@ class LooplineSettings(BaseSettings):
         candidate = Path(text).expanduser()
         return candidate if candidate.is_absolute() else (REPO_ROOT / candidate).resolve()
 
+    # The services' own state; everything Loopline keeps is laid out by pipelines.core.home.DataHome.
     @property
     def airflow_home(self) -> Path:
         return self.path("airflow")
@@ -153,23 +155,6 @@ class LooplineSettings(BaseSettings):
     @property
     def mlflow_artifacts(self) -> Path:
         return self.path("mlflow", "artifacts")
-
-    @property
-    def warehouse_path(self) -> Path:
-        """The DuckDB file dbt builds into (embedded default)."""
-        return self.path("warehouse", "loopline.duckdb")
-
-    @property
-    def feast_home(self) -> Path:
-        return self.path("feast")
-
-    @property
-    def quarantine_dir(self) -> Path:
-        return self.path("quarantine")
-
-    @property
-    def reports_dir(self) -> Path:
-        return self.path("reports")
 
 
 def passwords_in(value: str) -> set[str]:

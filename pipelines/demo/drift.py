@@ -10,8 +10,8 @@ waits for the ``churn_training`` run the scheduler starts for the Asset event (r
 from __future__ import annotations
 
 import time
-from datetime import date, datetime, timedelta, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
 
 FEATURES_DAG = "churn_features"
 DRIFT_DAG = "churn_drift_check"
@@ -28,7 +28,7 @@ def demo_drift():
 
 
 def _midnight(day: date) -> datetime:
-    return datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
 def rerun_features_day(client, day: date) -> str:
@@ -81,7 +81,8 @@ def describe_check(evidence: dict | None, verdict: dict | None) -> list[str]:
              f"{evidence['roc_auc'] if evidence['roc_auc'] is not None else evidence.get('performance_note')}",
              f"    report: {evidence['report_path']} (MLflow run {evidence['mlflow_run_id']})"]
     if verdict:
-        lines.append(f"  judge_drift: {'DRIFT' if verdict['drifted'] else 'no drift'}: " + "; ".join(verdict["reasons"]))
+        lines.append(f"  judge_drift: {'DRIFT' if verdict['drifted'] else 'no drift'}: "
+                     + "; ".join(verdict["reasons"]))
     return lines
 
 
@@ -98,7 +99,7 @@ def run_drift_loop(client, today: date, *, drift_days: int = 3, log: Callable[[s
     Returns:
         Whether the loop closed: the check emitted ``churn_retrain`` and the triggered training succeeded.
     """
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     if not rebuild_drifted_features(client, today, drift_days, log, timeout_s):
         return False
     event = run_drift_check(client, today, drift_days, started, log, timeout_s)
@@ -135,7 +136,7 @@ def run_drift_check(client, today: date, drift_days: int, started: datetime, log
     first = today - timedelta(days=drift_days)
     client.unpause(DRIFT_DAG)
     drift_run = client.trigger_or_rerun(DRIFT_DAG, f"demo_drift__{today.isoformat()}",
-                                        logical_date=datetime.now(timezone.utc).isoformat(),
+                                        logical_date=datetime.now(UTC).isoformat(),
                                         conf={"window_end": today.isoformat(), "window_days": drift_days})
     log(f"Triggered {DRIFT_DAG} ({drift_run}) on [{first}, {today})")
     drift_state = client.wait_for_run(DRIFT_DAG, drift_run, timeout_s=timeout_s, progress=log)
@@ -153,7 +154,8 @@ def run_drift_check(client, today: date, drift_days: int, started: datetime, log
     if emit.get("state") == "success":
         print(f"  emit_retrain: emitted {RETRAIN_ASSET}")
     else:
-        print(f"  emit_retrain: {emit.get('state')} (the reason is in its log: no drift past the policy, or a guard rail)")
+        print(f"  emit_retrain: {emit.get('state')} (the reason is in its log: "
+              "no drift past the policy, or a guard rail)")
         if event:
             print(f"  {RETRAIN_ASSET} was emitted by {event['source_run_id']} instead (the daily cap allows one)")
     return event
@@ -178,6 +180,7 @@ def follow_retraining(client, event: dict, log: Callable[[str], None], timeout_s
         print(f"  challenger: churn version {trained.get('version')}"
               + (" (same inputs as before: reused)" if trained.get("reused") else ""))
     if decision:
-        print(f"  promotion: {'PROMOTED' if decision.get('promoted') else 'kept the champion'}: {decision.get('reason')}")
+        print(f"  promotion: {'PROMOTED' if decision.get('promoted') else 'kept the champion'}: "
+              f"{decision.get('reason')}")
         print(f"  champion now: churn v{decision.get('champion')}")
     return state == "success"

@@ -21,7 +21,8 @@ def summarize_run(summary: dict[str, Any]) -> str:
                 else "no champion yet")
     lines = [
         f"--- {summary['dag_id']}: docs → instruction pairs → PEFT LoRA → MLflow → champion alias ---",
-        f"  base model {summary['architecture']} at {summary['base_model']} (digest {summary['base_model_digest'][:12]}…)",
+        f"  base model {summary['architecture']} at {summary['base_model']} "
+        f"(digest {summary['base_model_digest'][:12]}…)",
         f"  dataset: {summary['train_pairs']} train / {summary['eval_pairs']} eval pairs "
         f"(digest {summary['dataset_digest'][:12]}…); {summary['steps']} LoRA steps, "
         f"{summary['trainable_fraction']:.2%} of the parameters trainable"

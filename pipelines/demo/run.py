@@ -23,7 +23,7 @@ import json
 import sys
 import time
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 from pipelines.core.airflow_runtime import ADMIN_USER, AirflowClient, standalone, wait_for_dags
 from pipelines.core.home import DataHome
@@ -77,7 +77,7 @@ def land_data(today: date) -> tuple[list[date], date]:
 
 def trigger_day(client: AirflowClient, ds: date) -> str:
     """Run ``churn_features`` for the day ``ds`` (again, if an earlier demo ran it)."""
-    start = datetime(ds.year, ds.month, ds.day, tzinfo=timezone.utc)
+    start = datetime(ds.year, ds.month, ds.day, tzinfo=UTC)
     return client.trigger_or_rerun(FEATURES_DAG, f"demo__{ds.isoformat()}", logical_date=start.isoformat(),
                                    data_interval=(start.isoformat(), (start + timedelta(days=1)).isoformat()))
 
@@ -98,7 +98,7 @@ def scheduled_run_id(client: AirflowClient, ds: date, dag_id: str = FEATURES_DAG
 
 def trigger_now(client: AirflowClient, dag_id: str, run_id: str, conf: dict | None = None) -> str:
     """Trigger a run of ``dag_id`` now (again, if an earlier demo made ``run_id``)."""
-    return client.trigger_or_rerun(dag_id, run_id, logical_date=datetime.now(timezone.utc).isoformat(), conf=conf)
+    return client.trigger_or_rerun(dag_id, run_id, logical_date=datetime.now(UTC).isoformat(), conf=conf)
 
 
 def trigger_training(client: AirflowClient, today: date) -> str:
@@ -190,7 +190,7 @@ def run_rag_and_lora(client: AirflowClient, today: date) -> bool:
     from pipelines.demo.lora import unexpected as lora_problems
     from pipelines.demo.rag import summarize_run, summarize_runs, unexpected
 
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     client.unpause(LORA_DAG)
     client.unpause(RAG_DAG)
     rag_runs = []
@@ -247,7 +247,7 @@ def run_rag_and_lora(client: AirflowClient, today: date) -> bool:
 
 def main() -> int:
     settings = get_settings()
-    today = datetime.now(timezone.utc).date()
+    today = datetime.now(UTC).date()
     say(f"Data home: {settings.data_home}")
     feature_days, faulty_day = land_data(today)
     with standalone(settings, log=say) as client:

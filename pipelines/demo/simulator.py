@@ -15,16 +15,16 @@ This module is never imported by a DAG file at parse time, so numpy and pandas l
 
 from __future__ import annotations
 
-import shutil
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import pandas as pd
+
+from pipelines.core.files import publish_folder
 
 TABLES: tuple[str, ...] = ("customers", "events", "labels")
 PLANS: tuple[str, ...] = ("monthly", "annual")
@@ -163,7 +163,7 @@ def _churn_logit(
 
 
 def _day_start(ds: date) -> datetime:
-    return datetime(ds.year, ds.month, ds.day, tzinfo=timezone.utc)
+    return datetime(ds.year, ds.month, ds.day, tzinfo=UTC)
 
 
 def _timestamps_in_day(ds: date, micros: np.ndarray) -> pd.Series:
@@ -403,10 +403,8 @@ def land_day(
     landing = Path(landing)
     landing.mkdir(parents=True, exist_ok=True)
     partition = landing / f"ds={ds.isoformat()}"
-    # A leading dot keeps the half-written folder out of the ds=* globs readers use.
-    staging = landing / f".ds={ds.isoformat()}.{uuid.uuid4().hex}.tmp"
-    staging.mkdir()
-    try:
+    # Written under a dotted temporary name, so readers' ds=* globs never see a half-written partition.
+    with publish_folder(partition) as staging:
         for table in TABLES:
             path = staging / f"{table}.{file_format}"
             if table == "events" and "empty_file" in faults:
@@ -417,16 +415,6 @@ def land_day(
             else:
                 _write_table(tables[table], table, path, file_format)
         (staging / "_SUCCESS").write_bytes(b"")
-        if partition.exists():
-            retired = landing / f".ds={ds.isoformat()}.{uuid.uuid4().hex}.old"
-            partition.rename(retired)
-            staging.rename(partition)
-            shutil.rmtree(retired)
-        else:
-            staging.rename(partition)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
     return partition
 
 

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from pipelines.core.config import PipelineBase, StrictModel
+from pipelines.core.params import FormField
 
 
 class TabularDrift(StrictModel):
@@ -92,3 +93,7 @@ class DriftCheckConfig(PipelineBase):
     @property
     def experiment_name(self) -> str:
         return f"{self.instance}_drift"
+
+
+DRIFT_FORM = (FormField("window_days", "window_days", "Window (days)"),)
+"""The config fields a person may set when triggering a drift check by hand (beside ``window_end``)."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -64,9 +64,15 @@ JSON_COLUMNS = {"drifted_columns", "hit_rate", "reference"}
 
 
 def history_path(settings=None) -> Path:
-    from pipelines.core.settings import get_settings
+    """``<data home>/drift/history.db`` (:attr:`pipelines.core.home.DataHome.drift_history`)."""
+    from pipelines.core.home import DataHome
 
-    return (settings or get_settings()).path("drift", "history.db")
+    return DataHome(settings).drift_history
+
+
+def open_history(settings=None) -> DriftHistory:
+    """The drift history of the settings' data home, created if new."""
+    return DriftHistory(history_path(settings))
 
 
 class DriftHistory:
@@ -150,7 +156,7 @@ class DriftHistory:
         return rows
 
     def claim_emission(self, asset: str, instance: str, dag_run_id: str, run_after: datetime, try_number: int | None,
-                       extra: dict[str, Any], guard: Callable[[list[Emission]], GuardDecision]) -> GuardDecision:
+                       extra: Mapping[str, Any], guard: Callable[[list[Emission]], GuardDecision]) -> GuardDecision:
         """Judge ``guard`` on the recorded emissions and, if it allows, record this one: one transaction.
 
         Returns:

@@ -12,7 +12,7 @@ Two questions, answered separately:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -32,7 +32,7 @@ class Verdict:
         return "; ".join(self.reasons)
 
 
-def judge_tabular(evidence: dict[str, Any], thresholds) -> Verdict:
+def judge_tabular(evidence: Mapping[str, Any], thresholds) -> Verdict:
     """Judge a tabular check's evidence against ``thresholds`` (a TabularDrift config).
 
     Args:
@@ -61,11 +61,12 @@ def judge_tabular(evidence: dict[str, Any], thresholds) -> Verdict:
         if drop > thresholds.performance_drop + EPSILON:
             signals.append("performance")
             reasons.append(f"performance: ROC AUC {auc:.4f} on {evidence.get('labelled_rows')} late labels is "
-                           f"{drop:.4f} below the champion's {champion_auc:.4f} (allowed {thresholds.performance_drop:.4f})")
+                           f"{drop:.4f} below the champion's {champion_auc:.4f} "
+                           f"(allowed {thresholds.performance_drop:.4f})")
     return Verdict(bool(signals), reasons, signals)
 
 
-def judge_rag(evidence: dict[str, Any], thresholds) -> Verdict:
+def judge_rag(evidence: Mapping[str, Any], thresholds) -> Verdict:
     """Judge a retrieval check's evidence against ``thresholds`` (a RagDrift config).
 
     Args:

@@ -21,36 +21,49 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+
+from pipelines.core.files import write_atomic
+from pipelines.core.home import DataHome
+from pipelines.drift.checks import (
+    CheckWindow,
+    NothingToCheck,
+    RagEvidence,
+    ReferenceUnavailable,
+    evidence_head,
+    history_row,
+    log_check,
+    report_path,
+)
+
+if TYPE_CHECKING:
+    from pipelines.core.settings import LooplineSettings
+    from pipelines.drift.config import DriftCheckConfig, RagDrift
+    from pipelines.drift.history import DriftHistory
+    from pipelines.rag.config import RagIndexConfig
+    from pipelines.rag.evaluation import QuestionSet
 
 log = logging.getLogger(__name__)
 
 SAMPLE_SEED = 0
 
 
-def query_log_dir(instance: str, day: date, settings) -> Path:
-    return settings.path("query_log", instance, f"ds={day.isoformat()}")
-
-
-def log_queries(instance: str, day: date, queries: list[str], settings, name: str = "queries") -> Path:
+def log_queries(instance: str, day: date, queries: list[str], settings: LooplineSettings | None = None,
+                name: str = "queries") -> Path:
     """Write one day's queries (replacing a file of the same name): what an application would log."""
-    folder = query_log_dir(instance, day, settings)
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{name}.jsonl"
-    partial = folder / f".{name}.jsonl.partial"
-    partial.write_text("".join(json.dumps({"query": q}) + "\n" for q in queries))
-    os.replace(partial, target)
-    return target
+    text = "".join(json.dumps({"query": q}) + "\n" for q in queries)
+    return write_atomic(DataHome(settings).query_log(instance, day) / f"{name}.jsonl", text)
 
 
-def read_queries(instance: str, days: list[date], settings) -> list[str]:
+def read_queries(instance: str, days: list[date], settings: LooplineSettings | None = None) -> list[str]:
     """Logged queries of the given days (unreadable lines are skipped and counted in the log)."""
+    home = DataHome(settings)
     queries, bad = [], 0
     for day in days:
-        for path in sorted(query_log_dir(instance, day, settings).glob("*.jsonl")):
+        for path in sorted(home.query_log(instance, day).glob("*.jsonl")):
             for line in path.read_text(errors="replace").splitlines():
                 if not line.strip():
                     continue
@@ -118,34 +131,24 @@ def embedding_drift(reference, current, threshold: float):
     return score, snapshot
 
 
-def _stored_hit_rate(record: dict, question_digest: str, k: int) -> dict[str, float] | None:
-    ev = (record or {}).get("evaluation") or {}
-    if ev.get("question_set") != question_digest or ev.get("k") != k:
-        return None
-    return {mode: values["hit_rate"] for mode, values in (ev.get("metrics") or {}).items()}
-
-
-def _reference_vectors(path: Path):
+def _reference_vectors(path: Path) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
     table = pq.read_table(path).to_pydict()
-    return dict(zip(table["chunk_id"], table["vector"]))
+    return dict(zip(table["chunk_id"], table["vector"], strict=True))
 
 
 def _save_vectors(path: Path, vectors: dict[str, Any]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     ids = sorted(vectors)
     table = pa.table({"chunk_id": ids, "vector": pa.array([list(map(float, vectors[i])) for i in ids],
                                                           type=pa.list_(pa.float32()))})
-    partial = path.with_name(f".{path.name}.partial")
-    pq.write_table(table, partial)
-    os.replace(partial, path)
+    write_atomic(path, lambda partial: pq.write_table(table, partial))
 
 
-def _summary_html(config, evidence: dict[str, Any], links: dict[str, str]) -> str:
+def _summary_html(config: DriftCheckConfig, evidence: dict[str, Any], links: dict[str, str]) -> str:
     from html import escape
 
     rows = "".join(f"<tr><td>{escape(str(k))}</td><td>{escape(json.dumps(v))}</td></tr>"
@@ -157,38 +160,40 @@ def _summary_html(config, evidence: dict[str, Any], links: dict[str, str]) -> st
             f"<table border='1' cellpadding='4'>{rows}</table></body></html>")
 
 
-def check_rag(config, run_id: str, run_after: datetime, window, settings) -> dict[str, Any]:
-    """Retrieval check of the live index of ``config.rag.rag_config``; see the module docstring.
+# --- the check, step by step -------------------------------------------------------------------------------------
+
+@dataclass
+class _LiveIndex:
+    """The live version of the index, its catalog record, and what it scores and holds now."""
+
+    version: str
+    record: dict[str, Any]
+    embedder: Any
+    hit_rate: dict[str, float]
+    baseline_hit_rate: dict[str, float] | None
+    indexed: dict[str, str]
+
+
+def _live_index(config: DriftCheckConfig, rag: RagIndexConfig, questions: QuestionSet, history: DriftHistory,
+                row: dict[str, Any], settings: LooplineSettings) -> _LiveIndex:
+    """Score the live version on the frozen questions now; its recorded hit rate is the baseline.
 
     Raises:
-        NothingToCheck: the index has no live version yet.
+        NothingToCheck: the index has no live version yet (recorded as a skipped check).
         ReferenceUnavailable: the live version is not in the version catalog.
     """
-    import numpy as np
-
-    from pipelines.drift.history import DriftHistory, history_path
-    from pipelines.drift.steps import NothingToCheck, ReferenceUnavailable, _save_html, log_to_mlflow, report_path
-    from pipelines.drift.targets import target_config
     from pipelines.rag import embeddings
-    from pipelines.rag.corpus import load_corpus
-    from pipelines.rag.evaluation import evaluate_version, load_questions
-    from pipelines.rag.hashing import chunk_corpus
+    from pipelines.rag.evaluation import evaluate_version, stored_evaluation
     from pipelines.rag.stores import open_store
     from pipelines.rag.versions import VersionCatalog, catalog_path
 
-    rag = target_config(config.rag.rag_config, "rag_index")
-    thresholds = config.rag
-    history = DriftHistory(history_path(settings))
-    base = {"instance": config.instance, "kind": "rag", "dag_run_id": run_id, "run_after": run_after.isoformat(),
-            "check_day": str(window.check_day)}
     catalog = VersionCatalog(catalog_path(rag, settings))
-    questions = load_questions(settings.resolve(rag.evaluation.questions))
     with open_store(rag.index.backend, rag.instance, settings) as store:
         live = store.live_version()
         if live is None:
             reason = (f"index {rag.instance} has no live version yet, so there is no reference to compare with: "
                       f"run {rag.dag_id} first; this check runs again on its schedule")
-            history.record_check(**base, status="skipped", verdict=reason, action="none: nothing to check")
+            history.record_check(**row, status="skipped", verdict=reason, action="none: nothing to check")
             raise NothingToCheck(reason)
         record = catalog.get(live)
         if record is None or not record.get("model_path"):
@@ -198,95 +203,172 @@ def check_rag(config, run_id: str, run_after: datetime, window, settings) -> dic
                                             batch_size=rag.embedding.batch_size, device=rag.embedding.device)
         hit = evaluate_version(store, live, embedder.encode, questions, rag.evaluation.k, rag.evaluation.modes)
         indexed = store.chunk_ids(live)
-    hit_rate = {mode: round(values["hit_rate"], 4) for mode, values in hit.items()}
-    baseline = _stored_hit_rate(record, questions.digest, rag.evaluation.k)
+    recorded = stored_evaluation(record, questions.digest, rag.evaluation.k)
+    baseline = None if recorded is None else {mode: values["hit_rate"] for mode, values in recorded.items()}
+    return _LiveIndex(live, record, embedder, {mode: round(values["hit_rate"], 4) for mode, values in hit.items()},
+                      baseline, indexed)
+
+
+@dataclass
+class _CorpusDrift:
+    """The corpus now against the live version: chunk change, and embedding drift against the reference."""
+
+    chunks: int
+    change_share: float
+    drift: float | None
+    note: str | None
+    indexed_digest: str | None
+    snapshot: Any = field(default=None, repr=False)
+
+
+def _corpus_chunks(rag: RagIndexConfig, record: dict[str, Any], settings: LooplineSettings):
+    """The corpus folder now, chunked and hashed as the live version was built: (corpus, {chunk id: chunk})."""
+    from pipelines.rag.corpus import load_corpus
+    from pipelines.rag.hashing import chunk_corpus
 
     chunker = record.get("chunker") or {}
     size = chunker.get("size_chars", rag.chunker.size_chars)
     overlap = chunker.get("overlap_chars", rag.chunker.overlap_chars)
     corpus = load_corpus(settings.resolve(rag.corpus.path), rag.corpus.include, rag.corpus.exclude,
                          max_bytes=int(rag.corpus.max_file_mb * 1_000_000), bad_files="skip")
-    chunks = {c.chunk_id: c for c in chunk_corpus(corpus, size, overlap, record["model_id"])}
-    union = set(chunks) | set(indexed)
-    change_share = len(set(chunks) ^ set(indexed)) / len(union) if union else 0.0
+    return corpus, {c.chunk_id: c for c in chunk_corpus(corpus, size, overlap, record["model_id"])}
 
-    # Corpus embeddings: the reference is the corpus exactly as the live version holds it.
-    folder = settings.path("drift", config.instance, "corpus_reference")
-    indexed_digest = record.get("corpus_digest")
-    reference_file = folder / f"{live}_{indexed_digest}.parquet" if indexed_digest else None
-    reference_vectors = _reference_vectors(reference_file) if reference_file and reference_file.exists() else None
+
+def _corpus_drift(config: DriftCheckConfig, rag: RagIndexConfig, live: _LiveIndex,
+                  settings: LooplineSettings) -> _CorpusDrift:
+    """Corpus change against the live version's chunks, and corpus embeddings against the corpus as indexed.
+
+    The reference is the corpus exactly as the live version holds it: taken (and kept under
+    ``drift/<instance>/corpus_reference/``) the first time a check finds the corpus digest the live version
+    was built from.
+    """
+    import numpy as np
+
+    thresholds = config.rag
+    corpus, chunks = _corpus_chunks(rag, live.record, settings)
+    union = set(chunks) | set(live.indexed)
+    change_share = len(set(chunks) ^ set(live.indexed)) / len(union) if union else 0.0
+    indexed_digest = live.record.get("corpus_digest")
+    reference_file = (DataHome(settings).drift(config.instance, "corpus_reference",
+                                               f"{live.version}_{indexed_digest}.parquet") if indexed_digest else None)
+    reference = _reference_vectors(reference_file) if reference_file and reference_file.exists() else None
     sample = sample_ids(list(chunks), thresholds.max_chunks)
-    known = reference_vectors or {}
+    known = reference or {}
     todo = [i for i in sample if i not in known]
-    fresh = dict(zip(todo, embedder.encode([chunks[i].text for i in todo]))) if todo else {}
+    fresh = dict(zip(todo, live.embedder.encode([chunks[i].text for i in todo]), strict=True)) if todo else {}
     log.info("Corpus: %d chunks now, %d in live version %s, %.1f%% differ; embedded %d chunk(s) for the check",
-             len(chunks), len(indexed), live, 100 * change_share, len(todo))
-    current_vectors = {i: known.get(i, fresh.get(i)) for i in sample}
-    if reference_vectors is None and reference_file is not None and corpus.digest == indexed_digest:
-        _save_vectors(reference_file, current_vectors)
-        reference_vectors = current_vectors
-        log.info("Corpus reference of %s taken now (the corpus is exactly what is indexed): %s", live, reference_file)
-    reports: dict[str, Any] = {}
-    corpus_drift = None
-    if reference_vectors:
-        corpus_drift, reports["corpus"] = embedding_drift(np.stack(list(reference_vectors.values())),
-                                                          np.stack(list(current_vectors.values())),
-                                                          thresholds.corpus_drift_threshold)
-    corpus_note = None if reference_vectors else (
-        f"no corpus reference for {live}: the corpus changed before a check saw it as indexed (corpus change "
-        "covers it until the next re-index)")
-
-    queries = read_queries(config.instance, window.days, settings)
-    query_drift, query_note = None, None
-    if len(queries) >= thresholds.min_queries:
-        query_drift, reports["queries"] = embedding_drift(
-            embedder.encode([q.question for q in questions.questions]), embedder.encode(queries),
-            thresholds.query_drift_threshold)
+             len(chunks), len(live.indexed), live.version, 100 * change_share, len(todo))
+    current = {i: known.get(i, fresh.get(i)) for i in sample}
+    if reference is None and reference_file is not None and corpus.digest == indexed_digest:
+        _save_vectors(reference_file, current)
+        reference = current
+        log.info("Corpus reference of %s taken now (the corpus is exactly what is indexed): %s", live.version,
+                 reference_file)
+    result = _CorpusDrift(len(chunks), change_share, None, None, indexed_digest)
+    if reference:
+        result.drift, result.snapshot = embedding_drift(np.stack(list(reference.values())),
+                                                        np.stack(list(current.values())),
+                                                        thresholds.corpus_drift_threshold)
     else:
-        query_note = f"{len(queries)} logged queries in the window, fewer than min_queries {thresholds.min_queries}"
+        result.note = (f"no corpus reference for {live.version}: the corpus changed before a check saw it as "
+                       "indexed (corpus change covers it until the next re-index)")
+    return result
 
-    day = window.check_day
+
+def _query_drift(config: DriftCheckConfig, questions: QuestionSet, embedder: Any, window: CheckWindow,
+                 settings: LooplineSettings) -> tuple[int, float | None, Any, str | None]:
+    """Logged queries of the window against the frozen questions: (queries, score, snapshot, note)."""
+    thresholds: RagDrift = config.rag
+    queries = read_queries(config.instance, window.days, settings)
+    if len(queries) < thresholds.min_queries:
+        return len(queries), None, None, (f"{len(queries)} logged queries in the window, fewer than min_queries "
+                                          f"{thresholds.min_queries}")
+    score, snapshot = embedding_drift(embedder.encode([q.question for q in questions.questions]),
+                                      embedder.encode(queries), thresholds.query_drift_threshold)
+    return len(queries), score, snapshot, None
+
+
+def _save_reports(config: DriftCheckConfig, day: date, measured: dict[str, Any], snapshots: dict[str, Any],
+                  settings: LooplineSettings) -> tuple[Path, list[Path]]:
+    """The Evidently embedding reports beside the main report, then the main one (a summary that links them).
+
+    Returns:
+        (the main report, the embedding reports).
+    """
     main = report_path(config, day, settings)
-    links = {}
-    for name, snapshot in reports.items():
+    links, parts = {}, []
+    for name, snapshot in snapshots.items():
         if snapshot is None:
             continue
-        part = _save_html(snapshot.save_html, main.with_name(f"{day.isoformat()}-{name}.html"))
+        part = write_atomic(main.with_name(f"{day.isoformat()}-{name}.html"),
+                            lambda partial, snapshot=snapshot: snapshot.save_html(str(partial)))
         links[f"{name} embeddings (Evidently)"] = part.name
-    evidence = {
-        "kind": "rag", "instance": config.instance, "dag_id": config.dag_id, "run_id": run_id,
-        "run_after": run_after.isoformat(), "window": [str(window.start), str(window.end)], "check_day": str(day),
-        "k": rag.evaluation.k, "hit_rate": hit_rate, "baseline_hit_rate": baseline,
-        "corpus_change_share": round(change_share, 4), "chunks_now": len(chunks), "chunks_indexed": len(indexed),
-        "corpus_drift": None if corpus_drift is None else round(corpus_drift, 5), "corpus_note": corpus_note,
-        "query_drift": None if query_drift is None else round(query_drift, 5), "queries": len(queries),
-        "query_note": query_note,
-        "reference": {"live_version": live, "corpus_digest": indexed_digest, "model_id": record["model_id"],
-                      "question_set": questions.digest},
+        parts.append(part)
+    return write_atomic(main, _summary_html(config, measured, links)), parts
+
+
+def _mlflow_params(config: DriftCheckConfig, rag: RagIndexConfig, live: _LiveIndex, corpus: _CorpusDrift,
+                   questions: QuestionSet, window: CheckWindow) -> dict[str, Any]:
+    t = config.rag
+    return {"window_start": window.start, "window_end": window.end, "rag_config": t.rag_config,
+            "live_version": live.version, "indexed_corpus_digest": corpus.indexed_digest,
+            "model_id": live.record["model_id"], "question_set_digest": questions.digest, "k": rag.evaluation.k,
+            "hit_rate_drop": t.hit_rate_drop, "corpus_change_share_threshold": t.corpus_change_share,
+            "corpus_drift_threshold": t.corpus_drift_threshold, "query_drift_threshold": t.query_drift_threshold}
+
+
+def _mlflow_metrics(live: _LiveIndex, corpus: _CorpusDrift, queries: int,
+                    query_drift: float | None) -> dict[str, float | None]:
+    return {"corpus_change_share": corpus.change_share, "corpus_drift": corpus.drift, "query_drift": query_drift,
+            "queries": queries, "chunks_now": corpus.chunks, "chunks_indexed": len(live.indexed),
+            **{f"hit_rate_{m}": v for m, v in live.hit_rate.items()},
+            **{f"baseline_hit_rate_{m}": v for m, v in (live.baseline_hit_rate or {}).items()}}
+
+
+def check_rag(config: DriftCheckConfig, run_id: str, run_after: datetime, window: CheckWindow,
+              settings: LooplineSettings) -> RagEvidence:
+    """Retrieval check of the live index of ``config.rag.rag_config``; see the module docstring.
+
+    Raises:
+        NothingToCheck: the index has no live version yet.
+        ReferenceUnavailable: the live version is not in the version catalog.
+    """
+    from pipelines.core import tracking
+    from pipelines.drift.history import open_history
+    from pipelines.drift.targets import target_config
+    from pipelines.rag.evaluation import load_questions
+
+    rag = target_config(config.rag.rag_config, "rag_index")
+    history = open_history(settings)
+    row = history_row(config, run_id, run_after, window)
+    questions = load_questions(settings.resolve(rag.evaluation.questions))
+    live = _live_index(config, rag, questions, history, row, settings)
+    corpus = _corpus_drift(config, rag, live, settings)
+    queries, query_drift, query_snapshot, query_note = _query_drift(config, questions, live.embedder, window, settings)
+    measured = {
+        **evidence_head(config, run_id, run_after, window),
+        "k": rag.evaluation.k, "hit_rate": live.hit_rate, "baseline_hit_rate": live.baseline_hit_rate,
+        "corpus_change_share": round(corpus.change_share, 4), "chunks_now": corpus.chunks,
+        "chunks_indexed": len(live.indexed), "corpus_drift": None if corpus.drift is None else round(corpus.drift, 5),
+        "corpus_note": corpus.note, "query_drift": None if query_drift is None else round(query_drift, 5),
+        "queries": queries, "query_note": query_note,
+        "reference": {"live_version": live.version, "corpus_digest": corpus.indexed_digest,
+                      "model_id": live.record["model_id"], "question_set": questions.digest},
     }
-    html = main
-    html.parent.mkdir(parents=True, exist_ok=True)
-    partial = html.with_name(f".{html.name}.partial")
-    partial.write_text(_summary_html(config, evidence, links))
-    os.replace(partial, html)
-    evidence.update(report_path=str(html), report_uri=html.as_uri())
-    metrics = {"corpus_change_share": change_share, "corpus_drift": corpus_drift, "query_drift": query_drift,
-               "queries": len(queries), "chunks_now": len(chunks), "chunks_indexed": len(indexed),
-               **{f"hit_rate_{m}": v for m, v in hit_rate.items()},
-               **{f"baseline_hit_rate_{m}": v for m, v in (baseline or {}).items()}}
-    params = {"window_start": window.start, "window_end": window.end, "rag_config": thresholds.rag_config,
-              "live_version": live, "indexed_corpus_digest": indexed_digest, "model_id": record["model_id"],
-              "question_set_digest": questions.digest, "k": rag.evaluation.k,
-              "hit_rate_drop": thresholds.hit_rate_drop, "corpus_change_share_threshold": thresholds.corpus_change_share,
-              "corpus_drift_threshold": thresholds.corpus_drift_threshold,
-              "query_drift_threshold": thresholds.query_drift_threshold}
-    evidence["mlflow_run_id"] = log_to_mlflow(config, run_id, f"drift {day}", params, metrics, {}, html, settings)
-    for name in links.values():
-        from pipelines.core import tracking
-        tracking.client(settings).log_artifact(evidence["mlflow_run_id"], str(html.with_name(name)), "drift_report")
-    history.record_check(**base, status="checked", hit_rate=hit_rate, report_uri=evidence["report_uri"],
-                         mlflow_run_id=evidence["mlflow_run_id"], reference=evidence["reference"])
+    html, parts = _save_reports(config, window.check_day, measured,
+                                {"corpus": corpus.snapshot, "queries": query_snapshot}, settings)
+    mlflow_run_id = log_check(config, run_id, f"drift {window.check_day}",
+                              params=_mlflow_params(config, rag, live, corpus, questions, window),
+                              metrics=_mlflow_metrics(live, corpus, queries, query_drift), tags={}, report=html,
+                              settings=settings)
+    for part in parts:
+        tracking.client(settings).log_artifact(mlflow_run_id, str(part), "drift_report")
+    evidence = cast(RagEvidence, {**measured, "report_path": str(html), "report_uri": html.as_uri(),
+                                  "mlflow_run_id": mlflow_run_id})
+    history.record_check(**row, status="checked", hit_rate=live.hit_rate, report_uri=evidence["report_uri"],
+                         mlflow_run_id=mlflow_run_id, reference=evidence["reference"])
     log.info("Retrieval drift of %s %s: hit@%d %s (recorded %s); corpus change %.1f%%; corpus drift %s; "
-             "query drift %s over %d queries; report %s", config.dag_id, window, rag.evaluation.k, hit_rate,
-             baseline, 100 * change_share, evidence["corpus_drift"], evidence["query_drift"], len(queries), html)
+             "query drift %s over %d queries; report %s", config.dag_id, window, rag.evaluation.k, live.hit_rate,
+             live.baseline_hit_rate, 100 * corpus.change_share, evidence["corpus_drift"], evidence["query_drift"],
+             queries, html)
     return evidence

@@ -1,19 +1,52 @@
 """Tabular drift with Evidently: per-column data drift, prediction drift, and performance on late labels.
 
-Pure functions on DataFrames (pandas and Evidently are imported inside them). :func:`drift_report` runs one
-Evidently ``Report``: ``DataDriftPreset`` over the model's feature columns (per-column drift tests and the
-share of drifted columns) and a ``ValueDrift`` of the prediction column, and reads Evidently's own test
-outcomes, so the per-column verdict follows whichever method the config names (distances or p-values).
+The measures are pure functions on DataFrames (pandas and Evidently are imported inside them):
+:func:`drift_report` runs one Evidently ``Report``: ``DataDriftPreset`` over the model's feature columns
+(per-column drift tests and the share of drifted columns) and a ``ValueDrift`` of the prediction column, and
+reads Evidently's own test outcomes, so the per-column verdict follows whichever method the config names
+(distances or p-values).
+
+:func:`check_tabular` is the check the ``drift_check`` DAG runs for ``kind: tabular``: the reference is the
+champion's training set, found through its MLflow lineage and scored by the champion
+(:func:`champion_reference`); the current data are the window's published features with the champion's
+batch predictions (:func:`current_window`); performance is ROC AUC on the labels that arrived since
+(:func:`late_label_performance`).
 """
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
 from pipelines.core.errors import NotRetryable
+from pipelines.core.files import write_atomic
+from pipelines.core.home import DataHome
+from pipelines.drift.checks import (
+    CheckWindow,
+    NothingToCheck,
+    ReferenceUnavailable,
+    TabularEvidence,
+    evidence_head,
+    history_row,
+    log_check,
+    report_path,
+)
+
+if TYPE_CHECKING:
+    from pipelines.core.settings import LooplineSettings
+    from pipelines.drift.config import DriftCheckConfig, TabularDrift
+    from pipelines.drift.history import DriftHistory
+
+log = logging.getLogger(__name__)
 
 PREDICTION = "prediction"
+REFERENCE_SEED = 0
+META_COLUMNS = ("event_timestamp", "label", "label_day", "split")
 
 
 class SchemaMismatch(NotRetryable, ValueError):
@@ -152,3 +185,324 @@ def roc_auc(labels, scores) -> float | None:
     if len(np.unique(labels)) < 2:
         return None
     return float(roc_auc_score(labels, np.asarray(scores)))
+
+
+# --- the reference: the champion's training set, scored by the champion --------------------------------------
+
+@dataclass
+class Reference:
+    """The champion and the training data it learned from, with the champion's scores on it."""
+
+    model_name: str
+    version: str
+    run_id: str
+    path: str
+    digest: str
+    numeric: list[str]
+    categorical: list[str]
+    champion_roc_auc: float | None
+    frame: Any = field(repr=False, default=None)
+
+    @property
+    def features(self) -> list[str]:
+        return [*self.numeric, *self.categorical]
+
+    def describe(self) -> dict[str, Any]:
+        return {"model": self.model_name, "version": self.version, "run_id": self.run_id,
+                "training_set": self.path, "dataset_digest": self.digest, "rows": len(self.frame)}
+
+
+def _training_set_source(run) -> str | None:
+    """The training-set path the champion's MLflow run logged as its dataset input."""
+    for dataset_input in run.inputs.dataset_inputs or []:
+        contexts = {t.value for t in dataset_input.tags if t.key == "mlflow.data.context"}
+        if contexts and "training" not in contexts:
+            continue
+        try:
+            source = json.loads(dataset_input.dataset.source)
+        except (TypeError, ValueError):
+            source = {"uri": dataset_input.dataset.source}
+        uri = source.get("uri") or source.get("path")
+        if uri:
+            return uri.removeprefix("file://")
+    return None
+
+
+def _load_model(model_name: str, version: str, settings: LooplineSettings):
+    import mlflow
+
+    from pipelines.core import tracking
+    tracking.configure_mlflow(settings)
+    return mlflow.pyfunc.load_model(f"models:/{model_name}/{version}")
+
+
+def _predict(model, frame, features: list[str]):
+    from pipelines.training.steps import positive_scores
+
+    return positive_scores(model.predict(frame[features]))
+
+
+def _is_numeric(series) -> bool:
+    import pandas as pd
+
+    return pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series.dtype)
+
+
+def _model_features(model_name: str, version: str, frame, settings: LooplineSettings) -> list[str]:
+    """The champion's input columns, from its signature (else the training set minus its bookkeeping)."""
+    try:
+        import mlflow
+
+        from pipelines.core import tracking
+        tracking.configure_mlflow(settings)
+        signature = mlflow.models.get_model_info(f"models:/{model_name}/{version}").signature
+        names = list(signature.inputs.input_names()) if signature is not None else []
+        if names:
+            return names
+    except Exception as exc:  # an old model without a signature still has its training set
+        log.warning("No signature for %s v%s (%s): using the training set's columns", model_name, version, exc)
+    return [c for c in frame.columns[2:] if c not in META_COLUMNS]
+
+
+def _champion_training_set(training, champion, run) -> tuple[str, str, Any]:
+    """The training set the champion's lineage names, checked against its digest: (path, digest, frame).
+
+    Raises:
+        ReferenceUnavailable: the run names no training set or digest, or the file is gone or changed.
+    """
+    import pandas as pd
+
+    from pipelines.training.dataset import dataset_digest
+
+    path = _training_set_source(run)
+    digest = run.data.params.get("dataset_digest") or champion.tags.get("dataset_digest")
+    where = f"{training.model_name} v{champion.version} (run {champion.run_id})"
+    if not path or not digest:
+        raise ReferenceUnavailable(f"{where} logged no training-set input or dataset_digest: retrain it with "
+                                   f"{training.dag_id} so that its lineage names its data")
+    if not Path(path).exists():
+        raise ReferenceUnavailable(f"the training set of {where}, {path}, is gone: restore it, or retrain with "
+                                   f"{training.dag_id} to make a champion whose data exists")
+    frame = pd.read_parquet(path)
+    if dataset_digest(frame) != digest:
+        raise ReferenceUnavailable(f"the training set of {where} at {path} changed since it was trained "
+                                   f"(digest {dataset_digest(frame)[:12]}… ≠ {digest[:12]}…): restore it or retrain")
+    return path, digest, frame
+
+
+def champion_reference(training, thresholds: TabularDrift, settings: LooplineSettings) -> Reference:
+    """The champion's training set (found through its MLflow lineage) with the champion's scores on it.
+
+    The scored reference is kept under ``drift/<instance>/reference/`` per model version and dataset digest,
+    so the model is loaded for it once.
+
+    Raises:
+        NothingToCheck: the model has no champion yet.
+        ReferenceUnavailable: the champion's run names no training set, or the file is gone or changed.
+    """
+    import pandas as pd
+
+    from pipelines.core import tracking
+
+    champion = tracking.champion(training.model_name, settings)
+    if champion is None:
+        raise NothingToCheck(f"{training.model_name} has no champion yet, so there is no reference to compare "
+                             f"with: run {training.dag_id} first; this check runs again on its schedule")
+    run = tracking.client(settings).get_run(champion.run_id)
+    path, digest, frame = _champion_training_set(training, champion, run)
+    features = _model_features(training.model_name, champion.version, frame, settings)
+    numeric = [c for c in features if _is_numeric(frame[c])]
+    categorical = [c for c in features if c not in numeric]
+    cache = DataHome(settings).drift(training.instance, "reference",
+                                     f"{training.model_name}_v{champion.version}_{digest[:16]}.parquet")
+    if cache.exists():
+        scored = pd.read_parquet(cache)
+    else:
+        if len(frame) > thresholds.reference_rows:
+            frame = frame.sample(thresholds.reference_rows, random_state=REFERENCE_SEED)
+        scored = frame[features].reset_index(drop=True)
+        scored["prediction"] = _predict(_load_model(training.model_name, champion.version, settings), scored, features)
+        write_atomic(cache, lambda partial: scored.to_parquet(partial, index=False))
+        log.info("Scored the reference of %s v%s (run %s) with its champion: %d rows → %s", training.model_name,
+                 champion.version, champion.run_id, len(scored), cache)
+    auc = run.data.metrics.get("holdout_roc_auc")
+    return Reference(training.model_name, str(champion.version), champion.run_id, path, digest, numeric,
+                     categorical, auc, scored)
+
+
+# --- the current window ----------------------------------------------------------------------------------------
+
+def _batch_predictions(training, key: str, version: str, days, settings: LooplineSettings):
+    """The champion version's batch predictions of ``days`` (``key``, ``ds``, ``prediction``), or None."""
+    import pandas as pd
+
+    home = DataHome(settings)
+    predictions = []
+    for day in days:
+        path = home.predictions(training.instance, day)
+        if path.exists():
+            scored = pd.read_parquet(path)
+            scored = scored[scored["model_version"].astype(str) == version]
+            predictions.append(pd.DataFrame({key: scored[key], "ds": scored["ds"].astype(str),
+                                             "prediction": scored["churn_probability"].astype(float)}))
+    return pd.concat(predictions, ignore_index=True) if predictions else None
+
+
+def current_window(training, features_config, reference: Reference, window: CheckWindow,
+                   settings: LooplineSettings):
+    """Published features of the window's days, with the champion's batch predictions where they exist.
+
+    Returns:
+        (frame, info): the frame has the entity key, ``ds``, the features and ``prediction``; rows of days
+        with no batch predictions of the champion version are scored here (``info`` counts both).
+
+    Raises:
+        NothingToCheck: no published features in the window.
+    """
+    import pandas as pd
+
+    key = features_config.feast.entity_key
+    offline = DataHome(settings).offline(features_config.feast.project, features_config.dbt.mart)
+    frames, days = [], []
+    for day in window.days:
+        path = offline / f"{day.isoformat()}.parquet"
+        if path.exists():
+            frames.append(pd.read_parquet(path))
+            days.append(day)
+    if not frames:
+        raise NothingToCheck(f"no published features of {features_config.dag_id} for {window} under {offline}: "
+                             "nothing to check yet")
+    frame = pd.concat(frames, ignore_index=True)
+    frame["ds"] = frame["ds"].astype(str)
+    predictions = _batch_predictions(training, key, reference.version, days, settings)
+    if predictions is not None:
+        frame = frame.merge(predictions, on=[key, "ds"], how="left")
+    else:
+        frame["prediction"] = float("nan")
+    missing = frame["prediction"].isna()
+    if missing.any():
+        present = [c for c in reference.features if c in frame.columns]
+        if len(present) == len(reference.features):
+            model = _load_model(reference.model_name, reference.version, settings)
+            rows = frame.loc[missing].dropna(subset=present)
+            frame.loc[rows.index, "prediction"] = _predict(model, rows, reference.features)
+    info = {"days": [str(d) for d in days], "rows": len(frame),
+            "predictions_from_batch": int((~missing).sum()), "predictions_scored_here": int(missing.sum())}
+    log.info("Current window %s: %d rows over %d day(s); predictions: %d from batch scoring, %d scored here",
+             window, info["rows"], len(days), info["predictions_from_batch"], info["predictions_scored_here"])
+    return frame, info
+
+
+def late_label_performance(training, features_config, current, window: CheckWindow, min_labels: int,
+                           settings: LooplineSettings) -> dict[str, Any]:
+    """ROC AUC of the champion's scores on labels that arrived for the window (day D reads features of D-1).
+
+    Returns:
+        ``labelled_rows``, ``roc_auc`` (None when fewer than ``min_labels`` rows or one class) and ``note``.
+    """
+    from pipelines.training.dataset import TrainingSetError, Window, load_labels
+
+    key = features_config.feast.entity_key
+    try:
+        labels = load_labels(features_config, training, Window(window.start + timedelta(days=1),
+                                                               window.end + timedelta(days=1)), settings)
+    except TrainingSetError:
+        return {"labelled_rows": 0, "roc_auc": None, "note": "no labels landed for the window yet"}
+    labels["ds"] = [str(d - timedelta(days=1)) for d in labels["label_day"]]
+    joined = labels.merge(current[[key, "ds", "prediction"]].dropna(), on=[key, "ds"], how="inner")
+    if len(joined) < min_labels:
+        return {"labelled_rows": len(joined), "roc_auc": None,
+                "note": f"{len(joined)} labelled rows, fewer than min_labels {min_labels}: performance not judged"}
+    auc = roc_auc(joined["label"], joined["prediction"])
+    return {"labelled_rows": len(joined), "roc_auc": None if auc is None else round(auc, 4),
+            "note": None if auc is not None else "one class only among the late labels"}
+
+
+# --- the check ---------------------------------------------------------------------------------------------------
+
+def _drift_against(config: DriftCheckConfig, reference: Reference, current, window: CheckWindow,
+                   history: DriftHistory, row: dict[str, Any]) -> DriftResult:
+    """:func:`drift_report` of the window against the reference; a schema mismatch is recorded as failed."""
+    try:
+        return drift_report(reference.frame, current, reference.numeric, reference.categorical, config.tabular)
+    except SchemaMismatch as exc:
+        message = (f"{config.dag_id} {window}: {exc} (reference: {reference.model_name} v{reference.version}'s "
+                   f"training set {reference.path})")
+        history.record_check(**row, status="failed", reference=reference.describe(), verdict=message,
+                             action="none: schema mismatch")
+        raise SchemaMismatch(message) from None
+
+
+def _mlflow_params(config: DriftCheckConfig, window: CheckWindow, reference: Reference) -> dict[str, Any]:
+    t = config.tabular
+    return {"window_start": window.start, "window_end": window.end, "model_name": reference.model_name,
+            "champion_version": reference.version, "champion_run_id": reference.run_id,
+            "reference_training_set": reference.path, "reference_dataset_digest": reference.digest,
+            "num_method": t.num_method, "cat_method": t.cat_method, "column_threshold": t.column_threshold,
+            "drift_share_threshold": t.drift_share, "prediction_threshold": t.prediction_threshold,
+            "performance_drop": t.performance_drop}
+
+
+def _mlflow_metrics(result: DriftResult, performance: dict[str, Any], reference: Reference,
+                    current_info: dict[str, Any]) -> dict[str, float | None]:
+    return {"drift_share": result.drift_share, "drifted_columns": len(result.drifted_columns),
+            "prediction_drift": result.prediction_drift, "roc_auc": performance["roc_auc"],
+            "champion_roc_auc": reference.champion_roc_auc, "labelled_rows": performance["labelled_rows"],
+            "current_rows": current_info["rows"], "reference_rows": len(reference.frame),
+            **{f"drift_score_{c}": s for c, s in result.column_scores.items()}}
+
+
+def check_tabular(config: DriftCheckConfig, run_id: str, run_after: datetime, window: CheckWindow,
+                  settings: LooplineSettings) -> TabularEvidence:
+    """Tabular check: reference from the champion's lineage, current window, Evidently, late labels.
+
+    Raises:
+        NothingToCheck: the model has no champion yet, or no features were published in the window.
+        ReferenceUnavailable: the champion's lineage points at a missing or changed training set.
+        SchemaMismatch: reference and current disagree on columns or types (recorded as a failed check).
+    """
+    from pipelines.drift.history import open_history
+    from pipelines.drift.targets import target_config
+    from pipelines.training.steps import features_config as features_of
+
+    training = target_config(config.tabular.training_config, "training")
+    features_config = features_of(training)
+    history = open_history(settings)
+    row = history_row(config, run_id, run_after, window)
+    try:
+        reference = champion_reference(training, config.tabular, settings)
+        current, current_info = current_window(training, features_config, reference, window, settings)
+    except NothingToCheck as exc:
+        history.record_check(**row, status="skipped", verdict=str(exc), action="none: nothing to check")
+        raise
+    log.info("Reference: %s v%s's training set %s (%d rows, digest %s…); %d features", reference.model_name,
+             reference.version, reference.path, len(reference.frame), reference.digest[:12], len(reference.features))
+    result = _drift_against(config, reference, current, window, history, row)
+    performance = late_label_performance(training, features_config, current, window, config.tabular.min_labels,
+                                         settings)
+    html = write_atomic(report_path(config, window.check_day, settings),
+                        lambda partial: result.snapshot.save_html(str(partial)))
+    mlflow_run_id = log_check(config, run_id, f"drift {window.check_day}",
+                              params=_mlflow_params(config, window, reference),
+                              metrics=_mlflow_metrics(result, performance, reference, current_info),
+                              tags={"loopline.drifted_columns": ",".join(result.drifted_columns) or "-"},
+                              report=html, settings=settings)
+    champion_auc = None if reference.champion_roc_auc is None else round(reference.champion_roc_auc, 4)
+    evidence = cast(TabularEvidence, {
+        **evidence_head(config, run_id, run_after, window), **result.evidence(),
+        "roc_auc": performance["roc_auc"], "labelled_rows": performance["labelled_rows"],
+        "performance_note": performance.get("note"), "champion_roc_auc": champion_auc,
+        "reference": reference.describe(), "current": current_info, "report_path": str(html),
+        "report_uri": html.as_uri(), "mlflow_run_id": mlflow_run_id,
+    })
+    history.record_check(**row, status="checked", drift_share=result.drift_share,
+                         drifted_columns=result.drifted_columns, prediction_drift=result.prediction_drift,
+                         roc_auc=performance["roc_auc"], champion_roc_auc=champion_auc,
+                         report_uri=evidence["report_uri"], mlflow_run_id=mlflow_run_id,
+                         reference=reference.describe())
+    log.info("Drift of %s %s: %d of %d columns drifted (share %.2f)%s; prediction drift %s; ROC AUC %s on %d "
+             "late labels (champion %s); report %s", config.dag_id, window, len(result.drifted_columns),
+             result.columns, result.drift_share,
+             f" ({', '.join(result.drifted_columns)})" if result.drifted_columns else "",
+             evidence["prediction_drift"], performance["roc_auc"], performance["labelled_rows"], champion_auc, html)
+    return evidence

@@ -1,7 +1,8 @@
 """What a drift check triggers: the pipeline config it names and that pipeline's Asset.
 
 Read at parse time by the template (PyYAML and pydantic only): the Asset a drift check emits must be the
-very Asset the target DAG is scheduled on, so it is taken from the target's own config model.
+very Asset the target DAG is scheduled on, so it is the :class:`~pipelines.core.assets.AssetRef` the
+target's own config declares (``TrainingConfig.retrain_request``, ``RagIndexConfig.reindex_request``).
 """
 
 from __future__ import annotations
@@ -10,60 +11,68 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipelines.core.assets import AssetRef
 from pipelines.core.settings import REPO_ROOT
-
-CONFIG_DIR = REPO_ROOT / "dags" / "configs"
+from pipelines.templates import CONFIG_DIR, PipelineConfigError, config_path, load_config
 
 
 @dataclass(frozen=True)
 class TargetAsset:
     """The Asset a drift check emits, and the DAG scheduled on it."""
 
-    name: str
-    uri: str
+    ref: AssetRef
     dag_id: str
     action: str  # "retrain" or "reindex"
+
+    @property
+    def name(self) -> str:
+        return self.ref.name
+
+    @property
+    def uri(self) -> str:
+        return self.ref.uri
+
+    def asset(self) -> Any:
+        """The ``airflow.sdk.Asset`` the emit task has as its outlet."""
+        return self.ref.asset()
+
+
+FIELDS = {"training": "tabular.training_config", "rag_index": "rag.rag_config"}
+
+
+def target_path(name: str, config_dir: Path = CONFIG_DIR) -> Path:
+    """A name is a YAML of ``config_dir`` (``dags/configs/``); a path ending in .yaml or .yml names a file
+    anywhere (tests, other repositories), relative ones against the repository."""
+    if not name.endswith((".yaml", ".yml")):
+        return config_path(name, config_dir)
+    path = Path(name)
+    return path if path.is_absolute() else REPO_ROOT / path
 
 
 def target_config(name: str, expected_template: str, config_dir: Path = CONFIG_DIR) -> Any:
     """The validated config of ``dags/configs/<name>.yaml``, which must be of ``expected_template``.
 
     Raises:
-        ValueError: the file is missing, is not YAML, is of another template or fails its model.
+        ValueError: the file is missing, is not YAML, fails its model or is of another template.
     """
-    import yaml
-    from pydantic import ValidationError
-
-    from pipelines.rag.config import RagIndexConfig
-    from pipelines.training.config import TrainingConfig
-
-    models = {"training": TrainingConfig, "rag_index": RagIndexConfig}
-    # A name is a YAML of dags/configs/; a path (ending in .yaml) names a file anywhere (tests, other repos).
-    path = Path(name) if name.endswith((".yaml", ".yml")) else config_dir / f"{name}.yaml"
-    if not path.is_absolute():
-        path = CONFIG_DIR.parent.parent / path
+    path = target_path(name, config_dir)
     if not path.exists():
         raise ValueError(f"the drift check's target {name!r} has no config {path}: create it or fix "
-                         f"{'tabular.training_config' if expected_template == 'training' else 'rag.rag_config'}")
+                         f"{FIELDS[expected_template]}")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ValueError(f"target config {path} is not valid YAML: {exc}") from None
-    template = raw.get("template") if isinstance(raw, dict) else None
-    if template != expected_template:
-        raise ValueError(f"target config {path} is a {template!r} config; the drift check needs a "
+        config = load_config(path)
+    except PipelineConfigError as exc:
+        raise ValueError(f"target config {path} is invalid: {'; '.join(exc.problems)}") from None
+    if config.template != expected_template:
+        raise ValueError(f"target config {path} is a {config.template!r} config; the drift check needs a "
                          f"{expected_template!r} one")
-    try:
-        return models[expected_template].model_validate(raw)
-    except ValidationError as exc:
-        raise ValueError(f"target config {path} is invalid: {exc.errors()[0]['msg']}") from None
+    return config
 
 
 def target_asset(config, config_dir: Path = CONFIG_DIR) -> TargetAsset:
     """The Asset ``config`` (a DriftCheckConfig) emits when drift passes its policy."""
     if config.kind == "tabular":
         training = target_config(config.tabular.training_config, "training", config_dir)
-        return TargetAsset(training.retrain_asset_name, f"loopline://retrain/{training.instance}",
-                           training.dag_id, "retrain")
+        return TargetAsset(training.retrain_request, training.dag_id, "retrain")
     rag = target_config(config.rag.rag_config, "rag_index", config_dir)
-    return TargetAsset(rag.reindex_asset_name, rag.reindex_asset_uri, rag.dag_id, "reindex")
+    return TargetAsset(rag.reindex_request, rag.dag_id, "reindex")

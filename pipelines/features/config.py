@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from pipelines.core.assets import AssetRef, features_online
 from pipelines.core.config import IDENTIFIER, PipelineBase, StrictModel
 
 
@@ -69,6 +70,6 @@ class FeaturesConfig(PipelineBase):
     sensor: SensorConfig = SensorConfig()
 
     @property
-    def features_asset_name(self) -> str:
+    def features_asset(self) -> AssetRef:
         """The Asset this pipeline emits when an interval's features are online."""
-        return f"{self.instance}_features"
+        return features_online(self.instance)

@@ -176,38 +176,58 @@ def run_dbt_build(
     Raises:
         DbtBuildError: when dbt could not run or any node errored or failed.
     """
-    from dbt.cli.main import dbtRunner
-
-    project_dir = Path(project_dir).resolve()
     work_dir = Path(work_dir).resolve()
     env = dict(target_env or {})
     if warehouse_path is not None:
         warehouse_path = Path(warehouse_path).resolve()
         warehouse_path.parent.mkdir(parents=True, exist_ok=True)
         env[DUCKDB_PATH_ENV] = str(warehouse_path)
-    log_path = work_dir / "logs"
     dbt_vars = {
         "landing_path": str(Path(landing_path).resolve()),
         "file_format": file_format,
         "ds": ds.isoformat(),
         **(target_vars or {}),
     }
-    args = [
+    outcome = _invoke_dbt(_build_args(Path(project_dir).resolve(), work_dir, target, dbt_vars), env)
+    executed = _executed_or_raise(outcome, ds, log_path=work_dir / "logs")
+    return DbtBuildResult(
+        ds=ds,
+        nodes_run=len(executed),
+        models_built=sum(str(r.node.resource_type) == "model" for r in executed),
+        tests_passed=sum(
+            str(r.node.resource_type) == "test" and str(r.status) == "pass" for r in executed
+        ),
+        mart_rows=count_mart_day(warehouse_path, ds, mart) if warehouse_path and target == "duckdb" else None,
+    )
+
+
+def _build_args(project_dir: Path, work_dir: Path, target: str, dbt_vars: Mapping[str, str]) -> list[str]:
+    """dbt's command line for one build; target/ and logs/ go under ``work_dir``."""
+    return [
         "build",
         "--project-dir", str(project_dir),
         "--profiles-dir", str(project_dir),
         "--target", target,
         "--target-path", str(work_dir / "target"),
-        "--log-path", str(log_path),
-        "--vars", json.dumps(dbt_vars),
+        "--log-path", str(work_dir / "logs"),
+        "--vars", json.dumps(dict(dbt_vars)),
         "--no-use-colors",
     ]  # fmt: skip
+
+
+def _invoke_dbt(args: list[str], env: Mapping[str, str]):  # -> dbtRunnerResult
+    """Run dbt in this process with the target's environment, releasing DuckDB's file lock afterwards."""
+    from dbt.cli.main import dbtRunner
+
     with _env_vars(env):
         try:
-            outcome = dbtRunner().invoke(args)
+            return dbtRunner().invoke(args)
         finally:
             _release_duckdb()
 
+
+def _executed_or_raise(outcome, ds: date, log_path: Path) -> list:
+    """The node results dbt executed (not skipped), or a :class:`DbtBuildError` naming every failing node."""
     if outcome.exception is not None:
         raise _build_error(ds, [_one_line(str(outcome.exception))], log_path)
     results = list(getattr(outcome.result, "results", None) or [])
@@ -221,17 +241,7 @@ def run_dbt_build(
         if skipped:
             failures.append(f"{skipped} downstream node(s) skipped")
         raise _build_error(ds, failures or ["dbt reported failure without a failing node"], log_path)
-
-    executed = [r for r in results if str(r.status) != "skipped"]
-    return DbtBuildResult(
-        ds=ds,
-        nodes_run=len(executed),
-        models_built=sum(str(r.node.resource_type) == "model" for r in executed),
-        tests_passed=sum(
-            str(r.node.resource_type) == "test" and str(r.status) == "pass" for r in executed
-        ),
-        mart_rows=count_mart_day(warehouse_path, ds, mart) if warehouse_path and target == "duckdb" else None,
-    )
+    return [r for r in results if str(r.status) != "skipped"]
 
 
 @contextmanager

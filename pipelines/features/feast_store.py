@@ -1,7 +1,9 @@
 """Feast: build the store from settings, apply definitions when they changed, publish and materialize.
 
 The store's parts come from :mod:`pipelines.core.settings`: SQLite online store and file registry by
-default, Redis and a SQL registry in production. Definitions are the modules of ``feature_repo/``.
+default, Redis and a SQL registry in production. Definitions are the modules of ``feature_repo/``. Its files
+live where :class:`pipelines.core.home.DataHome` says: ``offline/<project>/`` (the offline sources) and
+``feast/<project>/`` (registry, online store, the applied-definitions marker and the materialization ledger).
 """
 
 from __future__ import annotations
@@ -10,13 +12,14 @@ import hashlib
 import importlib.util
 import json
 import logging
-import os
 import sys
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipelines.core.files import write_atomic, write_json_atomic
+from pipelines.core.home import DataHome
 from pipelines.core.settings import LooplineSettings, get_settings
 
 if TYPE_CHECKING:
@@ -24,11 +27,6 @@ if TYPE_CHECKING:
     from feast import FeatureStore
 
 log = logging.getLogger(__name__)
-
-
-def offline_root(project: str, settings: LooplineSettings | None = None) -> Path:
-    """Where a project's offline sources live; relative source paths in ``feature_repo/`` resolve here."""
-    return (settings or get_settings()).path("offline", project)
 
 
 def repo_config(project: str, settings: LooplineSettings | None = None) -> Any:
@@ -40,7 +38,8 @@ def repo_config(project: str, settings: LooplineSettings | None = None) -> Any:
     from feast.repo_config import RegistryConfig, RepoConfig
 
     settings = settings or get_settings()
-    feast_home = settings.feast_home / project
+    home = DataHome(settings)
+    feast_home = home.feast(project)
     feast_home.mkdir(parents=True, exist_ok=True)
     if settings.feast_registry == "sql":
         from feast.infra.registry.sql import SqlRegistryConfig
@@ -59,7 +58,7 @@ def repo_config(project: str, settings: LooplineSettings | None = None) -> Any:
         registry=registry,
         online_store=online,
         offline_store={"type": settings.feast_offline_store},
-        repo_path=offline_root(project, settings),
+        repo_path=home.offline(project),  # relative source paths in feature_repo/ resolve here
         entity_key_serialization_version=3,
     )
 
@@ -146,7 +145,7 @@ def apply_if_changed(project: str, repo_path: Path, settings: LooplineSettings |
     objects = load_definitions(repo_path)
     digest = definitions_digest(objects)
     store = feature_store(project, settings)
-    marker = settings.feast_home / project / "applied_definitions.sha256"
+    marker = DataHome(settings).feast(project) / "applied_definitions.sha256"
     registered = {fv.name for fv in store.list_feature_views()}
     declared = {obj.name for obj in objects if type(obj).__name__ == "FeatureView"}
     if marker.exists() and marker.read_text().strip() == digest and declared <= registered:
@@ -154,7 +153,7 @@ def apply_if_changed(project: str, repo_path: Path, settings: LooplineSettings |
         return ApplyResult(applied=False, digest=digest, objects=len(objects))
     log.info("Applying %d Feast objects to project %s (%s…)", len(objects), project, digest[:12])
     store.apply(objects)
-    marker.write_text(digest + "\n")
+    write_atomic(marker, digest + "\n")
     return ApplyResult(applied=True, digest=digest, objects=len(objects))
 
 
@@ -163,14 +162,11 @@ def offline_day_path(offline_dir: Path, ds: date) -> Path:
 
 
 def publish_offline_day(frame: pd.DataFrame, offline_dir: Path, ds: date) -> Path:
-    """Write one validated day of a mart where the Feast file source reads it (atomically)."""
-    offline_dir.mkdir(parents=True, exist_ok=True)
-    target = offline_day_path(offline_dir, ds)
-    # A leading dot keeps a half-written file invisible to Feast's reader, which skips hidden files.
-    partial = target.with_name(f".{target.name}.partial")
-    frame.to_parquet(partial, index=False)
-    os.replace(partial, target)
-    return target
+    """Write one validated day of a mart where the Feast file source reads it (atomically).
+
+    The temporary file's leading dot keeps it invisible to Feast's reader, which skips hidden files.
+    """
+    return write_atomic(offline_day_path(offline_dir, ds), lambda partial: frame.to_parquet(partial, index=False))
 
 
 @dataclass(frozen=True)
@@ -183,7 +179,7 @@ class MaterializeResult:
 
 
 def _ledger_path(settings: LooplineSettings, project: str) -> Path:
-    return settings.feast_home / project / "materialized_intervals.json"
+    return DataHome(settings).feast(project) / "materialized_intervals.json"
 
 
 def _read_ledger(path: Path) -> dict[str, dict[str, Any]]:
@@ -224,15 +220,14 @@ def materialize_interval(
     if latest_done is not None and latest_done > end:
         window_end = replayed_to = latest_done
         log.info("Interval %s–%s is older than what is online (%s): replaying to it", start, end, latest_done)
-    log.info("Materializing %s for %s → %s (%d rows in the interval)", ", ".join(feature_views), start, window_end, rows_in_interval)
+    log.info("Materializing %s for %s → %s (%d rows in the interval)", ", ".join(feature_views), start, window_end,
+             rows_in_interval)
     store.materialize(start_date=start, end_date=window_end, feature_views=feature_views)
     for name in feature_views:
         entry = ledger.setdefault(name, {"latest_end": end.isoformat(), "days": []})
         entry["latest_end"] = max(end, datetime.fromisoformat(entry["latest_end"])).isoformat()
         entry["days"] = sorted({*entry["days"], start.date().isoformat()})
-    partial = ledger_file.with_name(f".{ledger_file.name}.partial")
-    partial.write_text(json.dumps(ledger, indent=2, sort_keys=True) + "\n")
-    os.replace(partial, ledger_file)
+    write_json_atomic(ledger_file, ledger)
     return MaterializeResult(tuple(feature_views), start, end, rows_in_interval, replayed_to)
 
 
@@ -253,5 +248,5 @@ def read_online(
 
 def day_bounds(ds: date) -> tuple[datetime, datetime]:
     """The UTC interval [ds 00:00, ds+1 00:00) that one daily run covers."""
-    start = datetime(ds.year, ds.month, ds.day, tzinfo=timezone.utc)
+    start = datetime(ds.year, ds.month, ds.day, tzinfo=UTC)
     return start, start + timedelta(days=1)

@@ -6,12 +6,12 @@ folder with a ``reason.json`` beside it, so nothing downstream reads it and noth
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
+from pipelines.core.files import write_json_atomic
 from pipelines.features.config import LandingConfig
 
 # How a contract type reads in pyarrow's type names (CSV columns are read as what they parse to).
@@ -114,7 +114,7 @@ def quarantine_partition(partition: Path, quarantine_root: Path, reason: str, de
         "partition": str(partition),
         "reason": reason,
         "details": details or {},
-        "quarantined_at": datetime.now(timezone.utc).isoformat(),
+        "quarantined_at": datetime.now(UTC).isoformat(),
     }
-    (target / "reason.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+    write_json_atomic(target / "reason.json", record, sort_keys=False)
     return target

@@ -8,19 +8,68 @@ the online store is never touched by a failing day.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
-from pipelines.features.config import FeaturesConfig
-from pipelines.core.settings import LooplineSettings, get_settings
-from pipelines.features.warehouse import warehouse_for
 from pipelines.core.errors import NotRetryable
+from pipelines.core.files import write_json_atomic
+from pipelines.core.home import DataHome
+from pipelines.core.settings import LooplineSettings, get_settings
+from pipelines.features.config import FeaturesConfig
+from pipelines.features.warehouse import warehouse_for
 
 log = logging.getLogger(__name__)
+
+# What each step returns: its XCom, read by the next task and by `make demo`'s summary (pipelines/demo/run.py).
+
+LandingRows = dict[str, int]
+"""``check_landing``: rows per raw table of the day's partition, e.g. ``{"customers": 3000, "events": 41250}``."""
+
+
+class MartBuild(TypedDict):
+    """``build_mart``: what ``dbt build`` did for the day (:class:`pipelines.features.dbt.DbtBuildResult`)."""
+
+    ds: date
+    nodes_run: int
+    models_built: int
+    tests_passed: int
+    mart_rows: int | None
+
+
+class MartValidation(TypedDict):
+    """``validate_mart``: the day's mart rows passed every expectation of the suite."""
+
+    rows: int
+    expectations: int
+    success: bool
+
+
+class PublishedDay(TypedDict):
+    """``publish_features``: the validated day's offline file, which Feast's source reads."""
+
+    rows: int
+    path: str
+
+
+class DefinitionsApplied(TypedDict):
+    """``apply_definitions``: whether ``feast apply`` ran (:class:`pipelines.features.feast_store.ApplyResult`)."""
+
+    applied: bool
+    digest: str
+    objects: int
+
+
+class MaterializedDay(TypedDict):
+    """``materialize_day``: the interval that went online (ISO datetimes) and how far it was replayed."""
+
+    feature_views: list[str]
+    start: str
+    end: str
+    rows: int
+    replayed_to: str | None
 
 
 class BatchQuarantined(NotRetryable, ValueError):
@@ -31,27 +80,32 @@ class BatchQuarantined(NotRetryable, ValueError):
         self.quarantined_to = quarantined_to
 
 
-class _Paths:
-    """Where one instance keeps its state, all under the data home."""
+class FeaturePaths:
+    """Where one features instance reads its inputs (as its YAML names them) and keeps its state (data home).
 
-    def __init__(self, config: FeaturesConfig, settings: LooplineSettings):
+    Attributes:
+        landing, dbt_project, suite, feast_repo: the YAML's paths, resolved.
+        warehouse: the :class:`pipelines.features.warehouse.Warehouse` dbt builds the marts into.
+        dbt_work, quarantine, reports, offline: under the data home (:class:`pipelines.core.home.DataHome`);
+            ``offline`` is the mart's folder that Feast's file source reads.
+    """
+
+    def __init__(self, config: FeaturesConfig, settings: LooplineSettings | None = None):
+        settings = settings or get_settings()
+        home = DataHome(settings)
         self.landing = settings.resolve(config.landing.path)
         self.dbt_project = settings.resolve(config.dbt.project)
         self.suite = settings.resolve(config.validation.suite)
         self.feast_repo = settings.resolve(config.feast.repo)
         self.warehouse = warehouse_for(config.instance, settings)
-        self.dbt_work = settings.path("dbt", config.instance)
-        self.quarantine = settings.quarantine_dir / config.instance
-        self.reports = settings.reports_dir / config.instance / "validation"
+        self.dbt_work = home.dbt_work(config.instance)
+        self.quarantine = home.quarantine(config.instance)
+        self.reports = home.report_dir(config.instance, "validation")
         # Feast resolves the relative source paths of feature_repo/ against <data home>/offline/<project>.
-        self.offline = settings.path("offline", config.feast.project, config.dbt.mart)
+        self.offline = home.offline(config.feast.project, config.dbt.mart)
 
 
-def paths(config: FeaturesConfig, settings: LooplineSettings | None = None) -> _Paths:
-    return _Paths(config, settings or get_settings())
-
-
-def _quarantine(config: FeaturesConfig, p: _Paths, ds: date, reason: str, details: dict | None = None) -> Path:
+def _quarantine(config: FeaturesConfig, p: FeaturePaths, ds: date, reason: str, details: dict | None = None) -> Path:
     from pipelines.features.landing import partition_dir, quarantine_partition
 
     p.warehouse.delete_day(ds, config.dbt.mart)
@@ -64,12 +118,12 @@ def partition_ready(config: FeaturesConfig, ds: date) -> bool:
     """Whether the day's landing partition is complete (the sensor's poke)."""
     from pipelines.features.landing import partition_ready as ready
 
-    is_ready = ready(config.landing, paths(config).landing, ds)
+    is_ready = ready(config.landing, FeaturePaths(config).landing, ds)
     log.info("Landing partition %s of %s: %s", ds, config.instance, "ready" if is_ready else "not yet")
     return is_ready
 
 
-def check_landing(config: FeaturesConfig, ds: date) -> dict[str, int]:
+def check_landing(config: FeaturesConfig, ds: date) -> LandingRows:
     """Check the day's raw files against the YAML contract; quarantine the partition if they break it.
 
     Returns:
@@ -77,7 +131,7 @@ def check_landing(config: FeaturesConfig, ds: date) -> dict[str, int]:
     """
     from pipelines.features.landing import LandingContractError, check_partition
 
-    p = paths(config)
+    p = FeaturePaths(config)
     try:
         check = check_partition(config.landing, p.landing, ds)
     except LandingContractError as exc:
@@ -87,13 +141,13 @@ def check_landing(config: FeaturesConfig, ds: date) -> dict[str, int]:
     return check.rows
 
 
-def build_mart(config: FeaturesConfig, ds: date) -> dict[str, Any]:
+def build_mart(config: FeaturesConfig, ds: date) -> MartBuild:
     """Run ``dbt build`` for the day (staging → marts, with dbt's tests)."""
     from dataclasses import replace
 
     from pipelines.features.dbt import DbtBuildError, run_dbt_build
 
-    p = paths(config)
+    p = FeaturePaths(config)
     warehouse = p.warehouse
     log.info("dbt build of %s for %s into %s", config.dbt.mart, ds, warehouse.describe())
     warehouse.stage_landing(config.landing, p.landing, ds)
@@ -108,10 +162,10 @@ def build_mart(config: FeaturesConfig, ds: date) -> dict[str, Any]:
         raise BatchQuarantined(f"{exc}; quarantined to {where}", where) from exc
     result = replace(result, mart_rows=warehouse.count_day(ds, config.dbt.mart))
     log.info("dbt build for %s: %s", ds, result)
-    return asdict(result)
+    return MartBuild(**asdict(result))
 
 
-def validate_mart(config: FeaturesConfig, ds: date) -> dict[str, Any]:
+def validate_mart(config: FeaturesConfig, ds: date) -> MartValidation:
     """Validate the day's mart rows with the Great Expectations suite kept in the repo.
 
     On failure the partition is quarantined, the day leaves the mart, and the error lists every
@@ -119,11 +173,10 @@ def validate_mart(config: FeaturesConfig, ds: date) -> dict[str, Any]:
     """
     from pipelines.core.expectations import DataValidationError, raise_for_failures, validate_dataframe
 
-    p = paths(config)
+    p = FeaturePaths(config)
     frame = p.warehouse.read_day(ds, config.dbt.mart)
     report = validate_dataframe(frame, p.suite, batch_name=f"{config.instance} {ds}")
-    p.reports.mkdir(parents=True, exist_ok=True)
-    (p.reports / f"{ds}.json").write_text(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
+    write_json_atomic(p.reports / f"{ds}.json", report.to_dict(), sort_keys=False)
     if not report.success:
         where = _quarantine(config, p, ds, report.summary(), report.to_dict())
         try:
@@ -131,29 +184,33 @@ def validate_mart(config: FeaturesConfig, ds: date) -> dict[str, Any]:
         except DataValidationError as exc:
             raise BatchQuarantined(str(exc), where) from exc
     log.info("%s: %d expectations passed on %d rows", report.batch_name, report.evaluated, len(frame))
-    return {"rows": len(frame), "expectations": report.evaluated, "success": True}
+    return MartValidation(rows=len(frame), expectations=report.evaluated, success=True)
 
 
-def publish_features(config: FeaturesConfig, ds: date) -> dict[str, Any]:
+def publish_features(config: FeaturesConfig, ds: date) -> PublishedDay:
     """Copy the validated day of the mart to where Feast's offline source reads it."""
     from pipelines.features.feast_store import publish_offline_day
 
-    p = paths(config)
+    p = FeaturePaths(config)
     frame = p.warehouse.read_day(ds, config.dbt.mart)
     path = publish_offline_day(frame, p.offline, ds)
     log.info("Published %d rows of %s to %s", len(frame), ds, path)
-    return {"rows": len(frame), "path": str(path)}
+    return PublishedDay(rows=len(frame), path=str(path))
 
 
-def apply_definitions(config: FeaturesConfig) -> dict[str, Any]:
+def apply_definitions(config: FeaturesConfig) -> DefinitionsApplied:
     """``feast apply``, only when the definitions in the repo changed."""
     from pipelines.features.feast_store import apply_if_changed
 
-    return asdict(apply_if_changed(config.feast.project, paths(config).feast_repo))
+    return DefinitionsApplied(**asdict(apply_if_changed(config.feast.project, FeaturePaths(config).feast_repo)))
 
 
-def materialize_day(config: FeaturesConfig, ds: date, rows: int) -> dict[str, Any]:
-    """Materialize exactly the day's interval into the online store."""
+def materialize_day(config: FeaturesConfig, ds: date, rows: int) -> MaterializedDay:
+    """Materialize exactly the day's interval into the online store.
+
+    Args:
+        rows: the day's row count, from :class:`PublishedDay` (logged with the interval).
+    """
     from pipelines.features.feast_store import day_bounds, materialize_interval
 
     start, end = day_bounds(ds)
@@ -161,7 +218,7 @@ def materialize_day(config: FeaturesConfig, ds: date, rows: int) -> dict[str, An
         config.feast.project, config.feast.feature_views, start, end,
         rows_in_interval=rows,
     )
-    return {
-        "feature_views": list(result.feature_views), "start": start.isoformat(), "end": end.isoformat(),
-        "rows": rows, "replayed_to": result.replayed_to.isoformat() if result.replayed_to else None,
-    }
+    return MaterializedDay(
+        feature_views=list(result.feature_views), start=start.isoformat(), end=end.isoformat(),
+        rows=rows, replayed_to=result.replayed_to.isoformat() if result.replayed_to else None,
+    )

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, urlsplit
 
-from pipelines.features.config import LandingConfig
+from pipelines.core.home import DataHome
 from pipelines.core.settings import LooplineSettings, get_settings
+from pipelines.features.config import LandingConfig
 from pipelines.features.dbt import DUCKDB_PATH_ENV, checked_identifier
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ class Warehouse(Protocol):
     def stage_landing(self, landing: LandingConfig, landing_root: Path, ds: date) -> None:
         """Make the day's landing window readable by the staging models."""
 
-    def read_day(self, ds: date, mart: str) -> "pd.DataFrame": ...
+    def read_day(self, ds: date, mart: str) -> pd.DataFrame: ...
 
     def delete_day(self, ds: date, mart: str) -> int: ...
 
@@ -71,7 +72,7 @@ class DuckDBWarehouse:
         """DuckDB reads the landing files in place: only the warehouse file's folder must exist."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
-    def read_day(self, ds: date, mart: str) -> "pd.DataFrame":
+    def read_day(self, ds: date, mart: str) -> pd.DataFrame:
         from pipelines.features.dbt import read_mart_day
 
         return read_mart_day(self.path, ds, mart=mart)
@@ -184,7 +185,7 @@ class PostgresWarehouse:
             (self.schema, mart)).fetchone()
         return bool(row and row[0])
 
-    def read_day(self, ds: date, mart: str) -> "pd.DataFrame":
+    def read_day(self, ds: date, mart: str) -> pd.DataFrame:
         import pandas as pd
 
         mart = checked_identifier(mart)
@@ -229,4 +230,4 @@ def warehouse_for(instance: str, settings: LooplineSettings | None = None) -> Wa
     settings = settings or get_settings()
     if settings.dbt_target == "postgres":
         return PostgresWarehouse(settings.database_url("warehouse"), schema=instance)
-    return DuckDBWarehouse(settings.path("warehouse", f"{instance}.duckdb"))
+    return DuckDBWarehouse(DataHome(settings).warehouse(instance))

@@ -1,7 +1,11 @@
 """LoRA fine-tuning (PEFT) of a causal LM on instruction pairs from a docs corpus, gated and registered in MLflow.
 
-``base_model`` builds or checks the base model, ``dataset`` makes the pairs, ``tuning`` trains the adapter,
-``evaluation`` scores base against base + adapter, ``steps`` holds one function per task of the
-``lora_tune`` template. Module tops import the standard library only; torch, transformers and peft are
-imported inside the functions that use them.
+``config`` declares the ``lora_tune`` template's model and its trigger form (``LORA_FORM``); ``steps`` holds
+one function per task and the typed XCom each returns. The work is in ``base_model`` (build or check the
+base model, digest it), ``dataset`` (the pairs), ``tuning`` (encode, attach the adapter, train, publish
+the adapter folder), ``evaluation`` (scores, the merge check, the registration and champion decisions)
+and ``experiment`` (what goes to MLflow); ``adapter_pyfunc`` is the registered model's code. What
+``make demo`` prints about a run is in ``pipelines.demo.lora``. Module tops import the standard library,
+pydantic and ``pipelines.core`` only; torch, transformers, peft, mlflow and pandas are imported inside the
+functions that use them.
 """

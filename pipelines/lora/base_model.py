@@ -12,11 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
+
 from pipelines.core.errors import NotRetryable
+from pipelines.core.files import publish_folder, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,17 @@ _DIGEST_SKIP = {MARKER}
 
 class BaseModelError(NotRetryable, ValueError):
     """The base model cannot be used as it is; the message names the folder, what is wrong and what to do."""
+
+
+class BaseModelCheck(TypedDict):
+    """What :func:`check_base_model` reads from a model folder's configs and tokenizer."""
+
+    architecture: str
+    model_type: str
+    vocab_size: int
+    tokenizer_size: int
+    eos_token_id: int
+    context_length: int
 
 
 def spec_digest(spec: Any) -> str:
@@ -127,7 +139,8 @@ def pretrain(model, token_ids: list[int], spec: Any, device: str = "cpu") -> lis
 def build_tiny_model(path: Path, spec: Any, texts: list[str], device: str = "cpu") -> dict[str, Any]:
     """Train a tokenizer and pre-train a tiny Llama on ``texts``; write both to ``path`` with ``save_pretrained``.
 
-    The folder is written beside ``path`` and renamed into place, so a crash never leaves half a model.
+    The folder is published whole (:func:`pipelines.core.files.publish_folder`): a crash never leaves half
+    a model at ``path``.
     """
     import torch
 
@@ -143,18 +156,13 @@ def build_tiny_model(path: Path, spec: Any, texts: list[str], device: str = "cpu
              path, parameters, len(tokenizer), len(ids), spec.pretrain_steps)
     losses = pretrain(model, ids, spec, device)
     model.to("cpu").eval()
-    partial = path.with_name(f".{path.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    model.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
-    (partial / MARKER).write_text(json.dumps({
-        "spec_digest": spec_digest(spec), "spec": spec.model_dump(), "parameters": parameters,
-        "corpus_tokens": len(ids), "final_pretrain_loss": losses[-1] if losses else None,
-    }, indent=2))
-    if path.exists():
-        shutil.rmtree(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial.rename(path)
+    with publish_folder(path) as folder:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        write_json_atomic(folder / MARKER, {
+            "spec_digest": spec_digest(spec), "spec": spec.model_dump(), "parameters": parameters,
+            "corpus_tokens": len(ids), "final_pretrain_loss": losses[-1] if losses else None,
+        }, sort_keys=False)
     log.info("Tiny Llama written to %s in %.1f s (final pre-training loss %s)", path, time.perf_counter() - started,
              f"{losses[-1]:.4f}" if losses else "n/a")
     return {"parameters": parameters, "corpus_tokens": len(ids), "pretrain_losses": losses}
@@ -179,7 +187,13 @@ def load_model(path: Path, device: str = "cpu"):
     return model.to(device).eval()
 
 
-def check_base_model(path: Path) -> dict[str, Any]:
+def weights_bytes(path: Path) -> int:
+    """Bytes of a model folder's weights: its ``.safetensors`` files, else its ``.bin`` files."""
+    return (sum(p.stat().st_size for p in path.rglob("*.safetensors"))
+            or sum(p.stat().st_size for p in path.rglob("*.bin")))
+
+
+def check_base_model(path: Path) -> BaseModelCheck:
     """Check, without loading the weights, that ``path`` is a causal LM whose tokenizer matches it.
 
     Returns:

@@ -6,13 +6,17 @@ runs (``pipelines.lora.base_model``), so a DAG file parses in milliseconds.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, StringConstraints, model_validator
 
+from pipelines.core.assets import AssetRef, rag_index
 from pipelines.core.config import IDENTIFIER, PipelineBase, StrictModel
+from pipelines.core.params import FormField
 
 DEFAULT_BASE_MODEL = "home:models/tiny-llama"
+# The Asset a LoRA instance re-tunes on by default: the index of the ``docs`` rag_index instance.
+DOCS_INDEX = rag_index("docs")
 
 
 class CorpusSpec(StrictModel):
@@ -35,7 +39,8 @@ class TinyModelSpec(StrictModel):
     intermediate_size: int = Field(344, ge=16, le=16384)
     num_layers: int = Field(4, ge=1, le=48)
     num_heads: int = Field(4, ge=1, le=64)
-    vocab_size: int = Field(4096, ge=300, le=65536, description="Target BPE vocabulary (a small corpus may give fewer).")
+    vocab_size: int = Field(4096, ge=300, le=65536,
+                            description="Target BPE vocabulary (a small corpus may give fewer).")
     context_length: int = Field(256, ge=32, le=8192, description="Longest sequence the model takes (positions).")
     pretrain_steps: int = Field(150, ge=0, le=100_000, description="Optimizer steps of from-scratch pre-training.")
     pretrain_batch_size: int = Field(8, ge=1, le=512)
@@ -73,22 +78,33 @@ class DatasetSpec(StrictModel):
         return self
 
 
+def _distinct(names: list[str]) -> list[str]:
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"{', '.join(repeated)} listed more than once; name each module once")
+    return names
+
+
+ModuleName = Annotated[str, StringConstraints(min_length=1)]
+
+
 class LoraSpec(StrictModel):
     """PEFT LoRA: which linear layers get low-rank adapters, and their shape."""
 
-    rank: int = Field(8, ge=1, le=256, description="r: rank of the update matrices.")
+    rank: int = Field(8, ge=1, le=256, description="r: rank of the low-rank update matrices.")
     alpha: float = Field(16, gt=0, le=1024, description="lora_alpha: the update is scaled by alpha / rank.")
-    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter's input.")
-    target_modules: list[str] = Field(
-        default_factory=lambda: ["q_proj", "v_proj"], min_length=1,
-        description="Names of the linear modules to adapt (Llama: q_proj k_proj v_proj o_proj gate_proj up_proj down_proj).")
+    dropout: float = Field(0.05, ge=0, le=0.9, description="Dropout on the adapter's input during training.")
+    target_modules: Annotated[list[ModuleName], AfterValidator(_distinct)] = Field(
+        default_factory=lambda: ["q_proj", "v_proj"], min_length=1, json_schema_extra={"uniqueItems": True},
+        description="Names of the linear modules to adapt, each once (Llama: q_proj k_proj v_proj o_proj "
+                    "gate_proj up_proj down_proj).")
 
 
 class TuningSpec(StrictModel):
     """The optimisation run: seeded AdamW over the adapter's parameters only."""
 
-    epochs: int = Field(10, ge=1, le=100)
-    learning_rate: float = Field(1e-2, gt=0, le=1)
+    epochs: int = Field(10, ge=1, le=100, description="Passes over the train pairs (max_steps stops earlier).")
+    learning_rate: float = Field(1e-2, gt=0, le=1, description="Peak AdamW learning rate of the adapter.")
     max_steps: int = Field(200, ge=1, le=100_000, description="Stop after this many optimizer steps, epochs or not.")
     batch_size: int = Field(8, ge=1, le=512)
     weight_decay: float = Field(0.0, ge=0, le=1)
@@ -112,11 +128,14 @@ class EvaluationSpec(StrictModel):
     batch_size: int = Field(8, ge=1, le=512)
 
 
-class IndexAssetRef(StrictModel):
-    """The Asset whose events start a run: the docs index the ``rag_index`` template publishes."""
+class IndexAssetSpec(StrictModel):
+    """The Asset whose events start a run; by default the docs index that ``docs_rag_index`` publishes."""
 
-    name: str = "docs_index"
-    uri: str = "loopline://rag/docs"
+    name: str = Field(DOCS_INDEX.name, min_length=1, description="The Asset's name.")
+    uri: str = Field(DOCS_INDEX.uri, min_length=1, description="The Asset's URI.")
+
+    def ref(self) -> AssetRef:
+        return AssetRef(self.name, self.uri)
 
 
 class LoraTuneConfig(PipelineBase):
@@ -125,12 +144,14 @@ class LoraTuneConfig(PipelineBase):
     template: Literal["lora_tune"]
     schedule: str | None = Field(  # type: ignore[assignment]
         None, description="Optional cron; runs also (or only, when null) on index_asset's events.")
-    index_asset: IndexAssetRef | None = Field(
-        default_factory=IndexAssetRef, description="Re-tune when this Asset is updated; null: no Asset schedule.")
+    index_asset: IndexAssetSpec | None = Field(
+        default_factory=IndexAssetSpec, description="Re-tune when this Asset is updated; null: no Asset schedule.")
     corpus: CorpusSpec = CorpusSpec()
     base_model: str = Field(
-        DEFAULT_BASE_MODEL, description="Folder of a causal LM that AutoModelForCausalLM.from_pretrained loads "
-                                        "(absolute, repo-relative or 'home:…').")
+        DEFAULT_BASE_MODEL, min_length=1,
+        description="Folder of a causal LM saved with save_pretrained, which AutoModelForCausalLM.from_pretrained "
+                    "loads (absolute, repo-relative or 'home:…'). A run's folder other than the config's must exist "
+                    "already: only the config's is ever built.")
     tiny_model: TinyModelSpec | None = Field(
         default_factory=TinyModelSpec,
         description="When set, the setup step builds this tiny model into base_model if that folder holds no "
@@ -144,3 +165,22 @@ class LoraTuneConfig(PipelineBase):
     @property
     def experiment_name(self) -> str:
         return f"{self.instance}_lora_tune"
+
+    @property
+    def index_asset_ref(self) -> AssetRef | None:
+        """The Asset the template schedules on (``.asset()``), or None when ``index_asset`` is null."""
+        return self.index_asset.ref() if self.index_asset else None
+
+
+# The trigger form: the config fields a person may set for one run (Params made by core.params.form_params;
+# the run's config by steps.resolve_run). force_promote is no config field: the template declares it.
+LORA_FORM: tuple[FormField, ...] = (
+    FormField("base_model_path", "base_model", "Base model folder"),
+    FormField("rank", "lora.rank", "LoRA rank (r)"),
+    FormField("alpha", "lora.alpha", "LoRA alpha"),
+    FormField("dropout", "lora.dropout", "LoRA dropout"),
+    FormField("target_modules", "lora.target_modules", "Target modules"),
+    FormField("epochs", "tuning.epochs", "Epochs"),
+    FormField("learning_rate", "tuning.learning_rate", "Learning rate"),
+    FormField("max_steps", "tuning.max_steps", "Max steps"),
+)

@@ -18,7 +18,9 @@ import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
 from pipelines.core.errors import NotRetryable
+from pipelines.core.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,23 @@ class Pair:
     instruction: str
     answer: str
     split: str
+
+
+def read_corpus(root: Path, corpus: Any):
+    """The documents of ``root`` that ``corpus`` (a ``CorpusSpec``: include and exclude globs) selects.
+
+    Returns:
+        A ``pipelines.rag.corpus.Corpus`` (``root``, ``documents``, ``digest``).
+
+    Raises:
+        DatasetError: the folder is missing or holds no readable document.
+    """
+    from pipelines.rag.corpus import CorpusError, load_corpus
+
+    try:
+        return load_corpus(root, corpus.include, corpus.exclude)
+    except CorpusError as exc:
+        raise DatasetError(f"the instruction dataset cannot be built: {exc}") from None
 
 
 def format_prompt(instruction: str) -> str:
@@ -92,7 +111,8 @@ def build_pairs(documents: list[Any], spec: Any) -> list[Pair]:
             answer = source + body
             instruction = f'What does the section "{title}" of {doc.doc_id} say?'
             if len(instruction) > spec.max_instruction_chars:
-                instruction = f'What does the section "…{title[-(spec.max_instruction_chars - 40):]}" of {doc.doc_id} say?'
+                tail = title[-(spec.max_instruction_chars - 40):]
+                instruction = f'What does the section "…{tail}" of {doc.doc_id} say?'
             base, n = instruction, 2
             while instruction in seen_instructions:
                 instruction, n = f"{base} (part {n})", n + 1
@@ -153,15 +173,11 @@ def validate_pairs(pairs: list[Pair], spec: Any, source: str) -> dict[str, int]:
 
 
 def write_pairs(pairs: list[Pair], folder: Path) -> dict[str, str]:
-    """``train.jsonl`` and ``eval.jsonl`` in ``folder`` (one pair a line), written atomically."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """``train.jsonl`` and ``eval.jsonl`` in ``folder`` (one pair a line), each written atomically; their paths."""
     paths = {}
     for split in (TRAIN, EVAL):
-        target = folder / f"{split}.jsonl"
-        partial = target.with_name(f".{target.name}.partial")
-        partial.write_text("".join(json.dumps(asdict(p), sort_keys=True) + "\n" for p in pairs if p.split == split))
-        partial.replace(target)
-        paths[split] = str(target)
+        lines = "".join(json.dumps(asdict(p), sort_keys=True) + "\n" for p in pairs if p.split == split)
+        paths[split] = str(write_atomic(folder / f"{split}.jsonl", lines))
     return paths
 
 

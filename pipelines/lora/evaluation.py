@@ -1,16 +1,26 @@
 """Scores and decisions: answer-token loss and perplexity, the merge check, the registration and champion rules.
 
 The loss is the mean negative log-likelihood per answer token over the whole eval split (token-weighted,
-not a mean of batch means), and perplexity is ``exp`` of it. The decision functions are pure and say why.
+not a mean of batch means), and perplexity is ``exp`` of it. The decision functions are pure, say why, and
+return :class:`pipelines.core.tracking.Decision` (``promote``: register, or take the champion alias).
 """
 
 from __future__ import annotations
 
 import math
+import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from pipelines.lora.tuning import IGNORE, Example, batches
+from pipelines.core.errors import NotRetryable
+from pipelines.core.tracking import Decision
+from pipelines.lora.tuning import IGNORE, Example, batches, encode_pairs
+
+
+class AdapterRejected(NotRetryable, ValueError):
+    """The tuned adapter failed a check (the merge check): nothing was registered, the champion is untouched."""
 
 
 def eval_loss(model, examples: list[Example], batch_size: int, pad_id: int, device: str) -> tuple[float, int]:
@@ -72,11 +82,68 @@ def merged_model(base_path, adapter_path, device: str):
 
 
 @dataclass(frozen=True)
-class Decision:
-    """Whether to act (register / promote) and the reason, in words a person reads on the registry page."""
+class AdapterScores:
+    """Base and base + adapter on the eval split: answer-token losses, tokens scored, the merge difference."""
 
-    yes: bool
-    reason: str
+    base_loss: float
+    tuned_loss: float
+    eval_tokens: int
+    merge_max_abs_diff: float
+
+
+def split_loss(model, eval_path: str, tokenizer, max_tokens: int, batch_size: int, device: str) -> tuple[float, int]:
+    """:func:`eval_loss` of ``model`` on the pairs of one split file, encoded as for tuning."""
+    examples = encode_pairs(eval_path, tokenizer, max_tokens)
+    return eval_loss(model, examples, batch_size, tokenizer.pad_token_id, device)
+
+
+def score_adapter(base_path: Path, adapter_path: Path, eval_path: str, max_tokens: int, batch_size: int,
+                  device: str) -> AdapterScores:
+    """Eval loss of the base model and of base + adapter on the eval split, and the merge check's difference."""
+    from peft import PeftModel
+
+    from pipelines.lora.base_model import load_model, load_tokenizer
+
+    tokenizer = load_tokenizer(base_path)
+    model = load_model(base_path, device)
+    base_loss, tokens = split_loss(model, eval_path, tokenizer, max_tokens, batch_size, device)
+    adapted = PeftModel.from_pretrained(model, str(adapter_path)).to(device).eval()
+    tuned_loss, _ = split_loss(adapted, eval_path, tokenizer, max_tokens, batch_size, device)
+    merged = merged_model(base_path, adapter_path, device)
+    difference = merge_difference(adapted, merged, encode_pairs(eval_path, tokenizer, max_tokens),
+                                  tokenizer.pad_token_id, device)
+    return AdapterScores(base_loss, tuned_loss, tokens, difference)
+
+
+def champion_on_split(champion: Any, base: Mapping[str, Any], eval_path: str, max_tokens: int, batch_size: int,
+                      device: str) -> dict[str, Any]:
+    """The champion's eval perplexity on this run's eval split, or why it cannot be scored here.
+
+    Args:
+        champion: The registered version with the ``champion`` alias.
+        base: This run's base model (``path``, ``digest``); a champion tuned on another base is not scored.
+
+    Returns:
+        ``version``, ``perplexity`` (None when not scored) and ``why_not_scored`` when not scored: the
+        ``champion`` argument of :func:`champion_decision`.
+    """
+    from peft import PeftModel
+
+    from pipelines.lora.base_model import load_model, load_tokenizer
+    from pipelines.lora.experiment import BASE_DIGEST_TAG, download_adapter
+
+    info: dict[str, Any] = {"version": str(champion.version), "perplexity": None}
+    theirs = champion.tags.get(BASE_DIGEST_TAG)
+    if theirs != base["digest"]:
+        info["why_not_scored"] = (f"it was tuned on another base model (digest {(theirs or '?')[:12]}…, this "
+                                  f"run's is {base['digest'][:12]}…)")
+        return info
+    with tempfile.TemporaryDirectory() as folder:
+        adapter = download_adapter(champion, Path(folder))
+        model = PeftModel.from_pretrained(load_model(Path(base["path"]), device), str(adapter)).to(device).eval()
+        loss, _ = split_loss(model, eval_path, load_tokenizer(Path(base["path"])), max_tokens, batch_size, device)
+    info["perplexity"] = perplexity(loss)
+    return info
 
 
 def registration_decision(base_ppl: float, tuned_ppl: float, min_improvement: float) -> Decision:
@@ -111,6 +178,6 @@ def champion_decision(tuned_ppl: float, champion: dict[str, Any] | None, min_gai
                  f"({gain:+.1%})")
         decision = (Decision(True, f"{words} beats it by more than {min_gain:.1%}") if gain > min_gain
                     else Decision(False, f"{words} does not beat it by more than {min_gain:.1%}"))
-    if force and not decision.yes:
+    if force and not decision.promote:
         return Decision(True, f"forced by the run's force_promote; the rule said: {decision.reason}")
     return decision

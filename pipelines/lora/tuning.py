@@ -3,22 +3,49 @@
 The loss is the next-token loss of the answer only: prompt and padding positions carry the label -100,
 so the adapter learns to answer, not to repeat the question. Only the adapter's parameters get
 gradients and optimizer state; the base weights stay frozen (and are what the peak-memory gain comes from).
+
+A tuned adapter lives in a folder named by its *tuning key* (:func:`tuning_key`): the PEFT files and
+``loopline_run.json`` (:data:`RUN_RECORD`), written last, which marks the folder as finished.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from pipelines.lora.dataset import Pair, format_prompt
+from pipelines.core.files import publish_folder, write_json_atomic
+from pipelines.lora.dataset import Pair, format_prompt, read_pairs
 
 log = logging.getLogger(__name__)
 
 IGNORE = -100
+RUN_RECORD = "loopline_run.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+def tuning_key(lora: Any, tuning: Any, base_digest: str, dataset_digest: str, max_tokens: int) -> str:
+    """Same base model, dataset, LoRA and tuning settings → same key → same adapter and registered version.
+
+    Args:
+        lora: The ``LoraSpec``.
+        tuning: The ``TuningSpec``; where and on how many threads it runs (``device``, ``cpu_threads``) is
+            not part of the key.
+        base_digest: sha256 of the base model's folder.
+        dataset_digest: sha256 of the instruction pairs.
+        max_tokens: The longest example, in tokens.
+    """
+    payload = {
+        "base": base_digest, "dataset": dataset_digest, "lora": lora.model_dump(),
+        "tuning": tuning.model_dump(exclude={"device", "cpu_threads"}), "max_tokens": max_tokens,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -39,6 +66,11 @@ def encode(pair: Pair, tokenizer, max_tokens: int) -> Example:
     ids = (head + answer)[:max_tokens]
     labels = ([IGNORE] * len(head) + answer)[:max_tokens]
     return Example(ids, labels)
+
+
+def encode_pairs(path: str | Path, tokenizer, max_tokens: int) -> list[Example]:
+    """Every pair of one ``.jsonl`` split file, encoded (:func:`encode`)."""
+    return [encode(pair, tokenizer, max_tokens) for pair in read_pairs(path)]
 
 
 def batches(examples: list[Example], batch_size: int, pad_id: int, device: str = "cpu"):
@@ -75,6 +107,12 @@ def set_cpu_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+def prepare_device(spec: Any) -> str:
+    """Apply a ``TuningSpec``'s ``cpu_threads`` and return the device it asks for (:func:`pick_device`)."""
+    set_cpu_threads(spec.cpu_threads)
+    return pick_device(spec.device)
+
+
 def lora_config(spec: Any):
     """The ``peft.LoraConfig`` of a ``LoraSpec``: causal-LM task, no bias training."""
     from peft import LoraConfig, TaskType
@@ -99,7 +137,8 @@ def attach_lora(model, spec: Any, seed: int | None = None):
     try:
         return get_peft_model(model, lora_config(spec))
     except ValueError as exc:
-        linear = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+        linear = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules()
+                         if isinstance(m, torch.nn.Linear)})
         raise ValueError(f"LoRA target modules {list(spec.target_modules)} match nothing in this model "
                          f"({exc}); its linear layers are named {linear}") from None
 
@@ -172,3 +211,26 @@ def train(model, examples: list[Example], tuning: Any, pad_id: int, device: str,
             break
     model.eval()
     return records
+
+
+def save_adapter(model, adapter_dir: Path) -> int:
+    """Publish the PEFT adapter of ``model`` (``save_pretrained``) as ``adapter_dir``, whole; its weights' bytes.
+
+    An earlier folder there (a run that stopped before its record) is replaced only once the new one is complete.
+    """
+    with publish_folder(adapter_dir) as folder:
+        model.save_pretrained(str(folder))
+    return (adapter_dir / ADAPTER_WEIGHTS).stat().st_size
+
+
+def record_run(adapter_dir: Path, record: dict[str, Any]) -> None:
+    """Write the run record that marks ``adapter_dir`` as tuned and logged (read back by :func:`recorded_run`)."""
+    write_json_atomic(adapter_dir / RUN_RECORD, record, sort_keys=False)
+
+
+def recorded_run(adapter_dir: Path) -> dict[str, Any] | None:
+    """The run record of a finished adapter folder, or None if there is no finished adapter there."""
+    record = adapter_dir / RUN_RECORD
+    if record.exists() and (adapter_dir / ADAPTER_WEIGHTS).exists():
+        return json.loads(record.read_text())
+    return None

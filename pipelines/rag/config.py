@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from pipelines.core import assets
+from pipelines.core.assets import AssetRef
 from pipelines.core.config import PipelineBase, StrictModel
 
 DEFAULT_INCLUDE = ("**/*.md", "**/*.markdown", "**/*.html", "**/*.htm", "**/*.txt")
@@ -91,19 +93,16 @@ class RagIndexConfig(PipelineBase):
     evaluation: EvaluationConfig
 
     @property
-    def index_asset_name(self) -> str:
-        """The Asset emitted when the live index changed."""
-        return f"{self.instance}_index"
+    def index_asset(self) -> AssetRef:
+        """The Asset emitted when the live index changed (``<instance>_index``)."""
+        return assets.rag_index(self.instance)
 
     @property
-    def index_asset_uri(self) -> str:
-        return f"loopline://rag/{self.instance}"
+    def reindex_request(self) -> AssetRef:
+        """The Asset that asks for a re-index (``<instance>_reindex``, emitted by the drift checks)."""
+        return assets.reindex_request(self.instance)
 
     @property
-    def reindex_asset_name(self) -> str:
-        """The Asset that asks for a re-index (emitted by the drift checks)."""
-        return f"{self.instance}_reindex"
-
-    @property
-    def reindex_asset_uri(self) -> str:
-        return f"loopline://reindex/{self.instance}"
+    def experiment_name(self) -> str:
+        """The MLflow experiment of the index's runs."""
+        return f"{self.instance}_rag_index"

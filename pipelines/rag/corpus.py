@@ -22,6 +22,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path, PurePosixPath
+
 from pipelines.core.errors import NotRetryable
 
 log = logging.getLogger(__name__)

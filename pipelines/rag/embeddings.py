@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipelines.core.settings import LooplineSettings, get_settings
 from pipelines.core.errors import NotRetryable
+from pipelines.core.settings import LooplineSettings, get_settings
 
 if TYPE_CHECKING:
     import numpy as np

@@ -18,10 +18,12 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
 from pipelines.core.errors import NotRetryable
+from pipelines.core.tracking import Decision
 
 if TYPE_CHECKING:
     from pipelines.rag.config import EvaluationConfig
@@ -29,6 +31,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 EPSILON = 1e-9
+
+ModeMetrics = dict[str, dict[str, float]]
+"""hit@k and MRR@k per search mode: ``{mode: {"hit_rate": …, "mrr": …}}``."""
 
 
 class QuestionSetError(NotRetryable, ValueError):
@@ -86,7 +91,7 @@ def score_rankings(rankings: Sequence[Sequence[str]], expected: Sequence[str], k
     if not expected:
         return {"hit_rate": 0.0, "mrr": 0.0}
     hits, reciprocal = 0, 0.0
-    for ranked, want in zip(rankings, expected):
+    for ranked, want in zip(rankings, expected, strict=False):
         top = list(ranked)[:k]
         if want in top:
             hits += 1
@@ -95,7 +100,7 @@ def score_rankings(rankings: Sequence[Sequence[str]], expected: Sequence[str], k
 
 
 def evaluate_version(store: VectorStore, version: str, embed_queries: Callable[[list[str]], Any],
-                     question_set: QuestionSet, k: int, modes: Sequence[str]) -> dict[str, dict[str, float]]:
+                     question_set: QuestionSet, k: int, modes: Sequence[str]) -> ModeMetrics:
     """hit@k and MRR@k of one version, per search mode.
 
     Args:
@@ -110,52 +115,77 @@ def evaluate_version(store: VectorStore, version: str, embed_queries: Callable[[
     result = {}
     for mode in modes:
         rankings = [[hit.doc_id for hit in store.search(text, vector, k, mode=mode, version=version)]
-                    for text, vector in zip(texts, vectors)]
+                    for text, vector in zip(texts, vectors, strict=True)]
         result[mode] = score_rankings(rankings, expected, k)
         log.info("%s, %s search: hit@%d %.3f, MRR@%d %.3f over %d questions", version, mode, k,
                  result[mode]["hit_rate"], k, result[mode]["mrr"], len(texts))
     return result
 
 
-@dataclass
-class GateVerdict:
-    passed: bool
-    reasons: list[str] = field(default_factory=list)
+def gate(candidate: ModeMetrics, live: ModeMetrics | None, config: EvaluationConfig) -> Decision:
+    """Whether the candidate may replace the live version (``live`` None: there is none yet).
 
-    def summary(self) -> str:
-        return "; ".join(self.reasons)
-
-
-def gate(candidate: dict[str, dict[str, float]], live: dict[str, dict[str, float]] | None,
-         config: EvaluationConfig) -> GateVerdict:
-    """Whether the candidate may replace the live version (``live`` None: there is none yet)."""
-    verdict = GateVerdict(passed=True)
+    The reason lists every bound the candidate misses, ``; ``-separated, or says why it passes.
+    """
     k = config.k
+    misses: list[str] = []
     for mode in config.modes:
         cand = candidate[mode]
         if cand["hit_rate"] + EPSILON < config.min_hit_rate:
-            verdict.passed = False
-            verdict.reasons.append(f"{mode} hit@{k} {cand['hit_rate']:.3f} is below evaluation.min_hit_rate "
-                                   f"{config.min_hit_rate:.3f}")
+            misses.append(f"{mode} hit@{k} {cand['hit_rate']:.3f} is below evaluation.min_hit_rate "
+                          f"{config.min_hit_rate:.3f}")
         if live is None or mode not in live:
             continue
         for metric, bound, label in (("hit_rate", config.max_hit_rate_drop, f"hit@{k}"),
                                      ("mrr", config.max_mrr_drop, f"MRR@{k}")):
             drop = live[mode][metric] - cand[metric]
             if drop > bound + EPSILON:
-                verdict.passed = False
-                verdict.reasons.append(f"{mode} {label} drops {live[mode][metric]:.3f} → {cand[metric]:.3f} "
-                                       f"(-{drop:.3f}, allowed -{bound:.3f})")
-    if verdict.passed:
-        verdict.reasons.append("no regression beyond the bounds" if live
-                               else "first version: no live version to compare with")
-    return verdict
+                misses.append(f"{mode} {label} drops {live[mode][metric]:.3f} → {cand[metric]:.3f} "
+                              f"(-{drop:.3f}, allowed -{bound:.3f})")
+    if misses:
+        return Decision(False, "; ".join(misses))
+    first = "first version: no live version to compare with"
+    return Decision(True, "no regression beyond the bounds" if live else first)
 
 
-def flat_metrics(metrics: dict[str, dict[str, float]] | None, k: int, prefix: str = "") -> dict[str, float]:
+def flat_metrics(metrics: ModeMetrics | None, k: int, prefix: str = "") -> dict[str, float]:
     """``{mode: {hit_rate, mrr}}`` as flat MLflow metric names: ``<prefix>hit_at_<k>_<mode>``."""
     out = {}
     for mode, values in (metrics or {}).items():
         out[f"{prefix}hit_at_{k}_{mode}"] = values["hit_rate"]
         out[f"{prefix}mrr_at_{k}_{mode}"] = values["mrr"]
     return out
+
+
+def evaluation_record(metrics: ModeMetrics, corpus_digest: str, question_set: QuestionSet, k: int) -> dict[str, Any]:
+    """What the version catalog keeps as a version's ``evaluation``: its metrics and what they were measured on."""
+    return {"metrics": metrics, "corpus_digest": corpus_digest, "question_set": question_set.digest, "k": k}
+
+
+def stored_evaluation(record: dict[str, Any] | None, question_set_digest: str, k: int, *,
+                      modes: Sequence[str] | None = None, corpus_digest: str | None = None) -> ModeMetrics | None:
+    """A catalogued version's recorded metrics, when they are comparable with a measurement made now.
+
+    The record's ``evaluation`` (see :func:`evaluation_record`) counts when it was computed on the same
+    question set and ``k``, covers every mode of ``modes`` and, if ``corpus_digest`` is given, the same
+    corpus. Used by the ``rag_index`` steps (no re-evaluation when nothing changed) and by the retrieval
+    drift check (the baseline hit rate).
+
+    Args:
+        record: the version's catalog record (None or without an evaluation: nothing recorded).
+        modes: the modes wanted, in this order; None: every mode recorded.
+
+    Returns:
+        ``{mode: {"hit_rate": …, "mrr": …}}``, or None when nothing comparable is recorded.
+    """
+    evaluation = (record or {}).get("evaluation") or {}
+    if evaluation.get("question_set") != question_set_digest or evaluation.get("k") != k:
+        return None
+    if corpus_digest is not None and evaluation.get("corpus_digest") != corpus_digest:
+        return None
+    recorded = evaluation.get("metrics") or {}
+    if modes is None:
+        return dict(recorded)
+    if not set(modes) <= set(recorded):
+        return None
+    return {mode: recorded[mode] for mode in modes}

@@ -4,7 +4,7 @@
    *incremental* when the live version was built with the configured model and chunker (only new and
    changed chunks are embedded, only removed ones deleted), *unchanged* when nothing differs, *full* when
    there is no live version or the model or chunker changed: then a new version is built beside the live
-   one. The plan (the chunks to embed, the ids to delete) is saved under the data home.
+   one. The plan (the chunks to embed, the ids to delete) is saved under the data home (:mod:`.plans`).
 2. :func:`embed_chunks` embeds the plan's chunks in batches. A full build writes them straight into the
    new version, which no reader sees; an incremental run writes them to a staging folder. Either way the
    live version is untouched, and a retry after a crash resumes where the last committed batch ended.
@@ -16,6 +16,9 @@
 5. :func:`record_index` evaluates the live version (or reuses its evaluation when nothing changed) and
    logs metrics and lineage (corpus digest, model, chunker config, version) to MLflow.
 
+Each step returns a plain dict (its XCom), typed here: :class:`IndexPlan`, :class:`EmbeddedChunks`,
+:class:`IndexVerdict`, :class:`PublishedIndex`, :class:`IndexRunSummary`.
+
 All state is under ``<data home>/rag/<instance>/``. Every step can be re-run: ids are content hashes, the
 plan's id is a hash of what it does, and writes are upserts keyed by chunk id.
 """
@@ -25,29 +28,31 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
-import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypedDict
 
-from pipelines.rag import embeddings
-from pipelines.rag.corpus import load_corpus
+from pipelines.core import tracking
+from pipelines.core.settings import LooplineSettings, get_settings
+from pipelines.rag import embeddings, plans
+from pipelines.rag.corpus import Corpus, load_corpus
 from pipelines.rag.embeddings import EmbeddingModelError
 from pipelines.rag.evaluation import (
     GateBlocked,
+    ModeMetrics,
     evaluate_version,
+    evaluation_record,
     flat_metrics,
     gate,
     load_questions,
+    stored_evaluation,
 )
-from pipelines.rag.hashing import Chunk, chunk_corpus, chunker_digest, diff_against_index
-from pipelines.rag.versions import VersionCatalog, catalog_path, retire_versions
-from pipelines.core.settings import LooplineSettings, get_settings
-from pipelines.core.errors import NotRetryable
+from pipelines.rag.hashing import Chunk, IndexDiff, chunk_corpus, chunker_digest, diff_against_index
+from pipelines.rag.plans import IndexStateError
+from pipelines.rag.versions import VersionCatalog, fingerprint, retire_versions
 
 if TYPE_CHECKING:
     from pipelines.rag.config import RagIndexConfig
@@ -58,29 +63,109 @@ log = logging.getLogger(__name__)
 
 LISTED = 20  # names of documents listed in a step's result (the counts are always complete)
 
-
-class IndexStateError(RuntimeError):
-    """The index is not in the state a step expects; the message says what to re-run."""
+PlanMode = Literal["full", "incremental", "unchanged"]
 
 
-class PlanSuperseded(NotRetryable, IndexStateError):
-    """A later run replaced this run's plan: re-running an old run must not undo a newer one."""
+# --- what the steps hand each other (XCom) ------------------------------------------------------------------
+
+class ChunkerState(TypedDict):
+    size_chars: int
+    overlap_chars: int
+    digest: str
 
 
-@dataclass(frozen=True)
-class RagPaths:
-    """Where one instance keeps its state, all under the data home."""
+class IndexPlan(TypedDict):
+    """:func:`plan_index`'s result: the plan without its chunk lists (those stay in the file at ``plan_path``).
 
-    root: Path
-    plans: Path
-    staging: Path
-    catalog: Path
+    ``counts`` has docs new/changed/deleted/unchanged/kept_bad_input and chunks to embed/to delete/unchanged;
+    ``docs`` the names of new, changed, deleted and kept documents (first 20 of each).
+    """
+
+    plan_id: str
+    plan_path: str
+    instance: str
+    backend: str
+    mode: PlanMode
+    target_version: str
+    live_version: str | None
+    fingerprint: str
+    model_id: str
+    model_path: str
+    chunker: ChunkerState
+    corpus_root: str
+    corpus_digest: str
+    documents: int
+    chunks: int
+    counts: dict[str, int]
+    skipped_files: list[dict[str, str]]
+    skipped_files_total: int
+    docs: dict[str, list[str]]
 
 
-def paths(config: RagIndexConfig, settings: LooplineSettings | None = None) -> RagPaths:
-    settings = settings or get_settings()
-    root = settings.path("rag", config.instance)
-    return RagPaths(root, root / "plans", root / "staging", catalog_path(config, settings))
+class EmbeddedChunks(TypedDict):
+    """:func:`embed_chunks`'s result; ``written_to`` is the candidate version or the staging folder."""
+
+    mode: PlanMode
+    embedded: int
+    resumed: int
+    deleted_from_candidate: int
+    seconds: float
+    chunks_per_s: float
+    written_to: str | None
+
+
+class IndexVerdict(TypedDict):
+    """:func:`evaluate_index`'s result: the gate's decision and the metrics (``{mode: {hit_rate, mrr}}``)."""
+
+    mode: PlanMode
+    decision: Literal["switch", "blocked", "in_place", "unchanged"]
+    candidate: ModeMetrics | None
+    live: ModeMetrics | None
+    gate: str
+    k: int
+    unanswerable_sources: NotRequired[list[str]]
+
+
+class PublishedIndex(TypedDict):
+    """:func:`publish_index`'s result; ``changed`` says whether readers now see something new."""
+
+    changed: bool
+    action: Literal["switched", "updated_in_place", "unchanged"]
+    live_version: str | None
+    previous_version: str | None
+    written: int
+    deleted: int
+    retired_versions: list[str]
+
+
+class IndexRunSummary(TypedDict):
+    """:func:`record_index`'s result: what the run did to the index, its metrics and lineage."""
+
+    instance: str
+    backend: str
+    dag_run_id: str
+    mode: PlanMode
+    action: str
+    index_changed: bool
+    live_version: str | None
+    previous_version: str | None
+    target_version: str
+    documents: int
+    chunks: int
+    embedded: int
+    skipped_unchanged: int
+    deleted: int
+    docs: dict[str, int]
+    skipped_files: list[dict[str, str]]
+    skipped_files_total: int
+    metrics: ModeMetrics | None
+    k: int
+    gate: str | None
+    corpus_digest: str
+    model_id: str
+    chunker: ChunkerState
+    embed_seconds: float
+    mlflow_run_id: str
 
 
 def _open_store(config: RagIndexConfig, settings: LooplineSettings) -> VectorStore:
@@ -89,133 +174,112 @@ def _open_store(config: RagIndexConfig, settings: LooplineSettings) -> VectorSto
     return open_store(config.index.backend, config.instance, settings)
 
 
-def _write_json(path: Path, payload: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-    os.chmod(tmp, 0o644)  # mkstemp makes it private; readers may run as another user
-    with os.fdopen(fd, "w") as handle:
-        json.dump(payload, handle)
-    os.replace(tmp, path)
+def _catalog(config: RagIndexConfig, settings: LooplineSettings) -> VersionCatalog:
+    return VersionCatalog(plans.paths(config, settings).catalog)
 
 
-def fingerprint(model_id: str, chunker: str) -> str:
-    """What makes a version: the model and the chunker. Another fingerprint means another version."""
-    return hashlib.sha256(f"{model_id}|{chunker}".encode()).hexdigest()[:16]
+def _full_plan(plan: IndexPlan) -> dict[str, Any]:
+    return plans.load_plan(plan["plan_path"], plan["plan_id"], plan["instance"])
 
 
 # --- 1. plan ------------------------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class _CorpusNow:
+    """The corpus as it is now, chunked and hashed for the configured model and chunker."""
+
+    root: Path
+    corpus: Corpus
+    model_path: Path
+    model_id: str
+    chunker: ChunkerState
+    fingerprint: str
+    chunks: list[Chunk]
+
+
+def _corpus_now(config: RagIndexConfig, settings: LooplineSettings) -> _CorpusNow:
+    root = settings.resolve(config.corpus.path)
+    corpus = load_corpus(root, config.corpus.include, config.corpus.exclude,
+                         max_bytes=int(config.corpus.max_file_mb * 1_000_000), bad_files=config.corpus.bad_files)
+    model_path = embeddings.resolve_model_path(config.embedding.model, settings)
+    model_id = embeddings.model_id(model_path)
+    size, overlap = config.chunker.size_chars, config.chunker.overlap_chars
+    chunker: ChunkerState = {"size_chars": size, "overlap_chars": overlap, "digest": chunker_digest(size, overlap)}
+    return _CorpusNow(root, corpus, model_path, model_id, chunker, fingerprint(model_id, chunker["digest"]),
+                      chunk_corpus(corpus, size, overlap, model_id))
+
+
+def _compare_with_index(config: RagIndexConfig, now: _CorpusNow, store: VectorStore, catalog: VersionCatalog,
+                        run_id: str) -> tuple[PlanMode, str, str | None, IndexDiff]:
+    """Update the live version in place when it has the same fingerprint, else build (or resume) a new one.
+
+    Returns:
+        (mode, target version, live version, the diff of the corpus against the target).
+    """
+    live = store.live_version()
+    live_record = catalog.get(live)
+    existing = store.list_versions()
+    if live and live_record and live_record.get("fingerprint") == now.fingerprint:
+        bad_input = {s.doc_id for s in now.corpus.skipped}
+        diff = diff_against_index(now.chunks, store.chunk_ids(live), keep_docs=bad_input)
+        return ("unchanged" if diff.is_empty else "incremental"), live, live, diff
+    target = catalog.candidate_for(now.fingerprint)
+    if target is None:
+        numbers = [store.version_number(v) or 0 for v in existing]
+        target = store.version_name(catalog.allocate_number(numbers))
+    # A new version holds only what the corpus has now; a resumed one keeps what it already holds.
+    diff = diff_against_index(now.chunks, store.chunk_ids(target) if target in existing else {})
+    if live and not live_record:
+        log.warning("Live version %s of index %s is not in the catalog %s: rebuilding as %s",
+                    live, config.instance, catalog.path, target)
+    catalog.put(target, status="building", fingerprint=now.fingerprint, model_id=now.model_id,
+                model_path=str(now.model_path), built_by=run_id, chunker=dict(now.chunker))
+    return "full", target, live, diff
+
+
 def plan_index(config: RagIndexConfig, run_id: str = "manual",
-               settings: LooplineSettings | None = None) -> dict:
+               settings: LooplineSettings | None = None) -> IndexPlan:
     """Load, chunk and hash the corpus, compare it with the index, and save the plan.
 
     Returns:
-        The plan without its chunk lists: ``plan_id``, ``plan_path``, ``mode`` (full, incremental,
-        unchanged), ``target_version``, ``live_version``, ``corpus_digest``, ``model_id``, ``chunker``,
-        ``documents``, ``chunks``, ``counts`` (docs new/changed/deleted/unchanged, chunks to embed/delete/
-        unchanged), ``skipped_files``, ``docs`` (names of new, changed, deleted documents, first 20).
+        The plan without its chunk lists (:class:`IndexPlan`): ``mode`` is full, incremental or unchanged.
 
     Raises:
         CorpusError: the corpus folder is missing or holds no readable document (nothing is written).
         EmbeddingModelError: the model folder is missing or not a sentence-transformers model.
     """
     settings = settings or get_settings()
-    p = paths(config, settings)
-    corpus_root = settings.resolve(config.corpus.path)
-    corpus = load_corpus(corpus_root, config.corpus.include, config.corpus.exclude,
-                         max_bytes=int(config.corpus.max_file_mb * 1_000_000),
-                         bad_files=config.corpus.bad_files)
-    model_path = embeddings.resolve_model_path(config.embedding.model, settings)
-    model_id = embeddings.model_id(model_path)
-    chunker = chunker_digest(config.chunker.size_chars, config.chunker.overlap_chars)
-    version_fingerprint = fingerprint(model_id, chunker)
-    chunks = chunk_corpus(corpus, config.chunker.size_chars, config.chunker.overlap_chars, model_id)
-
-    catalog = VersionCatalog(p.catalog)
+    p = plans.paths(config, settings)
+    now = _corpus_now(config, settings)
     with _open_store(config, settings) as store:
-        live = store.live_version()
-        live_record = catalog.get(live)
-        existing = store.list_versions()
-        if live and live_record and live_record.get("fingerprint") == version_fingerprint:
-            target = live
-            bad_input = {s.doc_id for s in corpus.skipped}
-            diff = diff_against_index(chunks, store.chunk_ids(live), keep_docs=bad_input)
-            mode = "unchanged" if diff.is_empty else "incremental"
-        else:
-            mode = "full"
-            target = catalog.candidate_for(version_fingerprint)
-            if target is None:
-                numbers = [store.version_number(v) or 0 for v in existing]
-                target = store.version_name(catalog.allocate_number(numbers))
-            # A new version holds only what the corpus has now; a resumed one keeps what it already holds.
-            diff = diff_against_index(chunks, store.chunk_ids(target) if target in existing else {})
-            if live and not live_record:
-                log.warning("Live version %s of index %s is not in the catalog %s: rebuilding as %s",
-                            live, config.instance, p.catalog, target)
-            catalog.put(target, status="building", fingerprint=version_fingerprint, model_id=model_id,
-                        model_path=str(model_path), built_by=run_id,
-                        chunker={"size_chars": config.chunker.size_chars,
-                                 "overlap_chars": config.chunker.overlap_chars, "digest": chunker})
-
-    plan_key = json.dumps([mode, target, live, version_fingerprint, corpus.digest,
+        mode, target, live, diff = _compare_with_index(config, now, store, VersionCatalog(p.catalog), run_id)
+    plan_key = json.dumps([mode, target, live, now.fingerprint, now.corpus.digest,
                            [c.chunk_id for c in diff.chunks_to_embed], diff.chunk_ids_to_delete])
     plan_id = hashlib.sha256(plan_key.encode()).hexdigest()[:16]
-    summary = {
-        "plan_id": plan_id,
-        "plan_path": str(p.plans / f"{plan_id}.json"),
-        "instance": config.instance,
-        "backend": config.index.backend,
-        "mode": mode,
-        "target_version": target,
-        "live_version": live,
-        "fingerprint": version_fingerprint,
-        "model_id": model_id,
-        "model_path": str(model_path),
-        "chunker": {"size_chars": config.chunker.size_chars, "overlap_chars": config.chunker.overlap_chars,
-                    "digest": chunker},
-        "corpus_root": str(corpus_root),
-        "corpus_digest": corpus.digest,
-        "documents": len(corpus.documents),
-        "chunks": len(chunks),
-        "counts": diff.counts(),
-        "skipped_files": [{"file": s.doc_id, "reason": s.reason} for s in corpus.skipped[:LISTED]],
-        "skipped_files_total": len(corpus.skipped),
+    skipped = now.corpus.skipped
+    summary: IndexPlan = {
+        "plan_id": plan_id, "plan_path": str(p.plan_file(plan_id)), "instance": config.instance,
+        "backend": config.index.backend, "mode": mode, "target_version": target, "live_version": live,
+        "fingerprint": now.fingerprint, "model_id": now.model_id, "model_path": str(now.model_path),
+        "chunker": now.chunker, "corpus_root": str(now.root), "corpus_digest": now.corpus.digest,
+        "documents": len(now.corpus.documents), "chunks": len(now.chunks), "counts": diff.counts(),
+        "skipped_files": [{"file": s.doc_id, "reason": s.reason} for s in skipped[:LISTED]],
+        "skipped_files_total": len(skipped),
         "docs": {"new": diff.docs_new[:LISTED], "changed": diff.docs_changed[:LISTED],
                  "deleted": diff.docs_deleted[:LISTED], "kept_bad_input": diff.docs_kept[:LISTED]},
     }
-    plan = {**summary,
-            "chunks_to_embed": [[c.chunk_id, c.doc_id, c.heading, c.text] for c in diff.chunks_to_embed],
-            "chunk_ids_to_delete": diff.chunk_ids_to_delete}
-    _write_json(Path(summary["plan_path"]), plan)
-    _remove_other_plans(p, plan_id)
-    counts = diff.counts()
+    plans.save_plan(p.plan_file(plan_id), {
+        **summary, "chunks_to_embed": [[c.chunk_id, c.doc_id, c.heading, c.text] for c in diff.chunks_to_embed],
+        "chunk_ids_to_delete": diff.chunk_ids_to_delete})
+    plans.remove_other_plans(p, plan_id)
+    counts = summary["counts"]
     log.info("Plan %s for index %s: %s into %s (live: %s); %d documents, %d chunks; docs new %d, "
              "changed %d, deleted %d, unchanged %d; chunks to embed %d, to delete %d, unchanged %d; "
-             "%d files skipped", plan_id, config.instance, mode, target, live, len(corpus.documents),
-             len(chunks), counts["docs_new"], counts["docs_changed"], counts["docs_deleted"],
+             "%d files skipped", plan_id, config.instance, mode, target, live, summary["documents"],
+             summary["chunks"], counts["docs_new"], counts["docs_changed"], counts["docs_deleted"],
              counts["docs_unchanged"], counts["chunks_to_embed"], counts["chunks_to_delete"],
-             counts["chunks_unchanged"], len(corpus.skipped))
+             counts["chunks_unchanged"], len(skipped))
     return summary
-
-
-def _remove_other_plans(p: RagPaths, keep: str) -> None:
-    """A new plan supersedes every older one (and its staged embeddings)."""
-    for old in p.plans.glob("*.json"):
-        if old.stem != keep:
-            old.unlink(missing_ok=True)
-    if p.staging.exists():
-        for old in p.staging.iterdir():
-            if old.name != keep:
-                shutil.rmtree(old, ignore_errors=True)
-
-
-def _load_plan(plan: dict) -> dict:
-    path = Path(plan["plan_path"])
-    if not path.exists():
-        raise PlanSuperseded(f"plan {plan['plan_id']} of index {plan['instance']} is gone: a later run "
-                             "planned again and superseded it. Nothing to do here; run the DAG again to "
-                             "index the corpus as it is now")
-    return json.loads(path.read_text())
 
 
 # --- 2. embed -----------------------------------------------------------------------------------------------
@@ -235,51 +299,70 @@ def _embed_to(embedder: Any, chunks: Sequence[Chunk], write_batch: int,
     for offset in range(0, len(ordered), write_batch):
         batch = ordered[offset:offset + write_batch]
         vectors = embedder.encode([c.text for c in batch])
-        sink([IndexedChunk(c.chunk_id, c.doc_id, c.heading, c.text, v) for c, v in zip(batch, vectors)])
+        sink([IndexedChunk(c.chunk_id, c.doc_id, c.heading, c.text, v) for c, v in zip(batch, vectors, strict=True)])
         done, elapsed = offset + len(batch), time.perf_counter() - started
         log.info("Embedded %d/%d chunks (%.0f%%) into %s, %.1f chunks/s", done, len(ordered),
                  100 * done / len(ordered), label, done / elapsed if elapsed else 0.0)
     return time.perf_counter() - started
 
 
-def _staged_ids(folder: Path) -> set[str]:
-    import pyarrow.parquet as pq
+def _plan_model(config: RagIndexConfig, full: dict[str, Any]) -> Callable[[], Any]:
+    """Loads the plan's model when called, and refuses it if it changed since the plan was made."""
+    def load():
+        embedder = embeddings.load_embedder(Path(full["model_path"]), batch_size=config.embedding.batch_size,
+                                            device=config.embedding.device)
+        if embedder.model_id != full["model_id"]:
+            raise IndexStateError(f"the model at {full['model_path']} changed since plan {full['plan_id']} "
+                                  f"({full['model_id']} → {embedder.model_id}): run the DAG again")
+        return embedder
 
-    parts = sorted(folder.glob("part-*.parquet"))
-    return {i for part in parts for i in pq.read_table(part, columns=["id"]).column("id").to_pylist()}
-
-
-def _stage(folder: Path, rows: list[IndexedChunk]) -> None:
-    """One staged batch as a parquet file, written whole or not at all."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    folder.mkdir(parents=True, exist_ok=True)
-    table = pa.table({
-        "id": [r.chunk_id for r in rows], "doc_id": [r.doc_id for r in rows],
-        "heading": [r.heading for r in rows], "text": [r.text for r in rows],
-        "vector": pa.array([list(map(float, r.vector)) for r in rows], type=pa.list_(pa.float32())),
-    })
-    name = f"part-{hashlib.sha256(''.join(r.chunk_id for r in rows).encode()).hexdigest()[:16]}.parquet"
-    tmp = folder / f".{name}.tmp"
-    pq.write_table(table, tmp)
-    os.replace(tmp, folder / name)
+    return load
 
 
-def _read_staged(folder: Path) -> list[IndexedChunk]:
-    import pyarrow.parquet as pq
+def _embed_into_candidate(config: RagIndexConfig, full: dict[str, Any], todo: list[Chunk],
+                          settings: LooplineSettings) -> tuple[int, float, int]:
+    """A full build: the chunks go straight into the new version, which no reader sees.
 
-    from pipelines.rag.stores.base import IndexedChunk
+    Returns:
+        (chunks embedded now, seconds, stale chunks deleted from the candidate).
+    """
+    target, load_model = full["target_version"], _plan_model(config, full)
+    seconds = 0.0
+    with _open_store(config, settings) as store:
+        embedder = None
+        if target not in store.list_versions():
+            embedder = load_model()
+            store.create_version(target, embedder.dimension)
+            _catalog(config, settings).put(target, dimension=embedder.dimension)
+        written = store.chunk_ids(target)
+        remaining = [c for c in todo if c.chunk_id not in written]
+        if remaining:
+            embedder = embedder or load_model()
+            seconds = _embed_to(embedder, remaining, config.embedding.write_batch_chunks,
+                                lambda rows: store.write(target, rows), f"{target} (candidate)")
+        stale = [i for i in full["chunk_ids_to_delete"] if i in written]
+        store.delete(target, stale)
+        store.finalize(target)
+    return len(remaining), seconds, len(stale)
 
-    rows = []
-    for part in sorted(folder.glob("part-*.parquet")):
-        t = pq.read_table(part).to_pydict()
-        rows += [IndexedChunk(*fields)
-                 for fields in zip(t["id"], t["doc_id"], t["heading"], t["text"], t["vector"])]
-    return rows
+
+def _embed_into_staging(config: RagIndexConfig, full: dict[str, Any], todo: list[Chunk],
+                        folder: Path) -> tuple[int, float]:
+    """An incremental run: the chunks are staged beside the live version until publish applies them.
+
+    Returns:
+        (chunks embedded now, seconds).
+    """
+    staged = plans.staged_ids(folder)
+    remaining = [c for c in todo if c.chunk_id not in staged]
+    seconds = 0.0
+    if remaining:
+        seconds = _embed_to(_plan_model(config, full)(), remaining, config.embedding.write_batch_chunks,
+                            lambda rows: plans.stage_batch(folder, rows), f"staging for {full['target_version']}")
+    return len(remaining), seconds
 
 
-def embed_chunks(config: RagIndexConfig, plan: dict, settings: LooplineSettings | None = None) -> dict:
+def embed_chunks(config: RagIndexConfig, plan: IndexPlan, settings: LooplineSettings | None = None) -> EmbeddedChunks:
     """Embed the plan's chunks in batches: into the new version (full) or the staging folder (incremental).
 
     Chunks already written by an earlier attempt of the same plan are not embedded again, and the model
@@ -290,52 +373,24 @@ def embed_chunks(config: RagIndexConfig, plan: dict, settings: LooplineSettings 
         ``deleted_from_candidate``, ``seconds``, ``chunks_per_s``, ``written_to``.
     """
     settings = settings or get_settings()
-    full = _load_plan(plan)
-    mode, target = full["mode"], full["target_version"]
+    full = _full_plan(plan)
+    mode = full["mode"]
     todo = [Chunk(*fields) for fields in full["chunks_to_embed"]]
-    result = {"mode": mode, "embedded": 0, "resumed": 0, "deleted_from_candidate": 0, "seconds": 0.0,
-              "chunks_per_s": 0.0, "written_to": None}
+    result: EmbeddedChunks = {"mode": mode, "embedded": 0, "resumed": 0, "deleted_from_candidate": 0,
+                              "seconds": 0.0, "chunks_per_s": 0.0, "written_to": None}
     if mode == "unchanged":
         log.info("Index %s is up to date with the corpus: nothing to embed", config.instance)
         return result
-
-    def load_model():
-        embedder = embeddings.load_embedder(Path(full["model_path"]), batch_size=config.embedding.batch_size,
-                                            device=config.embedding.device)
-        if embedder.model_id != full["model_id"]:
-            raise IndexStateError(f"the model at {full['model_path']} changed since plan {full['plan_id']} "
-                                  f"({full['model_id']} → {embedder.model_id}): run the DAG again")
-        return embedder
-
-    write_batch = config.embedding.write_batch_chunks
     if mode == "full":
-        with _open_store(config, settings) as store:
-            embedder = None
-            if target not in store.list_versions():
-                embedder = load_model()
-                store.create_version(target, embedder.dimension)
-                VersionCatalog(paths(config, settings).catalog).put(target, dimension=embedder.dimension)
-            written = store.chunk_ids(target)
-            remaining = [c for c in todo if c.chunk_id not in written]
-            if remaining:
-                embedder = embedder or load_model()
-                result["seconds"] = _embed_to(embedder, remaining, write_batch,
-                                              lambda rows: store.write(target, rows), f"{target} (candidate)")
-            stale = [i for i in full["chunk_ids_to_delete"] if i in written]
-            store.delete(target, stale)
-            store.finalize(target)
-        result.update(written_to=target, deleted_from_candidate=len(stale))
+        embedded, seconds, stale = _embed_into_candidate(config, full, todo, settings)
+        result["written_to"], result["deleted_from_candidate"] = full["target_version"], stale
     else:
-        folder = paths(config, settings).staging / full["plan_id"]
-        staged = _staged_ids(folder) if folder.exists() else set()
-        remaining = [c for c in todo if c.chunk_id not in staged]
-        if remaining:
-            result["seconds"] = _embed_to(load_model(), remaining, write_batch,
-                                          lambda rows: _stage(folder, rows), f"staging for {target}")
+        folder = plans.paths(config, settings).staged(full["plan_id"])
+        embedded, seconds = _embed_into_staging(config, full, todo, folder)
         result["written_to"] = str(folder)
-    result.update(embedded=len(remaining), resumed=len(todo) - len(remaining))
-    if result["seconds"]:
-        result["chunks_per_s"] = result["embedded"] / result["seconds"]
+    result["embedded"], result["resumed"], result["seconds"] = embedded, len(todo) - embedded, seconds
+    if seconds:
+        result["chunks_per_s"] = embedded / seconds
     log.info("Embedded %d chunks for index %s (%s; %d already written by an earlier attempt)",
              result["embedded"], config.instance, mode, result["resumed"])
     return result
@@ -355,26 +410,33 @@ def _query_encoder(model_path: str, config: RagIndexConfig) -> Callable[[list[st
 
 
 def _evaluate(store: VectorStore, version: str, model_path: str, config: RagIndexConfig,
-              qs: QuestionSet) -> dict:
+              qs: QuestionSet) -> ModeMetrics:
     return evaluate_version(store, version, _query_encoder(model_path, config), qs, config.evaluation.k,
                             config.evaluation.modes)
 
 
-def _stored_evaluation(record: dict | None, qs: QuestionSet, config: RagIndexConfig,
-                       corpus_digest: str | None = None) -> dict | None:
-    """A version's recorded metrics when they were computed on the same question set, k and modes
-    (and, if given, the same corpus)."""
-    ev = (record or {}).get("evaluation")
-    if not ev or ev.get("question_set") != qs.digest or ev.get("k") != config.evaluation.k:
-        return None
-    if not set(config.evaluation.modes) <= set(ev.get("metrics", {})):
-        return None
-    if corpus_digest is not None and ev.get("corpus_digest") != corpus_digest:
-        return None
-    return {mode: ev["metrics"][mode] for mode in config.evaluation.modes}
+def _recorded(record: dict[str, Any] | None, qs: QuestionSet, config: RagIndexConfig,
+              corpus_digest: str | None = None) -> ModeMetrics | None:
+    """The version's catalogued metrics on this question set, k and modes (and corpus, if given), or None."""
+    return stored_evaluation(record, qs.digest, config.evaluation.k, modes=config.evaluation.modes,
+                             corpus_digest=corpus_digest)
 
 
-def _lineage_params(config: RagIndexConfig, plan: dict, qs: QuestionSet) -> dict[str, Any]:
+def _score_live(store: VectorStore, catalog: VersionCatalog, live: str, config: RagIndexConfig,
+                qs: QuestionSet) -> tuple[ModeMetrics | None, str]:
+    """The live version's metrics now, or its recorded ones when its model is gone; and a note saying which."""
+    record = catalog.get(live)
+    try:
+        if record is None:
+            raise EmbeddingModelError(f"live version {live} is not in the catalog")
+        return _evaluate(store, live, record["model_path"], config, qs), ""
+    except EmbeddingModelError as exc:
+        metrics = _recorded(record, qs, config)
+        source = "from its last evaluation" if metrics else "unknown"
+        return metrics, f" (live metrics {source}: {exc})"
+
+
+def _lineage_params(config: RagIndexConfig, plan: IndexPlan, qs: QuestionSet) -> dict[str, Any]:
     return {
         "backend": config.index.backend, "mode": plan["mode"], "index_version": plan["target_version"],
         "live_version_before": plan["live_version"] or "none", "corpus_root": plan["corpus_root"],
@@ -389,40 +451,25 @@ def _lineage_params(config: RagIndexConfig, plan: dict, qs: QuestionSet) -> dict
     }
 
 
-def log_to_mlflow(config: RagIndexConfig, run_key: str, run_name: str, params: dict, metrics: dict,
-                  tags: dict, settings: LooplineSettings | None = None) -> str:
-    """Log into the MLflow run of ``run_key`` (one per Airflow run and plan), creating it once.
-
-    Experiment ``<instance>_rag_index``. Params already logged are not logged again (MLflow refuses a
-    changed value), so a re-run of a task lands in the same MLflow run.
-    """
-    from mlflow.entities import Metric, Param, RunTag
-
-    from pipelines.core import tracking
-    run_key = run_key.replace("'", "_")  # it goes into a filter string
-    mlflow_client = tracking.client(settings)
-    experiment = tracking.experiment_id(f"{config.instance}_rag_index", settings)
-    found = mlflow_client.search_runs([experiment], filter_string=f"tags.`loopline.run_key` = '{run_key}'",
-                                      max_results=1)
-    if found:
-        run_id, logged = found[0].info.run_id, found[0].data.params
-    else:
-        tags_at_start = {"loopline.run_key": run_key, "loopline.instance": config.instance}
-        run = mlflow_client.create_run(experiment, run_name=run_name, tags=tags_at_start)
-        run_id, logged = run.info.run_id, {}
-    stamp = int(time.time() * 1000)  # MLflow's own bookkeeping, not business logic
-    mlflow_client.log_batch(
-        run_id,
-        metrics=[Metric(k, float(v), stamp, 0) for k, v in sorted(metrics.items()) if v is not None],
-        params=[Param(k, str(v)) for k, v in sorted(params.items()) if k not in logged],
-        tags=[RunTag(k, str(v)) for k, v in sorted(tags.items())],
-    )
-    mlflow_client.set_terminated(run_id)
-    return run_id
+def _log_run(config: RagIndexConfig, plan: IndexPlan, run_id: str, run_name: str, qs: QuestionSet,
+             metrics: Mapping[str, float | None], tags: dict[str, str], settings: LooplineSettings) -> str:
+    """Log into the MLflow run of this Airflow run and plan (experiment ``<instance>_rag_index``)."""
+    return tracking.log_to_run_by_key(
+        config.experiment_name, f"{run_id}:{plan['plan_id']}", run_name, params=_lineage_params(config, plan, qs),
+        metrics=dict(metrics), tags=tags, start_tags={"loopline.instance": config.instance}, settings=settings)
 
 
-def evaluate_index(config: RagIndexConfig, plan: dict, run_id: str = "manual",
-                   settings: LooplineSettings | None = None) -> dict:
+def _blocked(config: RagIndexConfig, plan: IndexPlan, summary: str) -> GateBlocked:
+    chunker = f"{plan['chunker']['size_chars']}/{plan['chunker']['overlap_chars']} chars"
+    return GateBlocked(
+        f"candidate {plan['target_version']} of index {config.instance} (model {plan['model_id']}, chunker "
+        f"{chunker}) is blocked by the evaluation gate: {summary}. The alias stays on {plan['live_version']}; the "
+        "candidate is kept as 'rejected' for inspection. Fix the model or chunker in the YAML, or change the "
+        "bounds under evaluation:, then run the DAG again")
+
+
+def evaluate_index(config: RagIndexConfig, plan: IndexPlan, run_id: str = "manual",
+                   settings: LooplineSettings | None = None) -> IndexVerdict:
     """Gate a full build: hit@k and MRR@k of the candidate against the live version, per search mode.
 
     Incremental and unchanged runs have no candidate: they return at once (their live version is
@@ -436,126 +483,147 @@ def evaluate_index(config: RagIndexConfig, plan: dict, run_id: str = "manual",
         GateBlocked: the candidate regresses beyond the bounds; it is kept as ``rejected``, the alias stays.
     """
     settings = settings or get_settings()
-    mode = plan["mode"]
+    mode, k = plan["mode"], config.evaluation.k
     if mode != "full":
         in_place = mode == "incremental"
-        return {"mode": mode, "decision": "in_place" if in_place else "unchanged", "candidate": None,
-                "live": None, "k": config.evaluation.k,
-                "gate": "no candidate: the live version is updated in place" if in_place
+        return {"mode": mode, "decision": "in_place" if in_place else "unchanged", "candidate": None, "live": None,
+                "k": k, "gate": "no candidate: the live version is updated in place" if in_place
                 else "nothing changed"}
     qs = _question_set(config, settings)
-    catalog = VersionCatalog(paths(config, settings).catalog)
+    catalog = _catalog(config, settings)
     target, live = plan["target_version"], plan["live_version"]
     with _open_store(config, settings) as store:
         if store.live_version() == target:  # a re-run after the switch: the verdict was already given
             record = catalog.get(target) or {}
-            return {"mode": mode, "decision": "switch", "candidate": _stored_evaluation(record, qs, config),
-                    "live": None, "gate": record.get("gate", "passed"), "k": config.evaluation.k}
+            return {"mode": mode, "decision": "switch", "candidate": _recorded(record, qs, config), "live": None,
+                    "gate": record.get("gate", "passed"), "k": k}
         candidate = _evaluate(store, target, plan["model_path"], config, qs)
-        live_metrics, live_note = None, ""
-        if live:
-            record = catalog.get(live)
-            try:
-                if record is None:
-                    raise EmbeddingModelError(f"live version {live} is not in the catalog")
-                live_metrics = _evaluate(store, live, record["model_path"], config, qs)
-            except EmbeddingModelError as exc:
-                live_metrics = _stored_evaluation(record, qs, config)
-                source = "from its last evaluation" if live_metrics else "unknown"
-                live_note = f" (live metrics {source}: {exc})"
+        live_metrics, live_note = _score_live(store, catalog, live, config, qs) if live else (None, "")
         unanswerable = sorted({q.source for q in qs.questions} - set(store.chunk_ids(target).values()))
     verdict = gate(candidate, live_metrics, config.evaluation)
     if unanswerable:
         log.warning("%d expected source(s) of %s are not in the corpus, so no version can find them: %s",
                     len(unanswerable), config.evaluation.questions, unanswerable[:LISTED])
-    catalog.put(target, status="approved" if verdict.passed else "rejected",
-                gate=verdict.summary() + live_note,
-                evaluation={"metrics": candidate, "corpus_digest": plan["corpus_digest"],
-                            "question_set": qs.digest, "k": config.evaluation.k})
-    decision = "switch" if verdict.passed else "blocked"
-    log_to_mlflow(config, f"{run_id}:{plan['plan_id']}", f"{plan['target_version']} {mode}",
-                  _lineage_params(config, plan, qs),
-                  {**flat_metrics(candidate, config.evaluation.k, "candidate_"),
-                   **flat_metrics(live_metrics, config.evaluation.k, "live_"),
-                   "unanswerable_questions": len(unanswerable)},
-                  {"loopline.decision": decision, "loopline.gate": verdict.summary() + live_note}, settings)
-    if not verdict.passed:
-        chunker = f"{plan['chunker']['size_chars']}/{plan['chunker']['overlap_chars']} chars"
-        raise GateBlocked(
-            f"candidate {target} of index {config.instance} (model {plan['model_id']}, chunker {chunker}) is "
-            f"blocked by the evaluation gate: {verdict.summary()}{live_note}. The alias stays on {live}; the "
-            "candidate is kept as 'rejected' for inspection. Fix the model or chunker in the YAML, or change "
-            "the bounds under evaluation:, then run the DAG again")
-    log.info("Candidate %s passes the gate: %s%s", target, verdict.summary(), live_note)
-    return {"mode": mode, "decision": decision, "candidate": candidate, "live": live_metrics,
-            "gate": verdict.summary() + live_note, "k": config.evaluation.k,
-            "unanswerable_sources": unanswerable[:LISTED]}
+    summary = verdict.reason + live_note
+    catalog.put(target, status="approved" if verdict.promote else "rejected", gate=summary,
+                evaluation=evaluation_record(candidate, plan["corpus_digest"], qs, k))
+    decision: Literal["switch", "blocked"] = "switch" if verdict.promote else "blocked"
+    _log_run(config, plan, run_id, f"{target} {mode}", qs,
+             {**flat_metrics(candidate, k, "candidate_"), **flat_metrics(live_metrics, k, "live_"),
+              "unanswerable_questions": len(unanswerable)},
+             {"loopline.decision": decision, "loopline.gate": summary}, settings)
+    if not verdict.promote:
+        raise _blocked(config, plan, summary)
+    log.info("Candidate %s passes the gate: %s", target, summary)
+    return {"mode": mode, "decision": decision, "candidate": candidate, "live": live_metrics, "gate": summary,
+            "k": k, "unanswerable_sources": unanswerable[:LISTED]}
 
 
 # --- 4. publish ---------------------------------------------------------------------------------------------
 
-def publish_index(config: RagIndexConfig, plan: dict, run_id: str = "manual",
-                  settings: LooplineSettings | None = None) -> dict:
+def _switch_to_candidate(config: RagIndexConfig, plan: IndexPlan, store: VectorStore, catalog: VersionCatalog,
+                         run_id: str) -> PublishedIndex:
+    """A full build: move the alias to the candidate, which must have passed the gate."""
+    target, live = plan["target_version"], store.live_version()
+    record = catalog.get(target) or {}
+    if live != target and record.get("status") != "approved":
+        raise GateBlocked(f"candidate {target} of index {config.instance} has not passed the evaluation gate "
+                          f"(status {record.get('status')}: {record.get('gate', 'not evaluated')}); it cannot go "
+                          "live. Run evaluate_index for this plan first")
+    if live != target:
+        store.switch_live(target)
+        catalog.mark_live(target, live, reason=f"{run_id}: full rebuild passed the gate")
+    catalog.put(target, corpus_digest=plan["corpus_digest"])
+    return {"changed": live != target, "action": "switched", "live_version": target, "previous_version": live,
+            "written": plan["counts"]["chunks_to_embed"], "deleted": 0, "retired_versions": []}
+
+
+def _apply_staged(config: RagIndexConfig, full: dict[str, Any], store: VectorStore, catalog: VersionCatalog,
+                  folder: Path) -> PublishedIndex:
+    """An incremental run: write the staged chunks into the live version, then delete the removed ones."""
+    target, live = full["target_version"], store.live_version()
+    if live != target:
+        raise IndexStateError(f"plan {full['plan_id']} updates {target} in place, but the live version is now "
+                              f"{live} (a rollback or another run moved the alias): run the DAG again")
+    staged = plans.read_staged(folder) if folder.exists() else []
+    missing = {c[0] for c in full["chunks_to_embed"]} - {r.chunk_id for r in staged}
+    if missing:
+        raise IndexStateError(f"staging {folder} lacks {len(missing)} of the plan's chunks: clear embed_chunks "
+                              "of this run to embed them")
+    batch = config.embedding.write_batch_chunks
+    for offset in range(0, len(staged), batch):  # additions first: no document is ever missing
+        store.write(target, staged[offset:offset + batch])
+    deleted = full["chunk_ids_to_delete"]
+    store.delete(target, deleted)
+    store.finalize(target)
+    catalog.put(target, corpus_digest=full["corpus_digest"])
+    shutil.rmtree(folder, ignore_errors=True)
+    log.info("Updated %s in place: %d chunks written, %d deleted", target, len(staged), len(deleted))
+    return {"changed": True, "action": "updated_in_place", "live_version": target, "previous_version": target,
+            "written": len(staged), "deleted": len(deleted), "retired_versions": []}
+
+
+def publish_index(config: RagIndexConfig, plan: IndexPlan, run_id: str = "manual",
+                  settings: LooplineSettings | None = None) -> PublishedIndex:
     """Make the run's work live: switch the alias (full) or update the live version in place (incremental).
 
     Returns:
         ``changed`` (whether readers now see something new), ``action`` (switched, updated_in_place,
         unchanged), ``live_version``, ``previous_version``, ``written``, ``deleted``, ``retired_versions``.
+
+    Raises:
+        GateBlocked: a full build's candidate has not passed the gate.
+        IndexStateError: the live version moved since the plan, or staged chunks are missing.
+        PlanSuperseded: a later run replaced the plan.
     """
     settings = settings or get_settings()
-    mode, target = plan["mode"], plan["target_version"]
-    result = {"changed": False, "action": "unchanged", "live_version": plan["live_version"],
-              "previous_version": plan["live_version"], "written": 0, "deleted": 0, "retired_versions": []}
-    if mode == "unchanged":
+    result: PublishedIndex = {"changed": False, "action": "unchanged", "live_version": plan["live_version"],
+                              "previous_version": plan["live_version"], "written": 0, "deleted": 0,
+                              "retired_versions": []}
+    if plan["mode"] == "unchanged":
         return result
-    full = _load_plan(plan)
-    catalog = VersionCatalog(paths(config, settings).catalog)
+    full = _full_plan(plan)  # a superseded plan publishes nothing
+    catalog = _catalog(config, settings)
     with _open_store(config, settings) as store:
-        live = store.live_version()
-        if mode == "full":
-            record = catalog.get(target) or {}
-            if live != target and record.get("status") != "approved":
-                raise GateBlocked(f"candidate {target} of index {config.instance} has not passed the "
-                                  f"evaluation gate (status {record.get('status')}: "
-                                  f"{record.get('gate', 'not evaluated')}); it cannot go live. Run "
-                                  "evaluate_index for this plan first")
-            if live != target:
-                store.switch_live(target)
-                catalog.mark_live(target, live, reason=f"{run_id}: full rebuild passed the gate")
-            catalog.put(target, corpus_digest=plan["corpus_digest"])
-            result.update(changed=live != target, action="switched", live_version=target,
-                          previous_version=live, written=plan["counts"]["chunks_to_embed"])
+        if plan["mode"] == "full":
+            result = _switch_to_candidate(config, plan, store, catalog, run_id)
         else:
-            if live != target:
-                raise IndexStateError(f"plan {plan['plan_id']} updates {target} in place, but the live "
-                                      f"version is now {live} (a rollback or another run moved the alias): "
-                                      "run the DAG again")
-            folder = paths(config, settings).staging / plan["plan_id"]
-            staged = _read_staged(folder) if folder.exists() else []
-            missing = {c[0] for c in full["chunks_to_embed"]} - {r.chunk_id for r in staged}
-            if missing:
-                raise IndexStateError(f"staging {folder} lacks {len(missing)} of the plan's chunks: clear "
-                                      "embed_chunks of this run to embed them")
-            batch = config.embedding.write_batch_chunks
-            for offset in range(0, len(staged), batch):  # additions first: no document is ever missing
-                store.write(target, staged[offset:offset + batch])
-            store.delete(target, full["chunk_ids_to_delete"])
-            store.finalize(target)
-            catalog.put(target, corpus_digest=plan["corpus_digest"])
-            shutil.rmtree(folder, ignore_errors=True)
-            result.update(changed=True, action="updated_in_place", live_version=target,
-                          previous_version=target, written=len(staged),
-                          deleted=len(full["chunk_ids_to_delete"]))
-            log.info("Updated %s in place: %d chunks written, %d deleted", target, len(staged),
-                     len(full["chunk_ids_to_delete"]))
+            result = _apply_staged(config, full, store, catalog, plans.paths(config, settings).staged(plan["plan_id"]))
         result["retired_versions"] = retire_versions(store, catalog, config.index.previous_versions_kept)
     return result
 
 
 # --- 5. record ----------------------------------------------------------------------------------------------
 
-def record_index(config: RagIndexConfig, plan: dict, embedded: dict, verdict: dict,
-                 run_id: str = "manual", settings: LooplineSettings | None = None) -> dict:
+def _live_metrics(config: RagIndexConfig, plan: IndexPlan, qs: QuestionSet,
+                  settings: LooplineSettings) -> tuple[str | None, ModeMetrics | None]:
+    """The live version and its metrics on the plan's corpus: from the catalog, else evaluated (and recorded)."""
+    catalog = _catalog(config, settings)
+    with _open_store(config, settings) as store:
+        live = store.live_version()
+        record = catalog.get(live) or {}
+        metrics = _recorded(record, qs, config, plan["corpus_digest"]) if live else None
+        if live and metrics is None:
+            metrics = _evaluate(store, live, record.get("model_path") or plan["model_path"], config, qs)
+            catalog.put(live, evaluation=evaluation_record(metrics, plan["corpus_digest"], qs, config.evaluation.k))
+    return live, metrics
+
+
+def _run_metrics(summary: IndexRunSummary, embedded: EmbeddedChunks, verdict: IndexVerdict) -> dict[str, float]:
+    """The MLflow metrics of a run: the live and candidate scores, what was embedded, skipped and deleted."""
+    k = summary["k"]
+    return {
+        **flat_metrics(summary["metrics"], k), **flat_metrics(verdict.get("candidate"), k, "candidate_"),
+        "documents": summary["documents"], "chunks": summary["chunks"], "chunks_embedded": summary["embedded"],
+        "chunks_skipped_unchanged": summary["skipped_unchanged"], "chunks_deleted": summary["deleted"],
+        **{f"docs_{name}": n for name, n in summary["docs"].items()},
+        "files_skipped": summary["skipped_files_total"], "embed_seconds": embedded.get("seconds", 0.0),
+        "embed_chunks_per_s": embedded.get("chunks_per_s", 0.0),
+    }
+
+
+def record_index(config: RagIndexConfig, plan: IndexPlan, embedded: EmbeddedChunks, verdict: IndexVerdict,
+                 run_id: str = "manual", settings: LooplineSettings | None = None) -> IndexRunSummary:
     """Evaluate the live version and log metrics and lineage to MLflow; return the run's summary.
 
     The live version's metrics are reused from the catalog when they were computed on the same corpus,
@@ -570,25 +638,15 @@ def record_index(config: RagIndexConfig, plan: dict, embedded: dict, verdict: di
     """
     settings = settings or get_settings()
     qs = _question_set(config, settings)
-    catalog = VersionCatalog(paths(config, settings).catalog)
-    with _open_store(config, settings) as store:
-        live = store.live_version()
-        record = catalog.get(live) or {}
-        metrics = _stored_evaluation(record, qs, config, plan["corpus_digest"]) if live else None
-        if live and metrics is None:
-            metrics = _evaluate(store, live, record.get("model_path") or plan["model_path"], config, qs)
-            catalog.put(live, evaluation={"metrics": metrics, "corpus_digest": plan["corpus_digest"],
-                                          "question_set": qs.digest, "k": config.evaluation.k})
-    counts = plan["counts"]
-    changed = live != plan["live_version"] or (plan["mode"] == "incremental"
-                                               and live == plan["target_version"])
+    live, metrics = _live_metrics(config, plan, qs, settings)
+    counts, mode = plan["counts"], plan["mode"]
+    changed = live != plan["live_version"] or (mode == "incremental" and live == plan["target_version"])
     action = {"full": "switched" if live == plan["target_version"] else "not switched",
-              "incremental": "updated_in_place", "unchanged": "unchanged"}[plan["mode"]]
-    summary = {
+              "incremental": "updated_in_place", "unchanged": "unchanged"}[mode]
+    summary: IndexRunSummary = {
         "instance": config.instance, "backend": config.index.backend, "dag_run_id": run_id,
-        "mode": plan["mode"], "action": action, "index_changed": changed,
-        "live_version": live, "previous_version": plan["live_version"],
-        "target_version": plan["target_version"],
+        "mode": mode, "action": action, "index_changed": changed,
+        "live_version": live, "previous_version": plan["live_version"], "target_version": plan["target_version"],
         "documents": plan["documents"], "chunks": plan["chunks"],
         "embedded": embedded.get("embedded", 0) + embedded.get("resumed", 0),
         "skipped_unchanged": counts["chunks_unchanged"], "deleted": counts["chunks_to_delete"],
@@ -596,22 +654,12 @@ def record_index(config: RagIndexConfig, plan: dict, embedded: dict, verdict: di
         "skipped_files": plan["skipped_files"], "skipped_files_total": plan.get("skipped_files_total", 0),
         "metrics": metrics, "k": config.evaluation.k, "gate": verdict.get("gate"),
         "corpus_digest": plan["corpus_digest"], "model_id": plan["model_id"], "chunker": plan["chunker"],
-        "embed_seconds": round(embedded.get("seconds", 0.0), 3),
+        "embed_seconds": round(embedded.get("seconds", 0.0), 3), "mlflow_run_id": "",
     }
-    k = config.evaluation.k
-    mlflow_metrics = {
-        **flat_metrics(metrics, k), **flat_metrics(verdict.get("candidate"), k, "candidate_"),
-        "documents": plan["documents"], "chunks": plan["chunks"], "chunks_embedded": summary["embedded"],
-        "chunks_skipped_unchanged": summary["skipped_unchanged"], "chunks_deleted": summary["deleted"],
-        **{f"docs_{name}": n for name, n in summary["docs"].items()},
-        "files_skipped": summary["skipped_files_total"], "embed_seconds": embedded.get("seconds", 0.0),
-        "embed_chunks_per_s": embedded.get("chunks_per_s", 0.0),
-    }
-    tags = {"loopline.decision": verdict.get("decision", plan["mode"]), "loopline.action": action,
+    tags = {"loopline.decision": verdict.get("decision", mode), "loopline.action": action,
             "loopline.live_version": str(live)}
-    summary["mlflow_run_id"] = log_to_mlflow(
-        config, f"{run_id}:{plan['plan_id']}", f"{live} {plan['mode']}", _lineage_params(config, plan, qs),
-        mlflow_metrics, tags, settings)
+    summary["mlflow_run_id"] = _log_run(config, plan, run_id, f"{live} {mode}", qs,
+                                        _run_metrics(summary, embedded, verdict), tags, settings)
     shown = ", ".join(f"{m} hit@{config.evaluation.k} {v['hit_rate']:.3f} MRR {v['mrr']:.3f}"
                       for m, v in (metrics or {}).items())
     log.info("Index %s: %s, live %s; embedded %d, skipped %d unchanged, deleted %d; %s", config.instance,
@@ -622,7 +670,7 @@ def record_index(config: RagIndexConfig, plan: dict, embedded: dict, verdict: di
 # --- without Airflow ----------------------------------------------------------------------------------------
 
 def run_once(config: RagIndexConfig, run_id: str = "manual",
-             settings: LooplineSettings | None = None) -> dict:
+             settings: LooplineSettings | None = None) -> dict[str, Any]:
     """All five steps in order, as the DAG runs them (for benchmarks, tests and the command line).
 
     Returns:
@@ -644,6 +692,12 @@ def run_once(config: RagIndexConfig, run_id: str = "manual",
     return {**summary, "published": published, "timings": timings}
 
 
+def index_event_extra(plan: IndexPlan, published: PublishedIndex) -> dict[str, Any]:
+    """The extra of the ``<instance>_index`` Asset event: the version readers see now, and how it was made."""
+    return {"version": published["live_version"], "mode": plan["mode"], "corpus_digest": plan["corpus_digest"],
+            "model_id": plan["model_id"]}
+
+
 def search(config: RagIndexConfig, query: str, k: int | None = None, mode: str = "hybrid",
            settings: LooplineSettings | None = None) -> list[SearchHit]:
     """The ``k`` best chunks of the live version for ``query`` (for readers: LoRA data, an app, a notebook).
@@ -652,7 +706,7 @@ def search(config: RagIndexConfig, query: str, k: int | None = None, mode: str =
     switch in between cannot mix one version's model with another's vectors.
     """
     settings = settings or get_settings()
-    catalog = VersionCatalog(paths(config, settings).catalog)
+    catalog = _catalog(config, settings)
     with _open_store(config, settings) as store:
         live = store.live_version()
         record = catalog.get(live)

@@ -17,17 +17,18 @@ Command line::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.core.settings import LooplineSettings, get_settings
 from pipelines.core.errors import NotRetryable
+from pipelines.core.files import write_json_atomic
+from pipelines.core.home import DataHome
 
 if TYPE_CHECKING:
+    from pipelines.core.settings import LooplineSettings
     from pipelines.rag.config import RagIndexConfig
     from pipelines.rag.stores.base import VectorStore
 
@@ -39,7 +40,19 @@ class VersionError(NotRetryable, ValueError):
 
 
 def catalog_path(config: RagIndexConfig, settings: LooplineSettings | None = None) -> Path:
-    return (settings or get_settings()).path("rag", config.instance, config.index.backend, "catalog.json")
+    """``<data home>/rag/<instance>/<backend>/catalog.json``."""
+    return DataHome(settings).rag(config.instance, config.index.backend, "catalog.json")
+
+
+def fingerprint(model_id: str, chunker: str) -> str:
+    """What makes a version: the model and the chunker. Another fingerprint means another version."""
+    return hashlib.sha256(f"{model_id}|{chunker}".encode()).hexdigest()[:16]
+
+
+def version_number(name: str) -> int:
+    """The ``<n>`` of a version name ``<index>_v<n>`` (0 when the name has none): versions sort by it."""
+    tail = name.rsplit("_v", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
 
 
 class VersionCatalog:
@@ -51,14 +64,7 @@ class VersionCatalog:
                                      else {"versions": {}, "history": [], "last_number": 0})
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".catalog-", suffix=".json")
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; readers may run as another user
-        with os.fdopen(fd, "w") as handle:
-            json.dump(self.data, handle, indent=2, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.path)
+        write_json_atomic(self.path, self.data)
 
     @property
     def versions(self) -> dict[str, dict[str, Any]]:
@@ -94,7 +100,7 @@ class VersionCatalog:
         names = [name for name, record in self.versions.items()
                  if record.get("fingerprint") == fingerprint
                  and record.get("status") in ("building", "approved", "rejected")]
-        return max(names, key=_number, default=None)
+        return max(names, key=version_number, default=None)
 
     def mark_live(self, version: str, previous: str | None, reason: str) -> None:
         if previous and previous != version and previous in self.versions:
@@ -112,11 +118,6 @@ class VersionCatalog:
             if name != live and name not in seen and name in self.versions:
                 seen.append(name)
         return seen
-
-
-def _number(name: str) -> int:
-    tail = name.rsplit("_v", 1)[-1]
-    return int(tail) if tail.isdigit() else 0
 
 
 def retire_versions(store: VectorStore, catalog: VersionCatalog, keep_previous: int) -> list[str]:
@@ -193,8 +194,8 @@ def rollback(config: RagIndexConfig, to: str | None = None, settings: LooplineSe
 
 def load_rag_config(path: Path) -> RagIndexConfig:
     """Read and validate a ``rag_index`` YAML file; errors name the file and the field, as load_config's."""
-    from pipelines.templates import PipelineConfigError, load_config
     from pipelines.rag.config import RagIndexConfig
+    from pipelines.templates import PipelineConfigError, load_config
 
     config = load_config(Path(path))
     if not isinstance(config, RagIndexConfig):

@@ -6,7 +6,9 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from pipelines.core.assets import AssetRef, champion_model, retrain_request
 from pipelines.core.config import IDENTIFIER, PipelineBase, StrictModel
+from pipelines.core.params import FormField
 
 ModelFamily = Literal["gradient_boosting", "torch_mlp"]
 
@@ -14,12 +16,13 @@ ModelFamily = Literal["gradient_boosting", "torch_mlp"]
 class Hyperparameters(StrictModel):
     """Every family's knobs; each family reads the ones it knows (see pipelines/training/families.py)."""
 
-    learning_rate: float = Field(0.05, gt=0, le=1, description="Step size (both families).")
-    max_iter: int = Field(100, ge=10, le=2000, description="Boosting iterations (gradient_boosting).")
-    max_depth: int = Field(3, ge=1, le=16, description="Tree depth (gradient_boosting).")
-    min_samples_leaf: int = Field(40, ge=1, le=10000, description="Rows per leaf, against overfitting (gradient_boosting).")
-    hidden_units: int = Field(32, ge=4, le=512, description="Width of the hidden layers (torch_mlp).")
-    epochs: int = Field(60, ge=1, le=500, description="Passes over the training set (torch_mlp).")
+    learning_rate: float = Field(0.05, ge=0.0001, le=1, description="Step size of either family.")
+    max_iter: int = Field(100, ge=10, le=2000, description="Boosting iterations; gradient_boosting only.")
+    max_depth: int = Field(3, ge=1, le=16, description="Tree depth; gradient_boosting only.")
+    min_samples_leaf: int = Field(40, ge=1, le=10000,
+                                  description="Rows per leaf; gradient_boosting only, larger resists overfitting.")
+    hidden_units: int = Field(32, ge=4, le=512, description="Width of the hidden layers; torch_mlp only.")
+    epochs: int = Field(60, ge=1, le=500, description="Passes over the training set; torch_mlp only.")
 
 
 class LabelSource(StrictModel):
@@ -75,10 +78,12 @@ class TrainingConfig(PipelineBase):
     retrain_asset: str | None = Field(
         None, description="Asset whose events also start a run (drift-driven retraining); default {instance}_retrain."
     )
-    window_days: int = Field(28, ge=1, le=365)
+    window_days: int = Field(28, ge=2, le=365, description="Days of labels to learn from (a time split needs 2).")
     holdout_fraction: float = Field(0.25, gt=0, lt=0.9, description="Latest share of label days held out.")
     seed: int = 42
-    family: ModelFamily = "gradient_boosting"
+    family: ModelFamily = Field(
+        "gradient_boosting", description="gradient_boosting (scikit-learn) or torch_mlp (PyTorch)."
+    )
     hyperparameters: Hyperparameters = Hyperparameters()
     label: LabelSource = LabelSource()
     checks: TrainingSetChecks = TrainingSetChecks()
@@ -86,9 +91,25 @@ class TrainingConfig(PipelineBase):
     features_wait_hours: float = Field(6, gt=0, description="How long to wait for the window's features.")
 
     @property
-    def retrain_asset_name(self) -> str:
-        return self.retrain_asset or f"{self.instance}_retrain"
+    def retrain_request(self) -> AssetRef:
+        """The Asset whose events start a run besides the schedule (a drift check emits it)."""
+        return retrain_request(self.instance, self.retrain_asset)
 
     @property
-    def model_asset_name(self) -> str:
-        return f"{self.instance}_champion"
+    def champion_asset(self) -> AssetRef:
+        """The Asset emitted each time a version of the model has been judged for promotion."""
+        return champion_model(self.instance, self.model_name)
+
+
+# The training template's trigger form: Param name, config field, title. Type, bounds and description come
+# from the fields above (pipelines.core.params); window_end and force_promote are per-run, not config.
+TRAINING_FORM: tuple[FormField, ...] = (
+    FormField("family", "family", "Model family"),
+    FormField("learning_rate", "hyperparameters.learning_rate", "Learning rate"),
+    FormField("max_iter", "hyperparameters.max_iter", "Boosting iterations"),
+    FormField("max_depth", "hyperparameters.max_depth", "Tree depth"),
+    FormField("min_samples_leaf", "hyperparameters.min_samples_leaf", "Rows per leaf"),
+    FormField("hidden_units", "hyperparameters.hidden_units", "Hidden units"),
+    FormField("epochs", "hyperparameters.epochs", "Epochs"),
+    FormField("window_days", "window_days", "Training window (days)"),
+)

@@ -10,15 +10,16 @@ import hashlib
 import logging
 import math
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.features.config import FeaturesConfig
-from pipelines.training.config import TrainingConfig
+from pipelines.core.errors import NotRetryable
+from pipelines.core.home import DataHome
 from pipelines.core.settings import LooplineSettings, get_settings
 from pipelines.core.windows import DayWindow
-from pipelines.core.errors import NotRetryable
+from pipelines.features.config import FeaturesConfig
+from pipelines.training.config import TrainingConfig
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -191,9 +192,9 @@ def validation_suite(training: TrainingConfig, columns: FeatureColumns, entity_k
 
 def day_end(day: date) -> datetime:
     """The instant a day's features are stamped: 23:59:59 UTC."""
-    return datetime.combine(day, time(23, 59, 59), tzinfo=timezone.utc)
+    return datetime.combine(day, time(23, 59, 59), tzinfo=UTC)
 
 
 def training_set_path(training: TrainingConfig, window: Window, settings: LooplineSettings | None = None) -> Path:
-    return (settings or get_settings()).path("training", training.instance, f"window={window.start}_{window.end}",
-                                             "training_set.parquet")
+    """Where the window's training set is written (``training/<instance>/window=<start>_<end>/``)."""
+    return DataHome(settings).training_set(training.instance, window.start, window.end)

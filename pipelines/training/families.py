@@ -38,8 +38,8 @@ def gradient_boosting(hp: Hyperparameters, seed: int) -> Any:
 class TorchMLPClassifier:
     """A two-hidden-layer PyTorch network with the sklearn classifier interface.
 
-    Trains full-batch with Adam (weight decay, dropout) on binary cross-entropy; seeded, so the same data gives the same model.
-    Uses CUDA when it is there, the CPU otherwise.
+    Trains full-batch with Adam (weight decay, dropout) on binary cross-entropy; seeded, so the same data gives the
+    same model. Uses CUDA when it is there, the CPU otherwise.
     """
 
     _estimator_type = "classifier"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pipelines.core.tracking import Decision
 from pipelines.training.config import PromotionPolicy
 
 
@@ -28,12 +29,6 @@ class Evaluation:
     slices: dict[str, SliceScore] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Decision:
-    promote: bool
-    reason: str
-
-
 def decide(
     challenger: Evaluation,
     champion: Evaluation | None,
@@ -42,7 +37,7 @@ def decide(
     champion_version: str | None = None,
     force: bool = False,
 ) -> Decision:
-    """Apply the policy; the reason is a sentence a person can act on."""
+    """Apply the policy; the reason is a sentence a person can act on (``tracking.apply_decision`` records it)."""
     verdict = _judge(challenger, champion, policy, champion_version)
     if force and not verdict.promote:
         return Decision(True, f"forced by the force_promote param; the policy said: {verdict.reason}")

@@ -15,18 +15,80 @@ import tempfile
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
-from pipelines.templates import load_config
-from pipelines.features.config import FeaturesConfig
-from pipelines.training.config import TrainingConfig
-from pipelines.core.settings import REPO_ROOT, LooplineSettings, get_settings
-from pipelines.training.dataset import SPLIT, TrainingSetError, Window
 from pipelines.core.errors import NotRetryable
+from pipelines.core.files import write_atomic
+from pipelines.core.home import DataHome
+from pipelines.core.params import apply_form
+from pipelines.core.settings import REPO_ROOT, LooplineSettings, get_settings
+from pipelines.features.config import FeaturesConfig
+from pipelines.templates import load_named
+from pipelines.training.config import TRAINING_FORM, TrainingConfig
+from pipelines.training.dataset import SPLIT, TrainingSetError, Window
 
 log = logging.getLogger(__name__)
 
 TRAINING_KEY_TAG = "loopline.training_key"
+
+# What each step returns: its XCom, passed to the next steps and read by `make demo`'s summary (pipelines/demo/run.py).
+
+
+class TrainingSetInfo(TypedDict):
+    """``build_training_set``: the training set file of a window and what the next steps need to read it."""
+
+    path: str
+    window_start: str
+    window_end: str
+    rows: int
+    train_rows: int
+    holdout_rows: int
+    label_rate: float
+    labels_without_features: int
+    digest: str  # dataset_digest of the frame: part of the training key
+    feature_service: str
+    feast_project: str
+    numeric: list[str]
+    categorical: list[str]
+    entity_key: str
+
+
+class TrainingSetChecked(TypedDict):
+    """``validate_training_set``: the training set passed its Great Expectations checks."""
+
+    expectations: int
+    rows: int
+
+
+class TrainedVersion(TypedDict):
+    """``train_and_register``: the registered version of these inputs, new or ``reused``."""
+
+    version: str
+    run_id: str
+    reused: bool
+    training_key: str
+    metrics: NotRequired[dict[str, float]]  # holdout metrics; only when trained by this run
+
+
+class PromotionResult(TypedDict):
+    """``evaluate_and_promote``: whether the version took the ``champion`` alias, why, and who holds it now."""
+
+    version: str
+    promoted: bool
+    reason: str
+    champion: str | None
+    challenger_roc_auc: float
+    champion_roc_auc: NotRequired[float | None]  # absent when the version already was the champion
+
+
+class ScoredBatch(TypedDict):
+    """``score_latest``: the newest feature day scored by the champion, and where the predictions are."""
+
+    ds: str
+    rows: int
+    model_version: str
+    path: str
+    mean_churn_probability: float
 
 
 class TrainingSetRejected(NotRetryable, ValueError):
@@ -35,25 +97,19 @@ class TrainingSetRejected(NotRetryable, ValueError):
 
 def features_config(training: TrainingConfig) -> FeaturesConfig:
     """The features instance a training config reads (its YAML in dags/configs/)."""
-    config = load_config(REPO_ROOT / "dags" / "configs" / f"{training.features_config}.yaml")
+    config = load_named(training.features_config)
     if not isinstance(config, FeaturesConfig):
         raise ValueError(f"features_config {training.features_config!r} is a {config.template} config, not features")
     return config
 
 
 def resolve_run(training: TrainingConfig, params: dict[str, Any] | None) -> TrainingConfig:
-    """The config with a manual run's params (from the trigger form) applied, validated."""
-    params = dict(params or {})
-    overrides: dict[str, Any] = {}
-    if params.get("family"):
-        overrides["family"] = params["family"]
-    if params.get("window_days"):
-        overrides["window_days"] = params["window_days"]
-    hyper = {k: params[k] for k in ("learning_rate", "max_iter", "max_depth", "min_samples_leaf", "hidden_units", "epochs")
-             if params.get(k) is not None}
-    if hyper:
-        overrides["hyperparameters"] = {**training.hyperparameters.model_dump(), **hyper}
-    return TrainingConfig.model_validate({**training.model_dump(), **overrides})
+    """The config with a run's trigger-form values (:data:`TRAINING_FORM`) applied, validated.
+
+    Raises:
+        pydantic.ValidationError: a value breaks the config's bounds (a ``ValueError`` naming the field).
+    """
+    return apply_form(training, TRAINING_FORM, params)
 
 
 def window_for(training: TrainingConfig, run_after: date, window_end: str | None = None) -> Window:
@@ -74,7 +130,7 @@ def features_ready(training: TrainingConfig, window: Window) -> bool:
     return ready
 
 
-def build_training_set(training: TrainingConfig, window: Window) -> dict[str, Any]:
+def build_training_set(training: TrainingConfig, window: Window) -> TrainingSetInfo:
     """Labels of the window joined point-in-time to the feature service; written as parquet.
 
     Raises:
@@ -96,41 +152,41 @@ def build_training_set(training: TrainingConfig, window: Window) -> dict[str, An
     frame = dataset.split_by_time(joined, training.holdout_fraction)
     ordered = [features.feast.entity_key, dataset.ENTITY_TIMESTAMP, "label", "label_day", SPLIT, *columns.all]
     frame = frame[ordered].sort_values([dataset.ENTITY_TIMESTAMP, features.feast.entity_key]).reset_index(drop=True)
-    path = dataset.training_set_path(training, window, settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(path, index=False)
-    info = {
-        "path": str(path), "window_start": str(window.start), "window_end": str(window.end),
-        "rows": len(frame), "train_rows": int((frame[SPLIT] == "train").sum()),
-        "holdout_rows": int((frame[SPLIT] == "holdout").sum()), "label_rate": round(float(frame["label"].mean()), 4),
-        "labels_without_features": len(labels) - len(joined), "digest": dataset.dataset_digest(frame),
-        "feature_service": service, "feast_project": project,
-        "numeric": list(columns.numeric), "categorical": list(columns.categorical),
-        "entity_key": features.feast.entity_key,
-    }
+    path = write_atomic(dataset.training_set_path(training, window, settings),
+                        lambda partial: frame.to_parquet(partial, index=False))
+    info = TrainingSetInfo(
+        path=str(path), window_start=str(window.start), window_end=str(window.end),
+        rows=len(frame), train_rows=int((frame[SPLIT] == "train").sum()),
+        holdout_rows=int((frame[SPLIT] == "holdout").sum()), label_rate=round(float(frame["label"].mean()), 4),
+        labels_without_features=len(labels) - len(joined), digest=dataset.dataset_digest(frame),
+        feature_service=service, feast_project=project,
+        numeric=list(columns.numeric), categorical=list(columns.categorical),
+        entity_key=features.feast.entity_key,
+    )
     log.info("Training set for %s: %d rows (%d train, %d holdout), label rate %.3f, digest %s…",
              window, info["rows"], info["train_rows"], info["holdout_rows"], info["label_rate"], info["digest"][:12])
     return info
 
 
-def validate_training_set(training: TrainingConfig, info: dict[str, Any]) -> dict[str, Any]:
+def validate_training_set(training: TrainingConfig, info: TrainingSetInfo) -> TrainingSetChecked:
     """Great Expectations checks of the training set: schema, row count, label balance."""
     import pandas as pd
 
-    from pipelines.training.dataset import FeatureColumns, validation_suite
     from pipelines.core.expectations import validate_dataframe
+    from pipelines.training.dataset import FeatureColumns, validation_suite
 
     frame = pd.read_parquet(info["path"])
     columns = FeatureColumns(tuple(info["numeric"]), tuple(info["categorical"]))
     suite = validation_suite(training, columns, info["entity_key"])
-    report = validate_dataframe(frame, suite, batch_name=f"training set {training.dag_id} {info['window_start']}…{info['window_end']}")
+    report = validate_dataframe(frame, suite, batch_name=f"training set {training.dag_id} "
+                                                         f"{info['window_start']}…{info['window_end']}")
     if not report.success:
         raise TrainingSetRejected(f"{report.summary()}; nothing was trained and the champion is unchanged")
     log.info("Training set passed %d expectations", report.evaluated)
-    return {"expectations": report.evaluated, "rows": len(frame)}
+    return TrainingSetChecked(expectations=report.evaluated, rows=len(frame))
 
 
-def training_key(training: TrainingConfig, info: dict[str, Any]) -> str:
+def training_key(training: TrainingConfig, info: TrainingSetInfo) -> str:
     """Same data + same family, hyperparameters, seed and split → same key → same registered version."""
     from pipelines.training.families import family_params
 
@@ -185,11 +241,11 @@ def train_and_evaluate(training: TrainingConfig, frame, numeric: list[str], cate
                         plots)
 
 
-def train_and_register(training: TrainingConfig, info: dict[str, Any], *, settings: LooplineSettings | None = None) -> dict[str, Any]:
+def train_and_register(training: TrainingConfig, info: TrainingSetInfo, *,
+                       settings: LooplineSettings | None = None) -> TrainedVersion:
     """Train, log everything to MLflow and register a version, unless these inputs already have one."""
     import mlflow
     import pandas as pd
-    from threadpoolctl import threadpool_limits
 
     from pipelines.core import tracking
     from pipelines.training.families import family_params
@@ -200,23 +256,25 @@ def train_and_register(training: TrainingConfig, info: dict[str, Any], *, settin
     if existing is not None:
         log.info("These inputs were trained before: reusing %s version %s (training key %s…)",
                  training.model_name, existing.version, key[:12])
-        return {"version": str(existing.version), "run_id": existing.run_id, "reused": True, "training_key": key}
+        return TrainedVersion(version=str(existing.version), run_id=existing.run_id, reused=True, training_key=key)
 
     frame = pd.read_parquet(info["path"])
-    features = info["numeric"] + info["categorical"]
     experiment = tracking.experiment_id(f"{training.instance}_training", settings)
-    with mlflow.start_run(experiment_id=experiment, run_name=f"{training.family} {info['window_start']}…{info['window_end']}") as run, \
+    with mlflow.start_run(experiment_id=experiment,
+                          run_name=f"{training.family} {info['window_start']}…{info['window_end']}") as run, \
             tempfile.TemporaryDirectory() as plots_dir:
         mlflow.set_tags({"loopline.dag_id": training.dag_id, TRAINING_KEY_TAG: key, "git_commit": _git_commit()})
         mlflow.log_params({
-            "family": training.family, "seed": training.seed, **family_params(training.family, training.hyperparameters),
+            "family": training.family, "seed": training.seed,
+            **family_params(training.family, training.hyperparameters),
             "window_start": info["window_start"], "window_end": info["window_end"],
             "feature_service": info["feature_service"], "feast_project": info["feast_project"],
             "dataset_digest": info["digest"], "holdout_fraction": training.holdout_fraction,
             "train_rows": info["train_rows"], "holdout_rows": info["holdout_rows"],
         })
         mlflow.log_input(
-            mlflow.data.from_pandas(frame, source=info["path"], name=f"{training.instance}_training_set", targets="label"),
+            mlflow.data.from_pandas(frame, source=info["path"], name=f"{training.instance}_training_set",
+                                    targets="label"),
             context="training",
         )
         trained = train_and_evaluate(training, frame, info["numeric"], info["categorical"], Path(plots_dir))
@@ -227,25 +285,33 @@ def train_and_register(training: TrainingConfig, info: dict[str, Any], *, settin
                if s.value is not None},
         })
         mlflow.log_artifacts(plots_dir, artifact_path="evaluation")
-        example = frame[features].head(5)
-        # log_model reloads the model and predicts the example to validate it for serving; on five rows,
-        # OpenMP's worker threads only cost time (a lot of it when the cores are shared), so use one.
-        with threadpool_limits(limits=1):
-            model_info = mlflow.sklearn.log_model(
-                trained.model, name="model", input_example=example,
-                signature=mlflow.models.infer_signature(example, trained.model.predict_proba(example)),
-                pyfunc_predict_fn="predict_proba", pip_requirements=_pip_requirements(training.family),
-                **_serialization(training.family),
-            )
+        model_uri = _log_model(training, trained.model, frame[info["numeric"] + info["categorical"]].head(5))
         version = mlflow.register_model(
-            model_info.model_uri, training.model_name,
+            model_uri, training.model_name,
             tags={TRAINING_KEY_TAG: key, "dataset_digest": info["digest"], "family": training.family,
                   "window": f"{info['window_start']}…{info['window_end']}", "feature_service": info["feature_service"]},
         )
     log.info("Registered %s version %s (run %s): holdout ROC AUC %.4f", training.model_name, version.version,
              run.info.run_id, trained.metrics["roc_auc"])
-    return {"version": str(version.version), "run_id": run.info.run_id, "reused": False, "training_key": key,
-            "metrics": trained.metrics}
+    return TrainedVersion(version=str(version.version), run_id=run.info.run_id, reused=False, training_key=key,
+                          metrics=trained.metrics)
+
+
+def _log_model(training: TrainingConfig, model: Any, example) -> str:
+    """Log the fitted model to the active MLflow run, with its signature and input example; return its URI."""
+    import mlflow
+    from threadpoolctl import threadpool_limits
+
+    # log_model reloads the model and predicts the example to validate it for serving; on five rows,
+    # OpenMP's worker threads only cost time (a lot of it when the cores are shared), so use one.
+    with threadpool_limits(limits=1):
+        model_info = mlflow.sklearn.log_model(
+            model, name="model", input_example=example,
+            signature=mlflow.models.infer_signature(example, model.predict_proba(example)),
+            pyfunc_predict_fn="predict_proba", pip_requirements=_pip_requirements(training.family),
+            **_serialization(training.family),
+        )
+    return model_info.model_uri
 
 
 def _metric_name(slice_name: str) -> str:
@@ -273,8 +339,8 @@ def _pip_requirements(family: str) -> list[str]:
     return [f"{name}=={version(name)}" for name in packages]
 
 
-def evaluate_and_promote(training: TrainingConfig, info: dict[str, Any], trained: dict[str, Any], *,
-                         force: bool = False, settings: LooplineSettings | None = None) -> dict[str, Any]:
+def evaluate_and_promote(training: TrainingConfig, info: TrainingSetInfo, trained: TrainedVersion, *,
+                         force: bool = False, settings: LooplineSettings | None = None) -> PromotionResult:
     """Challenger against the current champion on the same holdout and slices; move the alias or say why not."""
     import mlflow
     import pandas as pd
@@ -292,15 +358,15 @@ def evaluate_and_promote(training: TrainingConfig, info: dict[str, Any], trained
 
     def score(model_uri: str):
         model = mlflow.pyfunc.load_model(model_uri)
-        return evaluation(holdout, _positive(model.predict(holdout[features])), training.promotion.slices)
+        return evaluation(holdout, positive_scores(model.predict(holdout[features])), training.promotion.slices)
 
     challenger = score(f"models:/{name}/{version}")
     current = tracking.champion(name, settings)
     champion_eval = None
     if current is not None and str(current.version) == version:
         reason = f"version {version} is already the champion (same inputs as before)"
-        return {"version": version, "promoted": False, "champion": version, "reason": reason,
-                "challenger_roc_auc": challenger.metric}
+        return PromotionResult(version=version, promoted=False, champion=version, reason=reason,
+                               challenger_roc_auc=challenger.metric)
     if current is not None:
         try:
             champion_eval = score(f"models:/{name}@{tracking.CHAMPION}")
@@ -309,39 +375,40 @@ def evaluate_and_promote(training: TrainingConfig, info: dict[str, Any], trained
                         current.version, str(exc).splitlines()[0])
     decision = decide(challenger, champion_eval, training.promotion,
                       champion_version=current.version if current else None, force=force)
-    if decision.promote:
-        tracking.promote(name, version, decision.reason, settings)
-    else:
-        tracking.keep_champion(name, version, decision.reason, settings)
-    champion_now = tracking.champion(name, settings)
-    return {
-        "version": version, "promoted": decision.promote, "reason": decision.reason,
-        "champion": str(champion_now.version) if champion_now else None,
-        "challenger_roc_auc": round(challenger.metric, 4),
-        "champion_roc_auc": round(champion_eval.metric, 4) if champion_eval else None,
-    }
+    champion_now = tracking.apply_decision(name, version, decision, settings)
+    return PromotionResult(
+        version=version, promoted=decision.promote, reason=decision.reason,
+        champion=str(champion_now.version) if champion_now else None,
+        challenger_roc_auc=round(challenger.metric, 4),
+        champion_roc_auc=round(champion_eval.metric, 4) if champion_eval else None,
+    )
 
 
-def _positive(predictions) -> Any:
-    """The churn probability column of a pyfunc ``predict_proba`` output (array or DataFrame)."""
+def positive_scores(predictions) -> Any:
+    """The positive class's scores (churn probabilities) of a pyfunc ``predict_proba`` output, array or DataFrame.
+
+    Returns:
+        A 1-D numpy array: column 1 of a two-column output, the output itself when it is one column already.
+    """
     import numpy as np
 
     values = np.asarray(predictions)
     return values[:, 1] if values.ndim == 2 else values
 
 
-def score_latest(training: TrainingConfig, *, settings: LooplineSettings | None = None) -> dict[str, Any]:
+def score_latest(training: TrainingConfig, *, settings: LooplineSettings | None = None) -> ScoredBatch:
     """Score the newest published day of features with ``models:/<name>@champion``; write predictions.
 
-    Predictions land in ``predictions/<instance>/ds=<day>/predictions.parquet`` with the model version,
-    for the drift checks to read.
+    Predictions land in ``predictions/<instance>/ds=<day>/predictions.parquet`` (``DataHome.predictions``)
+    with the model version, for the drift checks to read: columns ``<entity key>``, ``ds``,
+    ``churn_probability``, ``model_name``, ``model_version``, ``model_run_id``.
     """
     import mlflow
     import pandas as pd
 
     from pipelines.core import tracking
-    from pipelines.features.steps import paths as feature_paths
     from pipelines.features.feast_store import feature_store
+    from pipelines.features.steps import FeaturePaths
     from pipelines.training.dataset import ENTITY_TIMESTAMP, day_end
 
     settings = settings or get_settings()
@@ -349,7 +416,7 @@ def score_latest(training: TrainingConfig, *, settings: LooplineSettings | None 
     champion = tracking.champion(training.model_name, settings)
     if champion is None:
         raise ValueError(f"{training.model_name} has no champion yet: nothing to score with; train one first")
-    published = sorted(feature_paths(features, settings).offline.glob("*.parquet"))
+    published = sorted(FeaturePaths(features, settings).offline.glob("*.parquet"))
     if not published:
         raise ValueError(f"no published features for {features.dag_id}; run it first")
     latest = date.fromisoformat(published[-1].stem)
@@ -364,14 +431,12 @@ def score_latest(training: TrainingConfig, *, settings: LooplineSettings | None 
     scored = frame.dropna(subset=columns)
     out = pd.DataFrame({
         key: scored[key].to_numpy(), "ds": latest,
-        "churn_probability": _positive(model.predict(scored[columns])),
+        "churn_probability": positive_scores(model.predict(scored[columns])),
         "model_name": training.model_name, "model_version": str(champion.version), "model_run_id": champion.run_id,
     })
-    target = settings.path("predictions", training.instance, f"ds={latest}", "predictions.parquet")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.partial")
-    out.to_parquet(partial, index=False)
-    partial.replace(target)
-    log.info("Scored %d %s of %s with %s v%s → %s", len(out), key, latest, training.model_name, champion.version, target)
-    return {"ds": str(latest), "rows": len(out), "model_version": str(champion.version), "path": str(target),
-            "mean_churn_probability": round(float(out["churn_probability"].mean()), 4)}
+    target = write_atomic(DataHome(settings).predictions(training.instance, latest),
+                          lambda partial: out.to_parquet(partial, index=False))
+    log.info("Scored %d %s of %s with %s v%s → %s", len(out), key, latest, training.model_name, champion.version,
+             target)
+    return ScoredBatch(ds=str(latest), rows=len(out), model_version=str(champion.version), path=str(target),
+                       mean_churn_probability=round(float(out["churn_probability"].mean()), 4))

@@ -25,8 +25,8 @@ table { border-collapse: collapse; width: 100%; margin: 4px 0 8px; }
 th, td { text-align: left; padding: 5px 8px; border-bottom: 1px solid var(--line); vertical-align: top; }
 th { font-weight: 600; color: var(--muted); font-size: 12px; text-transform: uppercase; letter-spacing: .03em; }
 td.num { font-variant-numeric: tabular-nums; }
-.chip { display: inline-block; border: 1px solid var(--line); border-radius: 12px; padding: 1px 9px; margin: 0 4px 4px 0;
-        font-size: 12px; }
+.chip { display: inline-block; border: 1px solid var(--line); border-radius: 12px; padding: 1px 9px;
+        margin: 0 4px 4px 0; font-size: 12px; }
 .badge { display: inline-block; border-radius: 4px; padding: 0 6px; font-size: 12px; font-weight: 600; color: #fff; }
 .good { background: var(--ok); } .bad { background: var(--bad); } .warn { background: var(--warn); }
 .neutral { background: #64748b; }
@@ -132,7 +132,8 @@ def _drift(drift: dict[str, Any], links: _Links) -> str:
 
 
 def _index(index: dict[str, Any], links: _Links) -> str:
-    out = [f'<h3>Index versions · {links.dag(index["dag_id"])} <span class="muted">({_e(index["backend"])})</span></h3>']
+    out = [f'<h3>Index versions · {links.dag(index["dag_id"])} '
+           f'<span class="muted">({_e(index["backend"])})</span></h3>']
     if not index["versions"]:
         return "".join(out) + '<p class="empty">No index version built yet.</p>'
     rows = []
@@ -156,7 +157,8 @@ def _runs(runs: list[dict[str, Any]], links: _Links) -> str:
     for run in runs:
         events = run["events"] or [{"asset": "?", "reason": "no consumed event recorded"}]
         trigger = "<br>".join(
-            f'<code>{_e(e["asset"])}</code> from {links.dag(e["source_dag_id"]) if e.get("source_dag_id") else "outside"}'
+            f'<code>{_e(e["asset"])}</code> from '
+            f'{links.dag(e["source_dag_id"]) if e.get("source_dag_id") else "outside"}'
             f'{" / " + links.run(e["source_dag_id"], e["source_run_id"]) if e.get("source_run_id") else ""}'
             for e in events)
         reasons = "<br>".join(_e(e["reason"]) for e in events)

@@ -23,7 +23,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,8 +46,8 @@ def frames(rows: int, seed: int = 0):
 
 
 def bench_check(rows: int, repeats: int) -> None:
-    from pipelines.drift.config import TabularDrift
     from pipelines.drift import tabular
+    from pipelines.drift.config import TabularDrift
 
     reference, current, numeric, categorical = frames(rows)
     thresholds = TabularDrift()
@@ -77,7 +77,8 @@ def bench_check(rows: int, repeats: int) -> None:
         ours.append(time.perf_counter() - started)
     p, o = statistics.median(plain), statistics.median(ours)
     found = tabular.drift_report(reference, current, numeric, categorical, thresholds)
-    print(f"  Evidently report called directly   {p:6.2f} s (median of {repeats}: {', '.join(f'{t:.2f}' for t in plain)})")
+    print(f"  Evidently report called directly   {p:6.2f} s "
+          f"(median of {repeats}: {', '.join(f'{t:.2f}' for t in plain)})")
     print(f"  Loopline drift check               {o:6.2f} s ({', '.join(f'{t:.2f}' for t in ours)})")
     print(f"  ratio Loopline / direct: {o / p:.2f}  (goal <= 1.10); drifted {found.drifted_columns}, "
           f"prediction drift {found.prediction_drift:.3f}")
@@ -89,10 +90,9 @@ def _parse(stamp: str) -> datetime:
 
 def bench_event_to_training() -> None:
     sys.path.insert(0, str(REPO / "tests"))
-    from support.churn_world import land, publish, train_champion
-
     from pipelines.core.airflow_runtime import standalone, wait_for_dags
     from pipelines.core.settings import LooplineSettings
+    from support.churn_world import land, publish, train_champion
 
     t0 = date(2026, 9, 1)
     drift_start, window_end = t0 + timedelta(days=50), t0 + timedelta(days=56)
@@ -115,7 +115,7 @@ def bench_event_to_training() -> None:
                 break
             time.sleep(1)
         client.unpause("churn_drift_check")
-        client.trigger("churn_drift_check", logical_date=datetime.now(timezone.utc).isoformat(), run_id="bench",
+        client.trigger("churn_drift_check", logical_date=datetime.now(UTC).isoformat(), run_id="bench",
                        conf={"window_end": str(window_end)})
         state = client.wait_for_run("churn_drift_check", "bench", timeout_s=600)
         event = next(e for e in client.get("/api/v2/assets/events?limit=50")["asset_events"]

@@ -25,7 +25,7 @@ import argparse
 import statistics
 import sys
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,7 +41,7 @@ def _parse(stamp: str) -> datetime:
 
 def _run_and_collect(client, dag_id: str, runs: int) -> list[dict]:
     client.unpause(dag_id)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     run_ids = []
     for index in range(runs):
         run_id = f"bench_{now:%H%M%S}_{index}"

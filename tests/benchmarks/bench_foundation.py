@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,7 +73,7 @@ def _feature_frame(rows: int, ds: date):
     import pandas as pd
 
     rng = np.random.default_rng(7)
-    ts = datetime(ds.year, ds.month, ds.day, 23, 59, 59, tzinfo=timezone.utc)
+    ts = datetime(ds.year, ds.month, ds.day, 23, 59, 59, tzinfo=UTC)
     return pd.DataFrame({
         "customer_id": np.arange(1, rows + 1, dtype="int64"),
         "ds": ds,
@@ -93,8 +93,8 @@ def _feature_frame(rows: int, ds: date):
 
 def bench_materialize(rows: int, reads: int) -> dict:
     """Both paths write the same 1M rows into fresh SQLite online stores of separate data homes."""
-    from pipelines.features import feast_store
     from pipelines.core.settings import LooplineSettings
+    from pipelines.features import feast_store
 
     ds = date(2026, 11, 1)
     start, end = feast_store.day_bounds(ds)
@@ -148,7 +148,8 @@ def main() -> None:
     parser.add_argument("--only", choices=["parse", "materialize"], help="run one part alone")
     args = parser.parse_args()
 
-    print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"Python {platform.python_version()}")
     if args.only != "materialize":
         print_parse(args.parse_repeats)
     if args.only != "parse":
@@ -167,7 +168,8 @@ def print_materialize(rows: int, reads: int) -> None:
     print(f"\nMaterialization of {rows:,} feature rows into the SQLite online store (2 feature views):")
     m = bench_materialize(rows, reads)
     print(f"  plain FeatureStore.materialize  {m['plain']['seconds']:7.1f} s  {m['plain']['rows_per_s']:10,.0f} rows/s")
-    print(f"  loopline materialize_interval   {m['loopline']['seconds']:7.1f} s  {m['loopline']['rows_per_s']:10,.0f} rows/s")
+    print(f"  loopline materialize_interval   {m['loopline']['seconds']:7.1f} s  "
+          f"{m['loopline']['rows_per_s']:10,.0f} rows/s")
     print(f"  ratio loopline / plain: {m['ratio']:.3f}  (goal >= 0.95)")
     print(f"\nOnline read of one entity, feature service churn_model_v1 ({reads} reads): "
           f"p50 {m['read_p50_ms']:.2f} ms, p99 {m['read_p99_ms']:.2f} ms")

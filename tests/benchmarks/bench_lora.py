@@ -138,7 +138,8 @@ def main() -> None:
         print(f"  trainable fraction {lora['trainable'] / lora['total']:.3%}; adapter file {lora['file_bytes']:,} B "
               f"vs model file {full['file_bytes']:,} B = {size_ratio:.2%} (goal <= 2%: "
               f"{'met' if size_ratio <= 0.02 else 'NOT met'})")
-        print(f"  peak memory LoRA / full = {peak_ratio:.3f} (goal <= 0.6: {'met' if peak_ratio <= 0.6 else 'NOT met'}); "
+        print(f"  peak memory LoRA / full = {peak_ratio:.3f} "
+              f"(goal <= 0.6: {'met' if peak_ratio <= 0.6 else 'NOT met'}); "
               f"training memory only: {lora['training_mib'] / max(full['training_mib'], 1e-9):.3f}")
 
 

@@ -71,7 +71,8 @@ def config_for(corpus: Path, questions: Path, batch_size: int):
 
 def index_once(config, run_id: str) -> dict:
     """plan → embed → publish timed (the work that makes the index), then evaluate and record, timed apart."""
-    from pipelines.rag import embeddings, steps as rag_steps
+    from pipelines.rag import embeddings
+    from pipelines.rag import steps as rag_steps
     embeddings._FINGERPRINTS.clear()  # a task process hashes the model folder afresh: count it
     t = {}
     started = time.perf_counter()
@@ -124,7 +125,8 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     import torch
 
-    from pipelines.rag import embeddings, steps as rag_steps
+    from pipelines.rag import embeddings
+    from pipelines.rag import steps as rag_steps
     from pipelines.rag.corpus import load_corpus
     from pipelines.rag.docstring_corpus import export
     from pipelines.rag.hashing import chunk_corpus

@@ -44,7 +44,8 @@ def build_training_set(home: Path) -> tuple[pd.DataFrame, dict]:
     info = {"path": str(path), "window_start": str(end - timedelta(days=WINDOW_DAYS)), "window_end": str(end),
             "rows": len(frame), "train_rows": int((frame["split"] == "train").sum()),
             "holdout_rows": int((frame["split"] == "holdout").sum()), "digest": dataset_digest(frame),
-            "feature_service": "churn_model_v1", "feast_project": "bench", "numeric": numeric, "categorical": categorical}
+            "feature_service": "churn_model_v1", "feast_project": "bench", "numeric": numeric,
+            "categorical": categorical}
     return frame, info
 
 
@@ -56,8 +57,8 @@ def main() -> None:
 
     import mlflow  # noqa: F401 - imported before timing: both sides run in a process that has it
 
-    from pipelines.training.config import TrainingConfig
     from pipelines.core.settings import LooplineSettings
+    from pipelines.training.config import TrainingConfig
     from pipelines.training.steps import train_and_evaluate, train_and_register
 
     home = Path(tempfile.mkdtemp(prefix="loopline-bench-training-"))

@@ -7,14 +7,13 @@ Screenshots go to ``test-artifacts/screenshots/`` at the repository root (kept b
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from pipelines.core.airflow_runtime import standalone, wait_for_dags
 from pipelines.core.settings import REPO_ROOT, LooplineSettings
-
 from support import churn_world  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -62,7 +61,7 @@ def chromium_path() -> str:
 def airflow(tmp_path_factory) -> Airflow:
     home = tmp_path_factory.mktemp("browser_home")
     settings = LooplineSettings(home=home, airflow_port=PORT)
-    churn_world.prepare(settings, datetime.now(timezone.utc).date(), WINDOW_DAYS)
+    churn_world.prepare(settings, datetime.now(UTC).date(), WINDOW_DAYS)
     with standalone(settings, log=lambda message: None) as client:
         wait_for_dags(client, DAGS)
         yield Airflow(client, settings)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from importlib import import_module
-
 import json
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 

@@ -14,9 +14,8 @@ from __future__ import annotations
 from datetime import date, timedelta
 from pathlib import Path
 
-
-from pipelines.demo import simulator
 from pipelines.core.settings import REPO_ROOT, LooplineSettings
+from pipelines.demo import simulator
 
 CUSTOMERS = 1500  # the drift tests' world; the browser tests ask for 3,000
 NUMERIC = ["sessions_7d", "sessions_30d", "purchases_30d", "spend_30d", "support_tickets_30d",
@@ -70,7 +69,8 @@ def train_champion(settings: LooplineSettings, window_end: date, window_days: in
             "holdout_rows": int((frame["split"] == "holdout").sum()), "digest": dataset_digest(frame),
             "feature_service": "churn_model_v1", "feast_project": "churn", "numeric": NUMERIC,
             "categorical": CATEGORICAL}
-    config = training.model_copy(update={"hyperparameters": training.hyperparameters.model_copy(update={"max_iter": 40})})
+    config = training.model_copy(
+        update={"hyperparameters": training.hyperparameters.model_copy(update={"max_iter": 40})})
     trained = train_and_register(config, info, settings=settings)
     tracking.promote("churn", trained["version"], "drift test world", settings)
     return {**info, **trained}
@@ -80,7 +80,7 @@ def prepare(settings: LooplineSettings, today: date, window_days: int, customers
     """Land 40 days up to ``today`` and publish and materialize the feature days that a training window of
     ``window_days`` ending ``today`` or ``today + 1`` reads; return those days."""
     from pipelines.features.feast_store import apply_if_changed, day_bounds, materialize_interval
-    from pipelines.features.steps import paths
+    from pipelines.features.steps import FeaturePaths
 
     features, _ = configs()
     land(settings, today - timedelta(days=40), 41, customers=customers)
@@ -88,7 +88,7 @@ def prepare(settings: LooplineSettings, today: date, window_days: int, customers
     # tomorrow when the run crosses midnight UTC).
     days = [today - timedelta(days=n) for n in range(window_days + 1, -1, -1)]
     publish(settings, days)
-    where = paths(features, settings)
+    where = FeaturePaths(features, settings)
     apply_if_changed(features.feast.project, where.feast_repo, settings)
     for day in days:
         start, end = day_bounds(day)

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pipelines.core.settings import LooplineSettings, get_settings
+from pipelines.core.home import DataHome
 
 if TYPE_CHECKING:
+    from pipelines.core.settings import LooplineSettings
     from pipelines.rag.stores.base import VectorStore
 
 BACKENDS = ("lancedb", "weaviate")
@@ -20,7 +21,7 @@ def open_store(backend: str, index_name: str, settings: LooplineSettings | None 
     if backend == "lancedb":
         from pipelines.rag.stores.lancedb_store import LanceDBStore
 
-        return LanceDBStore(index_name, (settings or get_settings()).path("rag", index_name, "lancedb"))
+        return LanceDBStore(index_name, DataHome(settings).rag(index_name, "lancedb"))
     if backend == "weaviate":
         from pipelines.rag.stores.weaviate_store import WeaviateStore
 

@@ -2,7 +2,7 @@
 hybrid (reciprocal rank fusion) search.
 
 LanceDB has no table aliases, so the alias is a small JSON file beside the tables (``aliases.json``),
-replaced atomically (write a temporary file, fsync, ``os.replace``): a reader resolves it on every query
+replaced atomically (:func:`pipelines.core.files.write_json_atomic`): a reader resolves it on every query
 and opens either the old or the new table, never a half-written one. Every LanceDB write (add, merge,
 delete) commits a new table version atomically, so an in-place update is seen whole or not at all.
 """
@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from pipelines.core.files import write_json_atomic
 from pipelines.rag.stores.base import IndexedChunk, SearchHit, SearchMode, StoreError, VectorStore
 
 log = logging.getLogger(__name__)
@@ -98,14 +97,7 @@ class LanceDBStore(VectorStore):
         if version not in self.list_versions():
             raise StoreError(f"cannot point alias {self.alias_name} at {version}: no such table in "
                              f"{self.root}")
-        aliases = {**self._aliases(), self.alias_name: version}
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".aliases-", suffix=".json")
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; readers may run as another user
-        with os.fdopen(fd, "w") as handle:
-            json.dump(aliases, handle, indent=2, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.root / ALIASES_FILE)
+        write_json_atomic(self.root / ALIASES_FILE, {**self._aliases(), self.alias_name: version})
         log.info("Alias %s → %s (LanceDB, %s)", self.alias_name, version, self.root)
 
     # --- rows ---------------------------------------------------------------------------------------------
@@ -121,7 +113,7 @@ class LanceDBStore(VectorStore):
         if table.count_rows() == 0:
             return {}
         rows = table.search().select(["id", "doc_id"]).limit(None).to_arrow()
-        return dict(zip(rows.column("id").to_pylist(), rows.column("doc_id").to_pylist()))
+        return dict(zip(rows.column("id").to_pylist(), rows.column("doc_id").to_pylist(), strict=True))
 
     def write(self, version: str, chunks: Sequence[IndexedChunk]) -> None:
         if not chunks:

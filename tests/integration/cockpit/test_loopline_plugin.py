@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import UTC, date, datetime
 from html import escape
-from datetime import date, datetime, timezone
 from pathlib import Path
 
 import pytest
 
 from pipelines.core.home import DataHome
-from pipelines.templates import load_config
 from pipelines.core.settings import REPO_ROOT, get_settings
+from pipelines.templates import load_config
 
 pytestmark = pytest.mark.integration
 
@@ -33,8 +33,8 @@ def home(tmp_path_factory, airflow_db):
     from mlflow.tracking import MlflowClient
 
     from pipelines.core import tracking
-    from pipelines.drift.history import DriftHistory, history_path
     from pipelines.core.settings import LooplineSettings
+    from pipelines.drift.history import DriftHistory, history_path
 
     path = tmp_path_factory.mktemp("cockpit_home")
     settings = LooplineSettings(home=path)
@@ -71,21 +71,21 @@ def asset_run(airflow_db):
     The DAG is written to the database first, as the dag-processor would: the page shows only runs of DAGs
     the auth manager lets the user read, and it knows only DAGs that are there.
     """
-    from support.airflow_helpers import build_and_register
-    from sqlalchemy import delete
-
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session
     from airflow.utils.state import DagRunState
     from airflow.utils.types import DagRunType
+    from sqlalchemy import delete
+
+    from support.airflow_helpers import build_and_register
 
     extra = {"action": "retrain", "signals": ["data_drift"], "drift_share": 0.5,
              "reasons": ["data drift: 2 of 10 feature columns drifted (share 0.50 >= 0.30)"],
              "drifted_columns": ["sessions_7d", "spend_30d"],
              "report_uri": "file:///anywhere/reports/churn/drift/2026-11-28.html"}
     build_and_register(load_config(REPO_ROOT / "dags" / "configs" / "churn_training.yaml"))
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with create_session() as session:
         asset = AssetModel(name="churn_retrain_plugin_test", uri="loopline://retrain/plugin-test")
         session.add(asset)
@@ -107,9 +107,8 @@ def asset_run(airflow_db):
 @pytest.fixture(scope="module")
 def api(home, asset_run):
     """Airflow's API app with its plugins, serving the test data home, with secrets in the environment."""
-    from fastapi.testclient import TestClient
-
     from airflow.api_fastapi.app import create_app, purge_cached_app
+    from fastapi.testclient import TestClient
 
     saved = dict(os.environ)
     os.environ.update({
@@ -142,7 +141,8 @@ def test_the_plugin_is_registered_with_its_app_and_nav_entry(api):
     assert api.get("/api/v2/plugins/importErrors").json()["import_errors"] == []
 
 
-@pytest.mark.parametrize("path", ["/loopline/", "/loopline/api/summary", "/loopline/reports/churn/drift/2026-11-28.html"])
+@pytest.mark.parametrize("path", ["/loopline/", "/loopline/api/summary",
+                                  "/loopline/reports/churn/drift/2026-11-28.html"])
 def test_without_login_nothing_is_shown(api, path):
     anonymous = {"Authorization": ""}
     answer = api.get(path, headers={**anonymous, "Accept": "application/json"})

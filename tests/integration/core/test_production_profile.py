@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import secrets
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pipelines.demo import simulator
 from pipelines.core.airflow_runtime import wait_for_dags
 from pipelines.core.settings import LooplineSettings
+from pipelines.demo import simulator
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.production]
 
@@ -29,7 +29,7 @@ ROLE = "loopline_ci"  # also the prefix of the test's databases
 REDIS_DB = 12  # Celery's broker; Feast's online store takes 13
 FEATURE_DAYS = 5
 CUSTOMERS = 2000
-TODAY = datetime.now(timezone.utc).date()
+TODAY = datetime.now(UTC).date()
 
 
 def _services_up() -> str | None:
@@ -54,8 +54,8 @@ def stack(tmp_path_factory):
     import psycopg
     import redis
 
-    from pipelines.demo.run import trigger_day
     from pipelines.core.production import drop_databases, production_stack
+    from pipelines.demo.run import trigger_day
 
     role, password = ROLE, "pw-" + secrets.token_hex(12)
     with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
@@ -85,7 +85,7 @@ def stack(tmp_path_factory):
             states = [client.wait_for_run("churn_features", run_id, timeout_s=900) for run_id in feature_runs]
             client.unpause("churn_training")
             training_run = f"production_test__{TODAY.isoformat()}"
-            client.trigger("churn_training", logical_date=datetime.now(timezone.utc).isoformat(), run_id=training_run,
+            client.trigger("churn_training", logical_date=datetime.now(UTC).isoformat(), run_id=training_run,
                            conf={"window_end": TODAY.isoformat(), "window_days": FEATURE_DAYS + 1})
             training_state = client.wait_for_run("churn_training", training_run, timeout_s=900)
             scored = client.xcom("churn_training", training_run, "score_batch") if training_state == "success" else None
@@ -157,7 +157,8 @@ def test_mart_is_in_postgres_and_matches_the_simulator(stack):
     last = stack["feature_days"][-1]
     expected = simulator.expected_customer_daily_features(settings.path("landing", "churn"), last)
     with psycopg.connect(settings.database_url("warehouse")) as connection:
-        days = connection.execute("select ds, count(*) from churn.customer_daily_features group by ds order by ds").fetchall()
+        days = connection.execute(
+            "select ds, count(*) from churn.customer_daily_features group by ds order by ds").fetchall()
         sessions = connection.execute(
             "select customer_id, sessions_30d from churn.customer_daily_features where ds = %s order by customer_id",
             (last,)).fetchall()
@@ -188,9 +189,8 @@ def test_online_features_are_served_from_redis_with_the_registry_in_postgres(sta
 
 
 def test_model_is_registered_on_the_mlflow_server_and_scores(stack):
-    from mlflow import MlflowClient
-
     import pandas as pd
+    from mlflow import MlflowClient
 
     settings: LooplineSettings = stack["settings"]
     client = MlflowClient(tracking_uri=settings.mlflow_uri, registry_uri=settings.mlflow_uri)

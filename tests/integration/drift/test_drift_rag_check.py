@@ -4,12 +4,12 @@ corpus and off-topic queries that fire and emit the reindex Asset's evidence."""
 from __future__ import annotations
 
 import os
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
 
+from pipelines.core.home import DataHome
 from pipelines.core.settings import get_settings
-
 from support.toy_corpus import CORPUS, QUESTIONS
 
 pytestmark = pytest.mark.integration
@@ -23,7 +23,7 @@ DAY = date(2026, 11, 20)
 
 
 def at(day: date) -> datetime:
-    return datetime.combine(day, time(4), tzinfo=timezone.utc)
+    return datetime.combine(day, time(4), tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def drift_config(rag_yaml, **rag):
 
 
 def test_the_rag_loop(world):
-    from pipelines.drift import steps
+    from pipelines.drift import checks, steps
     from pipelines.drift.rag import log_queries
     from pipelines.drift.targets import target_asset, target_config
     from pipelines.rag.steps import run_once
@@ -68,7 +68,7 @@ def test_the_rag_loop(world):
     assert (target.name, target.uri, target.dag_id) == ("ragdrift_reindex", "loopline://reindex/ragdrift",
                                                         "ragdrift_rag_index")
 
-    with pytest.raises(steps.NothingToCheck, match="index ragdrift has no live version yet"):
+    with pytest.raises(checks.NothingToCheck, match="index ragdrift has no live version yet"):
         steps.check_drift(config, "before_index", at(DAY), settings=settings)
 
     run_once(target_config(str(rag_yaml), "rag_index"), "build", settings)
@@ -79,7 +79,7 @@ def test_the_rag_loop(world):
     assert quiet["hit_rate"] == quiet["baseline_hit_rate"] == {"vector": 1.0}
     assert quiet["corpus_change_share"] == 0.0 and quiet["corpus_drift"] == pytest.approx(0.0, abs=1e-6)
     assert quiet["queries"] == 8 and quiet["query_drift"] < 0.15
-    assert (settings.reports_dir / "ragdrift" / "drift" / f"{DAY - timedelta(days=1)}.html").exists()
+    assert DataHome(settings).drift_report("ragdrift", DAY - timedelta(days=1)).exists()
 
     for name, text in REWRITTEN.items():
         (corpus / name).write_text(text)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from support.churn_world import land, publish, train_champion
 from pipelines.core.airflow_runtime import standalone, wait_for_dags
+from pipelines.core.home import DataHome
 from pipelines.core.settings import LooplineSettings
+from support.churn_world import land, publish, train_champion
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -50,7 +51,7 @@ def test_drift_emits_churn_retrain_and_the_scheduler_starts_training(tmp_path):
         assert [e["filename"] for e in client.import_errors() if "churn_" in e["filename"]] == []
         client.unpause("churn_training")
         client.unpause("churn_drift_check")
-        client.trigger("churn_drift_check", logical_date=datetime.now(timezone.utc).isoformat(), run_id="e2e_drift",
+        client.trigger("churn_drift_check", logical_date=datetime.now(UTC).isoformat(), run_id="e2e_drift",
                        conf={"window_end": str(WINDOW_END)})
         assert client.wait_for_run("churn_drift_check", "e2e_drift", timeout_s=300) == "success"
         states = {t["task_id"]: t["state"] for t in client.task_instances("churn_drift_check", "e2e_drift")}
@@ -75,5 +76,5 @@ def test_drift_emits_churn_retrain_and_the_scheduler_starts_training(tmp_path):
         emitted = db.execute("SELECT e.source_run_id FROM asset_event e JOIN asset a ON a.id = e.asset_id "
                              "WHERE a.name = 'churn_retrain'").fetchall()
     assert ("asset_triggered" in {run_type for _, run_type in runs}) and emitted == [("e2e_drift",)]
-    report = settings.reports_dir / "churn" / "drift" / f"{WINDOW_END - timedelta(days=1)}.html"
+    report = DataHome(settings).drift_report("churn", WINDOW_END - timedelta(days=1))
     assert report.exists()

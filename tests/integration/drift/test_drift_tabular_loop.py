@@ -7,17 +7,17 @@ a champion trained on 21 label days and registered in MLflow. Covariate drift st
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from support.churn_world import configs, land, publish, train_champion
+from pipelines.core.home import DataHome
 from pipelines.core.settings import get_settings
+from support.churn_world import land, publish, train_champion
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +30,7 @@ DRIFTED_END = T0 + timedelta(days=64)
 
 
 def at(day: date, hour: int = 3) -> datetime:
-    return datetime.combine(day, time(hour), tzinfo=timezone.utc)
+    return datetime.combine(day, time(hour), tzinfo=UTC)
 
 
 def drift_config(**changes):
@@ -63,15 +63,15 @@ def champion(world):
 
 
 def history(settings):
-    from pipelines.drift.history import DriftHistory, history_path
+    from pipelines.drift.history import open_history
 
-    return DriftHistory(history_path(settings))
+    return open_history(settings)
 
 
 def test_no_champion_yet_skips_with_a_clear_reason(world):
-    from pipelines.drift import steps
+    from pipelines.drift import checks, steps
 
-    with pytest.raises(steps.NothingToCheck, match=r"churn has no champion yet, so there is no reference to compare "
+    with pytest.raises(checks.NothingToCheck, match=r"churn has no champion yet, so there is no reference to compare "
                                                    r"with: run churn_training first"):
         steps.check_drift(drift_config(), "no_champion", at(NORMAL_ENDS[0]), settings=world)
     row = history(world).check("churn", "no_champion")
@@ -91,7 +91,8 @@ def test_five_normal_days_raise_no_alarm(world, champion):
         assert evidence["reference"]["dataset_digest"] == champion["digest"]
         assert evidence["reference"]["training_set"] == champion["path"]
         assert evidence["current"]["rows"] > 7000
-    assert {r["status"] for r in history(world).checks("churn") if r["dag_run_id"].startswith("normal_")} == {"no_drift"}
+    normal = [r for r in history(world).checks("churn") if r["dag_run_id"].startswith("normal_")]
+    assert {r["status"] for r in normal} == {"no_drift"}
 
 
 def test_an_injected_shift_is_detected_reported_and_logged(world, champion):
@@ -104,7 +105,7 @@ def test_an_injected_shift_is_detected_reported_and_logged(world, champion):
     assert verdict["drifted"] and "data_drift" in verdict["signals"]
     assert evidence["drift_share"] >= 0.3 and "monthly_charges" in evidence["drifted_columns"]
     assert evidence["prediction_drifted"]
-    report = world.reports_dir / "churn" / "drift" / f"{DRIFTED_END - timedelta(days=1)}.html"
+    report = DataHome(world).drift_report("churn", DRIFTED_END - timedelta(days=1))
     assert evidence["report_path"] == str(report) and report.stat().st_size > 10_000
     run = tracking.client(world).get_run(evidence["mlflow_run_id"])
     assert run.data.metrics["drift_share"] == evidence["drift_share"]
@@ -121,11 +122,12 @@ def test_a_schema_mismatch_fails_clearly_and_triggers_nothing(world, champion):
     from pipelines.drift import steps
     from pipelines.drift.tabular import SchemaMismatch
 
-    offline = world.path("offline", "churn", "customer_daily_features")
+    offline = DataHome(world).offline("churn", "customer_daily_features")
     day = T0 + timedelta(days=56)
     original = pd.read_parquet(offline / f"{day}.parquet")
     try:
-        original.rename(columns={"monthly_charges": "monthly_charge"}).to_parquet(offline / f"{day}.parquet", index=False)
+        renamed = original.rename(columns={"monthly_charges": "monthly_charge"})
+        renamed.to_parquet(offline / f"{day}.parquet", index=False)
         with pytest.raises(SchemaMismatch, match=r"the current window lacks monthly_charges\. Nothing was judged and "
                                                  r"nothing was triggered"):
             steps.check_drift(drift_config(window_days=1), "schema", at(day + timedelta(days=1)), settings=world)

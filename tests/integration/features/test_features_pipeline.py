@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from pipelines.features import steps as feature_steps
-
-from pipelines.demo import simulator
-from pipelines.templates import load_config
+from pipelines.core.home import DataHome
 from pipelines.core.settings import get_settings
+from pipelines.demo import simulator
+from pipelines.features import steps as feature_steps
+from pipelines.templates import load_config
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +40,7 @@ def load_dags(folder: Path = REPO / "dags"):
 
 def run_day(dag, ds: date):
     """Run the DAG for the data interval [ds, ds+1): a manual run at ds+1 covers the day before."""
-    run = dag.test(logical_date=datetime.combine(ds + timedelta(days=1), time(), tzinfo=timezone.utc))
+    run = dag.test(logical_date=datetime.combine(ds + timedelta(days=1), time(), tzinfo=UTC))
     # A run before the DAG's start_date "succeeds" with no task at all: make sure the tasks really ran.
     assert run.get_task_instances(), f"no task ran for {ds}"
     return run
@@ -48,7 +48,7 @@ def run_day(dag, ds: date):
 
 def online_snapshot(project: str) -> list[tuple]:
     """Every value in the SQLite online store with its event time (not the write time)."""
-    path = get_settings().feast_home / project / "online_store.db"
+    path = DataHome().feast(project) / "online_store.db"
     with sqlite3.connect(path) as db:
         tables = [r[0] for r in db.execute("select name from sqlite_master where type='table' order by name")]
         return [(t, *row) for t in tables
@@ -110,10 +110,9 @@ def test_the_features_asset_is_emitted_once_per_day(churn):
 
 def test_rerunning_a_day_changes_nothing(churn):
     config, _, dag, _ = churn
-    settings = get_settings()
     before_online = online_snapshot(config.feast.project)
-    before_mart = feature_steps.paths(config).warehouse.path.stat().st_size and _mart_rows(config)
-    applied_marker = settings.feast_home / config.feast.project / "applied_definitions.sha256"
+    before_mart = feature_steps.FeaturePaths(config).warehouse.path.stat().st_size and _mart_rows(config)
+    applied_marker = DataHome().feast(config.feast.project) / "applied_definitions.sha256"
     applied_at = applied_marker.stat().st_mtime_ns
 
     # An older day re-run after a newer one: Feast alone would put day 1's values back online.
@@ -129,7 +128,7 @@ def test_rerunning_a_day_changes_nothing(churn):
 def _mart_rows(config) -> list[tuple]:
     import duckdb
 
-    with duckdb.connect(str(feature_steps.paths(config).warehouse.path), read_only=True) as db:
+    with duckdb.connect(str(feature_steps.FeaturePaths(config).warehouse.path), read_only=True) as db:
         return db.execute(f"select * from {config.dbt.mart} order by ds, customer_id").fetchall()
 
 
@@ -138,7 +137,8 @@ FAULT_ERRORS = {
     "duplicate_keys": (feature_steps.validate_mart, r"\(customer_id, ds\) has \d+ duplicate rows"),
     "renamed_column": (feature_steps.check_landing,
                        r"customers.parquet has no column 'monthly_charges' \(unexpected columns: monthly_charge\)"),
-    "retyped_column": (feature_steps.check_landing, r"customers.parquet column 'customer_id' is string, expected int64"),
+    "retyped_column": (feature_steps.check_landing,
+                       r"customers.parquet column 'customer_id' is string, expected int64"),
     "empty_file": (feature_steps.check_landing, r"events.parquet is an empty file \(0 bytes\)"),
     "corrupt_file": (feature_steps.check_landing, r"events.parquet cannot be read as parquet"),
 }
@@ -157,13 +157,13 @@ def test_a_bad_day_fails_clearly_is_quarantined_and_loses_nothing(churn, fault):
     failing_step, message = FAULT_ERRORS[fault]
     online_before = online_snapshot(config.feast.project)
     mart_before = _mart_rows(config)
-    offline = feature_steps.paths(config).offline
+    offline = feature_steps.FeaturePaths(config).offline
     simulator.land_day(landing, BAD_DAY, n_customers=N_CUSTOMERS, faults=[fault])
 
     with pytest.raises(Exception, match=message) as failure:
         _run_steps_until(config, BAD_DAY, failing_step)
 
-    quarantined = get_settings().quarantine_dir / config.instance / f"ds={BAD_DAY}"
+    quarantined = DataHome().quarantine(config.instance) / f"ds={BAD_DAY}"
     assert f"quarantined to {quarantined}" in str(failure.value)
     assert (quarantined / "reason.json").exists() and (quarantined / "_SUCCESS").exists()
     assert not (landing / f"ds={BAD_DAY}").exists()
@@ -179,7 +179,7 @@ def test_a_missing_file_is_named(churn):
     (partition / "labels.parquet").unlink()
     with pytest.raises(Exception, match=r"landing partition 2026-11-03 breaks its contract: labels.parquet is missing"):
         feature_steps.check_landing(config, BAD_DAY)
-    shutil.rmtree(get_settings().quarantine_dir / config.instance / f"ds={BAD_DAY}")
+    shutil.rmtree(DataHome().quarantine(config.instance) / f"ds={BAD_DAY}")
 
 
 def test_users_own_csv_landing_folder_works_unchanged(churn, tmp_path):

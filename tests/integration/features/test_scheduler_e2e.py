@@ -9,22 +9,22 @@ from __future__ import annotations
 
 import urllib.error
 import urllib.request
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pipelines.demo import simulator
 from pipelines.core.airflow_runtime import standalone, wait_for_dags
+from pipelines.core.settings import LooplineSettings
+from pipelines.demo import simulator
 from pipelines.demo.run import scheduled_run_id
 from pipelines.features.feast_store import read_online
-from pipelines.core.settings import LooplineSettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_scheduler_runs_yesterday_and_serves_its_features(tmp_path):
     settings = LooplineSettings(home=tmp_path / "home", airflow_port=8281)
-    yesterday = datetime.now(timezone.utc).date() - timedelta(days=1)
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
     simulator.land_day(settings.path("landing", "churn"), yesterday, n_customers=40)
 
     with standalone(settings, log=lambda message: None) as client:

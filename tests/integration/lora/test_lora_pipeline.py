@@ -12,14 +12,14 @@ import shutil
 from pathlib import Path
 
 import pytest
-from support.airflow_helpers import build_and_register, xcom
 import yaml
 
 from pipelines.core import tracking
-from pipelines.lora.config import LoraTuneConfig
 from pipelines.lora import steps
 from pipelines.lora.base_model import BaseModelError, load_tokenizer
+from pipelines.lora.config import LoraTuneConfig
 from pipelines.lora.dataset import DatasetError
+from support.airflow_helpers import build_and_register, xcom
 
 pytestmark = pytest.mark.integration
 
@@ -77,7 +77,8 @@ def test_the_run_tunes_evaluates_registers_and_promotes(tuned, loopline_home):
     assert 0 < summary["merge_max_abs_diff"] < 1e-3, "merged and adapted are two models, compared"
     assert summary["trainable_fraction"] < 0.02
     assert summary["adapter_bytes"] <= 0.02 * summary["base_weights_bytes"]
-    assert (summary["registered"], summary["promoted"], summary["version"], summary["champion"]) == (True, True, "1", "1")
+    assert (summary["registered"], summary["promoted"], summary["version"], summary["champion"]) == (
+        True, True, "1", "1")
     assert summary["reason"].startswith("first adapter: eval perplexity")
 
     version = tracking.client().get_model_version(NAME, "1")
@@ -103,6 +104,19 @@ def test_the_champion_answers_through_mlflow_pyfunc(tuned):
     answers = model.predict(pd.DataFrame({"instruction": [
         'What does the section "Training, registration and promotion > Bad input" of training.md say?']}))
     assert len(answers) == 1 and isinstance(answers[0], str) and answers[0]
+
+
+def test_the_champion_is_scored_on_a_runs_eval_pairs(tuned):
+    from pipelines.lora.evaluation import champion_on_split
+
+    _, run = tuned
+    base, data = xcom(run, "prepare_base_model"), xcom(run, "build_dataset")
+    scored = champion_on_split(tracking.champion(NAME), base, data["eval_path"], data["max_tokens"], 8, "cpu")
+    assert scored == {"version": "1", "perplexity": pytest.approx(xcom(run, "register_adapter")["tuned_perplexity"],
+                                                                  rel=1e-3)}
+    other_base = champion_on_split(tracking.champion(NAME), {**base, "digest": "0" * 64}, data["eval_path"],
+                                   data["max_tokens"], 8, "cpu")
+    assert other_base["perplexity"] is None and "tuned on another base model" in other_base["why_not_scored"]
 
 
 def test_a_rerun_reuses_the_base_model_the_adapter_and_the_version(tuned):

@@ -6,16 +6,15 @@ repository's docs/ with its real question set, as ``make demo`` does.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from support.airflow_helpers import build_and_register, xcom
 
 from pipelines.core import tracking
 from pipelines.rag.config import RagIndexConfig
 from pipelines.rag.versions import load_rag_config
-
+from support.airflow_helpers import build_and_register, xcom
 from support.toy_corpus import CORPUS, QUESTIONS
 
 pytestmark = pytest.mark.integration
@@ -38,7 +37,7 @@ def docs_dag():
 
 
 def run_at(dag, day: int):
-    return dag.test(logical_date=datetime(2026, 11, day, 6, tzinfo=timezone.utc))
+    return dag.test(logical_date=datetime(2026, 11, day, 6, tzinfo=UTC))
 
 
 def task_states(run) -> dict[str, tuple[str, int]]:

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from pipelines.core import tracking
+from pipelines.rag import embeddings, plans
+from pipelines.rag import steps as rag_steps
 from pipelines.rag.config import RagIndexConfig
-from pipelines.rag import embeddings, steps as rag_steps
 from pipelines.rag.corpus import CorpusError, load_corpus
 from pipelines.rag.evaluation import GateBlocked
 from pipelines.rag.hashing import chunk_corpus
@@ -294,11 +295,11 @@ def test_an_empty_corpus_is_refused_and_the_index_keeps_serving(world):
     (empty / "notes.md").write_text("   \n")
     config = config_for(world)
     before = live_state(config)
-    catalog_before = VersionCatalog(rag_steps.paths(config).catalog).data
+    catalog_before = VersionCatalog(plans.paths(config).catalog).data
     with pytest.raises(CorpusError, match=rf"corpus {empty} has no readable document .* live index is untouched"):
         rag_steps.plan_index(config_for(world, corpus={"path": str(empty)}), "empty")
     assert live_state(config) == before
-    assert VersionCatalog(rag_steps.paths(config).catalog).data == catalog_before
+    assert VersionCatalog(plans.paths(config).catalog).data == catalog_before
     assert top_docs(config, "Why do corals turn white?")[0] == "coral.md"
 
 
@@ -309,7 +310,7 @@ def test_a_rebuild_that_dies_mid_batch_leaves_the_old_version_live_and_resumes(w
     with pytest.raises(RuntimeError, match="simulated"):
         run(config, monkeypatch, "rebuild-crash", fail_on_call=2)
     assert live_state(config) == before and top_docs(config, "How do glaciers shape valleys?") == answers
-    catalog = VersionCatalog(rag_steps.paths(config).catalog)
+    catalog = VersionCatalog(plans.paths(config).catalog)
     assert catalog.get(V[2])["status"] == "building"
     with open_store("lancedb", INSTANCE) as store:
         assert store.count(V[2]) == 4, "the first batch (write_batch_chunks=4) was committed to the candidate"
@@ -348,7 +349,7 @@ def test_the_gate_blocks_a_broken_embedding_model(world, monkeypatch, broken_mod
     with pytest.raises(GateBlocked, match=blocked):
         run(config, monkeypatch, "broken")
     assert live_state(config) == before
-    catalog = VersionCatalog(rag_steps.paths(config).catalog)
+    catalog = VersionCatalog(plans.paths(config).catalog)
     assert catalog.get(V[3])["status"] == "rejected"
     plan = rag_steps.plan_index(config, "broken-again")
     assert plan["target_version"] == V[3], "the rejected candidate is reused"
@@ -387,7 +388,7 @@ def test_mlflow_has_the_lineage_of_every_run(world):
 
 
 def test_the_staging_and_plans_of_superseded_runs_are_cleaned_up(world):
-    p = rag_steps.paths(config_for(world))
+    p = plans.paths(config_for(world))
     assert len(list(p.plans.glob("*.json"))) == 1
     assert not p.staging.exists() or list(p.staging.iterdir()) == []
     shutil.rmtree(world["root"] / "empty-corpus", ignore_errors=True)

@@ -7,19 +7,18 @@ form's params. Checked in MLflow's registry and in the predictions written under
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from support.airflow_helpers import load_dags, xcom
-
-from pipelines.demo import simulator
 
 from pipelines.core import tracking
-from pipelines.templates import load_config
 from pipelines.core.settings import get_settings
+from pipelines.demo import simulator
+from pipelines.templates import load_config
 from pipelines.training import dataset, steps
+from support.airflow_helpers import load_dags, xcom
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +44,7 @@ def trained(airflow_db):
     day = FIRST_FEATURE_DAY
     while day <= LAST_FEATURE_DAY:
         run = dags["churn_features"].test(
-            logical_date=datetime.combine(day + timedelta(days=1), time(), tzinfo=timezone.utc))
+            logical_date=datetime.combine(day + timedelta(days=1), time(), tzinfo=UTC))
         assert run.state == "success", day
         assert {ti.state for ti in run.get_task_instances()} == {"success"}, day
         day += timedelta(days=1)
@@ -78,7 +77,8 @@ def test_training_registers_promotes_and_scores(trained):
     assert run_data.params["feature_service"] == "churn_model_v1"
     assert len(run_data.tags["git_commit"]) in (40, len("unknown"))
     artifacts = {a.path for a in tracking.client().list_artifacts(version.run_id, "evaluation")}
-    assert artifacts == {"evaluation/roc_curve.png", "evaluation/calibration_curve.png", "evaluation/feature_importance.png"}
+    assert artifacts == {"evaluation/roc_curve.png", "evaluation/calibration_curve.png",
+                         "evaluation/feature_importance.png"}
 
     scored = xcom(run, "score_batch")
     predictions = pd.read_parquet(scored["path"])
@@ -123,7 +123,8 @@ def _state():
 def test_an_empty_window_is_refused(trained):
     before = _state()
     config = load_config(REPO / "dags" / "configs" / "churn_training.yaml")
-    with pytest.raises(dataset.TrainingSetError, match=r"no labels landed for churn_training in the window \[2026-05-04, 2026-06-01\)"):
+    with pytest.raises(dataset.TrainingSetError,
+                       match=r"no labels landed for churn_training in the window \[2026-05-04, 2026-06-01\)"):
         steps.build_training_set(config, steps.window_for(config, date(2026, 6, 1)))
     assert _state() == before
 
@@ -138,7 +139,8 @@ def test_a_single_class_label_is_refused_by_the_checks(trained, tmp_path):
     one_class = tmp_path / "one_class.parquet"
     frame.to_parquet(one_class, index=False)
     with pytest.raises(steps.TrainingSetRejected,
-                       match=r"label has mean 0, expected between 0.02 and 0.8; nothing was trained and the champion is unchanged"):
+                       match=r"label has mean 0, expected between 0.02 and 0.8; "
+                             r"nothing was trained and the champion is unchanged"):
         steps.validate_training_set(config, {**info, "path": str(one_class)})
     assert _state() == before
 
@@ -146,6 +148,7 @@ def test_a_single_class_label_is_refused_by_the_checks(trained, tmp_path):
 def test_a_missing_feature_service_is_named(trained):
     before = _state()
     with pytest.raises(dataset.TrainingSetError,
-                       match=r"feature service 'churn_model_v9' is not registered in Feast project 'churn' \(registered: churn_model_v1\)"):
+                       match=r"feature service 'churn_model_v9' is not registered in Feast project 'churn' "
+                             r"\(registered: churn_model_v1\)"):
         dataset.feature_columns("churn", "churn_model_v9")
     assert _state() == before

@@ -4,15 +4,14 @@ and that no secret of the environment reaches the page."""
 from __future__ import annotations
 
 import sys
-from datetime import date, datetime, timezone
-from pathlib import Path
+from datetime import date
 
 import pytest
 
 from pipelines import cockpit
 from pipelines.core.home import DataHome
-from pipelines.drift.history import DriftHistory, history_path
 from pipelines.core.settings import REPO_ROOT, LooplineSettings
+from pipelines.drift.history import DriftHistory, history_path
 
 pytestmark = pytest.mark.unit
 
@@ -76,8 +75,8 @@ def test_drift_verdicts_newest_first_with_report_links(tmp_path):
 
 
 def test_index_versions_from_the_catalog(tmp_path):
-    from pipelines.templates import load_config
     from pipelines.rag.versions import VersionCatalog, catalog_path
+    from pipelines.templates import load_config
 
     settings = LooplineSettings(home=tmp_path)
     config = load_config(REPO_ROOT / "dags" / "configs" / "docs_rag_index.yaml")
@@ -121,7 +120,8 @@ def _summary() -> dict:
                "params": {"family": "gradient_boosting", "max_iter": "60"}}
     run = {"dag_id": "churn_training", "run_id": "asset_triggered__2026-11-29T03:00:05", "state": "success",
            "queued_at": None, "start_date": "2026-11-29 03:00:07 UTC", "end_date": None,
-           "events": [{"asset": "churn_retrain", "uri": "loopline://retrain/churn", "source_dag_id": "churn_drift_check",
+           "events": [{"asset": "churn_retrain", "uri": "loopline://retrain/churn",
+                       "source_dag_id": "churn_drift_check",
                        "source_run_id": "scheduled__2026-11-29T03:00:00+00:00", "source_task_id": "emit_retrain",
                        "timestamp": "2026-11-29 03:00:05 UTC",
                        "extra": {"report_uri": "file:///h/reports/churn/drift/2026-11-28.html"},

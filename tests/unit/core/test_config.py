@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.templates import PipelineConfigError, load_config
-
 from pipelines.features.config import FeaturesConfig
+from pipelines.templates import PipelineConfigError, load_config
 
 pytestmark = pytest.mark.unit
 
@@ -33,7 +32,8 @@ def test_default_churn_config_is_valid():
 
 def test_unknown_template_names_the_template(tmp_path):
     path = write(tmp_path, CHURN.read_text().replace("template: features", "template: forecasting"))
-    with pytest.raises(PipelineConfigError, match=r"configs/case.yaml: template: unknown template 'forecasting'; known: features"):
+    with pytest.raises(PipelineConfigError,
+                       match=r"configs/case.yaml: template: unknown template 'forecasting'; known: features"):
         load_config(path)
 
 

@@ -32,7 +32,8 @@ def test_production_profile_implies_postgres_redis_celery_and_a_server():
 
 
 def test_a_field_set_explicitly_wins_over_the_profile():
-    settings = production(mlflow_tracking_uri="http://mlflow:5000", feast_online_store="sqlite", database_prefix="team_a")
+    settings = production(mlflow_tracking_uri="http://mlflow:5000", feast_online_store="sqlite",
+                          database_prefix="team_a")
     assert settings.mlflow_uri == "http://mlflow:5000"
     assert settings.feast_online_store == "sqlite"
     assert settings.database_url("warehouse") == "postgresql://loopline:s3cret-pw@db.internal:5432/team_a_warehouse"

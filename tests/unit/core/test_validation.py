@@ -9,7 +9,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipelines.demo.simulator import MART_COLUMNS
 from pipelines.core.expectations import (
     DataValidationError,
     ExpectationFailure,
@@ -18,6 +17,7 @@ from pipelines.core.expectations import (
     raise_for_failures,
     validate_dataframe,
 )
+from pipelines.demo.simulator import MART_COLUMNS
 
 pytestmark = pytest.mark.unit
 

@@ -112,20 +112,22 @@ def test_parsing_the_dag_folder_loads_no_heavy_library():
         f"b = BundleDagBag(dag_folder={str(DAGS)!r}, bundle_path=Path({str(DAGS)!r}));"
         f"print(json.dumps({{'dags': sorted(b.dag_ids), 'heavy': [m for m in {HEAVY!r} if m in sys.modules]}}))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy(), check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy(),
+                         check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert "churn_features" in result["dags"]
     assert result["heavy"] == []
 
 
 BAD_CONFIGS = {
-    "bad_yaml": (lambda text: "template: features\ninstance: [oops\n", r"configs/bad_yaml.yaml: not valid YAML at line 3"),
+    "bad_yaml": (lambda text: "template: features\ninstance: [oops\n",
+                 r"configs/bad_yaml.yaml: not valid YAML at line 3"),
     "unknown_template": (lambda text: text.replace("template: features", "template: nope"),
                          r"configs/unknown_template.yaml: template: unknown template 'nope'"),
     "missing_field": (lambda text: text.replace("instance: churn", "instance: other").replace(
         "  mart: customer_daily_features\n", ""), r"configs/missing_field.yaml: dbt.mart: field required"),
-    "wrong_type": (lambda text: text.replace("instance: churn", "instance: typed").replace("retries: 1", "retries: many"),
-                   r"configs/wrong_type.yaml: retries: Input should be a valid integer"),
+    "wrong_type": (lambda text: text.replace("instance: churn", "instance: typed").replace(
+        "retries: 1", "retries: many"), r"configs/wrong_type.yaml: retries: Input should be a valid integer"),
 }
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import partial
 
 import pytest
@@ -12,7 +12,7 @@ from pipelines.drift.policy import guard
 
 pytestmark = pytest.mark.unit
 
-T = datetime(2026, 11, 20, 3, tzinfo=timezone.utc)
+T = datetime(2026, 11, 20, 3, tzinfo=UTC)
 
 
 def rails(run_id, at):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -11,7 +11,7 @@ from pipelines.drift.policy import Emission, guard, judge_rag, judge_tabular
 
 pytestmark = pytest.mark.unit
 
-T = datetime(2026, 11, 20, 3, tzinfo=timezone.utc)
+T = datetime(2026, 11, 20, 3, tzinfo=UTC)
 ASSET = "churn_retrain"
 
 
@@ -57,7 +57,8 @@ def emitted(*hours_and_runs):
     return [Emission(ASSET, run, T + timedelta(hours=h)) for h, run in hours_and_runs]
 
 
-def decide(run_id="r_now", at=T, history=(), rails=GuardRails()):
+def decide(run_id="r_now", at=T, history=(), rails=None):
+    rails = rails or GuardRails()
     return guard(ASSET, run_id, at, list(history), cooldown_hours=rails.cooldown_hours,
                  max_triggers_per_day=rails.max_triggers_per_day)
 

@@ -7,8 +7,8 @@ from datetime import date
 import numpy as np
 import pytest
 
-from pipelines.drift.rag import embedding_distance, embedding_drift, log_queries, read_queries, sample_ids
 from pipelines.core.settings import LooplineSettings
+from pipelines.drift.rag import embedding_distance, embedding_drift, log_queries, read_queries, sample_ids
 
 pytestmark = pytest.mark.unit
 

@@ -31,7 +31,8 @@ def build(cfg: DriftCheckConfig):
 
 def test_the_shipped_configs_are_valid():
     churn = config("churn_drift_check")
-    assert (churn.dag_id, churn.kind, churn.tabular.training_config) == ("churn_drift_check", "tabular", "churn_training")
+    assert (churn.dag_id, churn.kind, churn.tabular.training_config) == (
+        "churn_drift_check", "tabular", "churn_training")
     docs = config("docs_drift_check")
     assert (docs.dag_id, docs.kind, docs.rag.rag_config) == ("docs_drift_check", "rag", "docs_rag_index")
 

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from pipelines.demo import simulator
-from pipelines.templates import load_config
 from pipelines.features.landing import (
     LandingContractError,
     check_partition,
@@ -17,6 +16,7 @@ from pipelines.features.landing import (
     partition_ready,
     quarantine_partition,
 )
+from pipelines.templates import load_config
 
 pytestmark = pytest.mark.unit
 

@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from pipelines.lora.config import DatasetSpec
 from pipelines.lora import dataset
+from pipelines.lora.config import DatasetSpec
 from pipelines.lora.dataset import DatasetError, Pair, build_pairs, validate_pairs
 from pipelines.rag.corpus import load_corpus
 
@@ -75,6 +75,13 @@ def test_valid_pairs_pass_and_round_trip_through_jsonl(documents, tmp_path):
     paths = dataset.write_pairs(pairs, tmp_path / "out")
     assert dataset.read_pairs(paths["train"]) + dataset.read_pairs(paths["eval"]) == sorted(
         pairs, key=lambda p: p.split != "train")
+
+
+def test_writing_the_splits_again_leaves_only_the_two_files(documents, tmp_path):
+    pairs = build_pairs(documents, SPEC)
+    first = dataset.write_pairs(pairs, tmp_path / "out")
+    assert dataset.write_pairs(pairs, tmp_path / "out") == first
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["eval.jsonl", "train.jsonl"]
 
 
 def test_an_empty_dataset_is_refused_with_what_to_do(tmp_path):

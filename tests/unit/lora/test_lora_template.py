@@ -12,8 +12,8 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from pipelines.lora.config import LoraTuneConfig
 from pipelines.lora import steps
+from pipelines.lora.config import LoraTuneConfig
 
 pytestmark = pytest.mark.unit
 
@@ -47,10 +47,13 @@ def test_the_assistant_instance_validates_and_matches_the_defaults():
 
 
 @pytest.mark.parametrize("patch,message", [
-    ({"tiny_model": {"hidden_size": 100, "num_heads": 3}}, r"hidden_size \(100\) must be a multiple of num_heads \(3\)"),
+    ({"tiny_model": {"hidden_size": 100, "num_heads": 3}},
+     r"hidden_size \(100\) must be a multiple of num_heads \(3\)"),
     ({"dataset": {"min_answer_chars": 700}}, r"min_answer_chars \(700\) must be below max_answer_chars \(600\)"),
     ({"lora": {"rank": 0}}, "greater than or equal to 1"),
     ({"lora": {"target_modules": []}}, "at least 1 item"),
+    ({"lora": {"target_modules": ["q_proj", "v_proj", "q_proj"]}}, "q_proj listed more than once"),
+    ({"lora": {"dropout": 0.95}}, "less than or equal to 0.9"),
     ({"lora": {"rnk": 4}}, "Extra inputs are not permitted"),
     ({"evaluation": {"min_improvement": 1.5}}, "less than 1"),
     ({"model_name": "Bad-Name"}, "String should match pattern"),
@@ -64,7 +67,7 @@ def test_the_graph_is_a_chain_of_five_thin_tasks():
     dag = build(assistant())
     chain = ["prepare_base_model", "build_dataset", "tune_adapter", "evaluate_adapter", "register_adapter"]
     assert sorted(dag.task_dict) == sorted(chain)
-    for upstream, downstream in zip(chain, chain[1:]):
+    for upstream, downstream in zip(chain, chain[1:], strict=False):
         assert downstream in dag.task_dict[upstream].downstream_task_ids
     assert dag.task_dict["register_adapter"].upstream_task_ids == set(chain[:4])
 
@@ -100,6 +103,29 @@ def test_the_form_is_typed_and_bounded_and_its_defaults_change_nothing():
     assert steps.resolve_run(config, params.dump()) == config
 
 
+def test_the_form_fields_are_the_models_fields():
+    """Bounds and descriptions are declared once, on the config model; the form shows the same."""
+    from pipelines.core.params import field_schema
+    from pipelines.lora.config import LORA_FORM
+
+    params = build(assistant()).params
+    for field in LORA_FORM:
+        schema = field_schema(LoraTuneConfig, field.path)
+        assert params.get_param(field.name).description == schema["description"], field.name
+        assert {k: v for k, v in params.get_param(field.name).schema.items() if k != "title"} == {
+            k: v for k, v in schema.items() if k != "description"}, field.name
+    assert params.get_param("dropout").schema["maximum"] == 0.9
+    assert params.get_param("target_modules").schema["uniqueItems"] is True
+    assert set(params) == {f.name for f in LORA_FORM} | {"force_promote"}
+
+
+def test_the_index_asset_is_declared_once():
+    from pipelines.core.assets import rag_index
+
+    assert assistant().index_asset_ref == LoraTuneConfig.model_validate(MINIMAL).index_asset_ref == rag_index("docs")
+    assert LoraTuneConfig.model_validate({**MINIMAL, "index_asset": None}).index_asset_ref is None
+
+
 def test_a_form_base_model_is_used_as_it_is_never_built():
     config = assistant()
     run = steps.resolve_run(config, {"base_model_path": "/models/smollm", "rank": 16, "target_modules": ["q_proj"]})
@@ -115,5 +141,6 @@ def test_building_the_dag_imports_nothing_heavy():
             "from loopline_templates.lora_tune import build_dag;"
             f"build_dag(LoraTuneConfig.model_validate(yaml.safe_load(open({str(CONFIG)!r}))));"
             f"import json; print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=os.environ.copy())
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=os.environ.copy())
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []

@@ -8,9 +8,9 @@ import shutil
 
 import pytest
 
-from pipelines.lora.config import LoraSpec, TinyModelSpec, TuningSpec
 from pipelines.lora import base_model, evaluation, tuning
 from pipelines.lora.base_model import BaseModelError
+from pipelines.lora.config import LoraSpec, TinyModelSpec, TuningSpec
 from pipelines.lora.dataset import Pair
 
 pytestmark = pytest.mark.unit
@@ -19,8 +19,9 @@ TEXTS = ["# Kites\n\nA kite needs steady wind of 10 to 30 km/h; launch it with y
          "# Tea\n\nGreen tea brews at 80 degrees for two minutes; black tea wants boiling water. " * 3]
 MICRO = TinyModelSpec(hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2, vocab_size=400,
                       context_length=64, pretrain_steps=2, pretrain_batch_size=2, pretrain_sequence_length=32)
-PAIRS = [Pair(f"p{i}", "kites.md", "Kites", f"What about kites {i}?", f"From kites.md, Kites:\n\nwind {i} km/h", "train")
-         for i in range(6)]
+PAIRS = [Pair(f"p{i}", "kites.md", "Kites", f"What about kites {i}?", f"From kites.md, Kites:\n\nwind {i} km/h",
+              "train") for i in range(6)]
+SMALL_LORA = LoraSpec(rank=4, alpha=8, dropout=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def micro(tmp_path_factory):
     return path
 
 
-def lora_model(path, spec=LoraSpec(rank=4, alpha=8, dropout=0.0)):
+def lora_model(path, spec=SMALL_LORA):
     return tuning.attach_lora(base_model.load_model(path), spec, seed=3)
 
 
@@ -97,6 +98,26 @@ def test_training_is_seeded_moves_only_the_adapter_and_merges_exactly(micro, tmp
     assert evaluation.perplexity(loss) > 1
 
 
+def test_an_adapter_folder_is_reused_only_once_its_record_is_written(micro, tmp_path):
+    adapter_dir = tmp_path / "adapters" / "key"
+    assert tuning.recorded_run(adapter_dir) is None
+    size = tuning.save_adapter(lora_model(micro), adapter_dir)
+    assert size == (adapter_dir / tuning.ADAPTER_WEIGHTS).stat().st_size > 0
+    assert tuning.recorded_run(adapter_dir) is None, "weights without a record: a run that stopped half-way"
+    tuning.record_run(adapter_dir, {"run_id": "r1", "adapter_bytes": size})
+    assert tuning.recorded_run(adapter_dir) == {"run_id": "r1", "adapter_bytes": size}
+    tuning.save_adapter(lora_model(micro), adapter_dir)  # a folder is replaced whole
+    assert tuning.recorded_run(adapter_dir) is None
+    assert [p.name for p in (tmp_path / "adapters").iterdir()] == ["key"]
+
+
+def test_the_tuning_key_ignores_where_it_runs():
+    key = tuning.tuning_key(LoraSpec(), TuningSpec(), "base", "data", 256)
+    assert key == tuning.tuning_key(LoraSpec(), TuningSpec(device="cpu", cpu_threads=1), "base", "data", 256)
+    assert key != tuning.tuning_key(LoraSpec(rank=4), TuningSpec(), "base", "data", 256)
+    assert key != tuning.tuning_key(LoraSpec(), TuningSpec(), "base", "other data", 256)
+
+
 def test_a_missing_base_model_folder_is_named(tmp_path):
     with pytest.raises(BaseModelError, match=rf"base model folder {tmp_path / 'nope'} does not exist: point "
                                              r"base_model .* nothing was tuned or registered"):
@@ -128,19 +149,20 @@ def test_a_tokenizer_with_another_eos_is_refused(micro, tmp_path):
 
 
 def test_registration_needs_the_margin():
-    assert evaluation.registration_decision(100.0, 90.0, 0.05).yes
+    assert evaluation.registration_decision(100.0, 90.0, 0.05).promote
     no = evaluation.registration_decision(100.0, 97.0, 0.05)
-    assert not no.yes and no.reason == ("eval perplexity 97.000 against the base model's 100.000 (+3.0%) does not "
+    assert not no.promote and no.reason == ("eval perplexity 97.000 against the base model's 100.000 (+3.0%) does not "
                                         "improve by the margin 5.0%; nothing registered")
 
 
 def test_the_champion_moves_only_on_improvement():
-    assert evaluation.champion_decision(50.0, None, 0.0).yes
+    assert evaluation.champion_decision(50.0, None, 0.0).promote
     better = evaluation.champion_decision(50.0, {"version": "1", "perplexity": 55.0}, 0.0)
-    assert better.yes and "against champion v1's 55.000" in better.reason
+    assert better.promote and "against champion v1's 55.000" in better.reason
     worse = evaluation.champion_decision(56.0, {"version": "1", "perplexity": 55.0}, 0.0)
-    assert not worse.yes and worse.reason.endswith("does not beat it by more than 0.0%")
-    other = evaluation.champion_decision(40.0, {"version": "1", "perplexity": None, "why_not_scored": "another base"}, 0.0)
-    assert not other.yes and "cannot be compared on this eval split (another base)" in other.reason
+    assert not worse.promote and worse.reason.endswith("does not beat it by more than 0.0%")
+    unscored = {"version": "1", "perplexity": None, "why_not_scored": "another base"}
+    other = evaluation.champion_decision(40.0, unscored, 0.0)
+    assert not other.promote and "cannot be compared on this eval split (another base)" in other.reason
     forced = evaluation.champion_decision(56.0, {"version": "1", "perplexity": 55.0}, 0.0, force=True)
-    assert forced.yes and forced.reason.startswith("forced by the run's force_promote; the rule said:")
+    assert forced.promote and forced.reason.startswith("forced by the run's force_promote; the rule said:")

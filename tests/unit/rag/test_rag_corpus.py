@@ -117,7 +117,7 @@ def test_consecutive_chunks_of_a_section_overlap():
     text = "# T\n\n" + " ".join(f"word{i}" for i in range(400))
     bodies = [t.split("\n\n", 1)[1] for _, t in chunk_document(doc(text), size=300, overlap=60)]
     assert len(bodies) > 3
-    for first, second in zip(bodies, bodies[1:]):
+    for first, second in zip(bodies, bodies[1:], strict=False):
         shared = second.split()[0]
         assert shared in first[-70:].split(), (first[-80:], second[:80])
 

@@ -30,30 +30,29 @@ GOOD = {"vector": {"hit_rate": 0.9, "mrr": 0.8}, "hybrid": {"hit_rate": 0.95, "m
 
 
 def test_the_first_version_passes_when_it_reaches_the_minimum():
-    assert gate(GOOD, None, evaluation(min_hit_rate=0.5)).passed
+    assert gate(GOOD, None, evaluation(min_hit_rate=0.5)).promote
     verdict = gate(GOOD, None, evaluation(min_hit_rate=0.92))
-    assert not verdict.passed
-    assert verdict.summary() == "vector hit@5 0.900 is below evaluation.min_hit_rate 0.920"
+    assert not verdict.promote
+    assert verdict.reason == "vector hit@5 0.900 is below evaluation.min_hit_rate 0.920"
 
 
 def test_a_small_drop_within_the_bounds_passes():
     live = {"vector": {"hit_rate": 0.93, "mrr": 0.84}, "hybrid": {"hit_rate": 0.95, "mrr": 0.85}}
     verdict = gate(GOOD, live, evaluation())
-    assert verdict.passed and verdict.summary() == "no regression beyond the bounds"
+    assert verdict.promote and verdict.reason == "no regression beyond the bounds"
 
 
 def test_a_drop_beyond_the_bound_in_any_mode_blocks():
     broken = {"vector": {"hit_rate": 0.2, "mrr": 0.1}, "hybrid": {"hit_rate": 0.95, "mrr": 0.85}}
     verdict = gate(broken, GOOD, evaluation())
-    assert not verdict.passed
-    assert verdict.reasons == ["vector hit@5 drops 0.900 → 0.200 (-0.700, allowed -0.050)",
-                               "vector MRR@5 drops 0.800 → 0.100 (-0.700, allowed -0.050)"]
+    assert not verdict.promote
+    assert verdict.reason == ("vector hit@5 drops 0.900 → 0.200 (-0.700, allowed -0.050); "
+                              "vector MRR@5 drops 0.800 → 0.100 (-0.700, allowed -0.050)")
 
 
 def test_an_mrr_drop_alone_blocks():
     worse = {**GOOD, "hybrid": {"hit_rate": 0.95, "mrr": 0.7}}
-    assert gate(worse, GOOD, evaluation()).reasons == [
-        "hybrid MRR@5 drops 0.850 → 0.700 (-0.150, allowed -0.050)"]
+    assert gate(worse, GOOD, evaluation()).reason == "hybrid MRR@5 drops 0.850 → 0.700 (-0.150, allowed -0.050)"
 
 
 def test_metrics_flatten_to_mlflow_names():

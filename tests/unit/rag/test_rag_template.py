@@ -36,8 +36,8 @@ def test_the_docs_instance_validates_with_its_defaults():
     assert config.dag_id == "docs_rag_index"
     assert config.corpus.path == "docs" and config.index.backend == "lancedb"
     assert config.embedding.model is None, "the bundled model is found at run time, not in the config"
-    assert (config.index_asset_name, config.index_asset_uri) == ("docs_index", "loopline://rag/docs")
-    assert (config.reindex_asset_name, config.reindex_asset_uri) == (
+    assert (config.index_asset.name, config.index_asset.uri) == ("docs_index", "loopline://rag/docs")
+    assert (config.reindex_request.name, config.reindex_request.uri) == (
         "docs_reindex", "loopline://reindex/docs")
     assert (REPO / config.evaluation.questions).is_file()
 
@@ -64,7 +64,7 @@ def test_the_dag_wires_five_thin_tasks_in_order():
     dag = build(load_rag_config(DOCS_CONFIG))
     chain = ["plan_index", "embed_chunks", "evaluate_index", "publish_index", "record_index"]
     assert sorted(dag.task_dict) == sorted(chain)
-    for upstream, downstream in zip(chain, chain[1:]):
+    for upstream, downstream in zip(chain, chain[1:], strict=False):
         assert downstream in dag.task_dict[upstream].downstream_task_ids
     assert [o.name for o in dag.task_dict["publish_index"].outlets] == ["docs_index"]
     assert [o.uri for o in dag.task_dict["publish_index"].outlets] == ["loopline://rag/docs"]

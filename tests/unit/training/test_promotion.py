@@ -58,4 +58,5 @@ def test_small_or_single_class_slices_are_not_judged():
 def test_force_promotes_and_records_what_the_policy_said():
     decision = decide(ev(0.70), ev(0.80), POLICY, champion_version="2", force=True)
     assert decision.promote
-    assert decision.reason.startswith("forced by the force_promote param; the policy said: roc_auc 0.7000 does not beat")
+    assert decision.reason.startswith("forced by the force_promote param; the policy said: "
+                                      "roc_auc 0.7000 does not beat")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import numpy as np
 import pandas as pd
@@ -23,7 +23,7 @@ def labelled(days: int, per_day: int = 10, seed: int = 0) -> pd.DataFrame:
     rows = []
     for d in range(days):
         for i in range(per_day):
-            rows.append({"customer_id": d * 100 + i, "event_timestamp": datetime(2026, 10, 1 + d, 12, tzinfo=timezone.utc),
+            rows.append({"customer_id": d * 100 + i, "event_timestamp": datetime(2026, 10, 1 + d, 12, tzinfo=UTC),
                          "label": int(rng.random() < 0.3), "label_day": date(2026, 10, 1 + d),
                          "sessions_30d": int(rng.integers(0, 40)), "plan": rng.choice(["monthly", "annual"])})
     return pd.DataFrame(rows)
@@ -78,7 +78,8 @@ def test_each_family_learns_a_real_signal_and_is_seeded(family):
     frame = labelled(20, per_day=20, seed=3)
     frame["label"] = (frame["sessions_30d"] < 12).astype(int)  # a signal any family must find
     hp = Hyperparameters(max_iter=30, min_samples_leaf=5, epochs=80, learning_rate=0.05)
-    fitted = [build_model(family, hp, 7, ["sessions_30d"], ["plan"]).fit(frame[["sessions_30d", "plan"]], frame["label"])
+    fitted = [build_model(family, hp, 7, ["sessions_30d"], ["plan"])
+              .fit(frame[["sessions_30d", "plan"]], frame["label"])
               for _ in range(2)]
     p1, p2 = (m.predict_proba(frame[["sessions_30d", "plan"]])[:, 1] for m in fitted)
     assert np.allclose(p1, p2)
