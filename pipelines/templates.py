@@ -47,6 +47,7 @@ TEMPLATES: dict[str, Template] = {t.name: t for t in (
     Template("rag_index", "pipelines.rag.config", "RagIndexConfig"),
     Template("lora_tune", "pipelines.lora.config", "LoraTuneConfig"),
     Template("drift_check", "pipelines.drift.config", "DriftCheckConfig"),
+    Template("assistant", "pipelines.assistant.config", "AssistantConfig"),
 )}
 
 

@@ -59,7 +59,11 @@ def log_queries(instance: str, day: date, queries: list[str], settings: Loopline
 
 
 def read_queries(instance: str, days: list[date], settings: LooplineSettings | None = None) -> list[str]:
-    """Logged queries of the given days (unreadable lines are skipped and counted in the log)."""
+    """Users' logged queries of the given days (unreadable lines are skipped and counted in the log).
+
+    Rows a pipeline wrote about its own checks (``origin`` other than ``user``, e.g. the assistant DAG's
+    ``check_answers``) are not user traffic and are left out.
+    """
     home = DataHome(settings)
     queries, bad = [], 0
     for day in days:
@@ -71,6 +75,8 @@ def read_queries(instance: str, days: list[date], settings: LooplineSettings | N
                     item = json.loads(line)
                 except ValueError:
                     bad += 1
+                    continue
+                if isinstance(item, dict) and item.get("origin", "user") != "user":
                     continue
                 text = item.get("query") if isinstance(item, dict) else item
                 if isinstance(text, str) and text.strip():

@@ -23,6 +23,16 @@ def test_logged_queries_read_back_and_bad_lines_are_skipped(tmp_path):
         "what is a DAG", "how to re-run a day", "a bare string query"]
 
 
+def test_a_pipelines_own_check_questions_are_not_user_traffic(tmp_path):
+    settings = LooplineSettings(home=tmp_path)
+    day = date(2026, 11, 20)
+    path = log_queries("docs", day, ["a user's question"], settings)
+    with path.open("a") as handle:
+        handle.write('{"query": "Who painted the Mona Lisa?", "origin": "check"}\n'
+                     '{"query": "asked in the UI", "origin": "user"}\n')
+    assert read_queries("docs", [day], settings) == ["a user's question", "asked in the UI"]
+
+
 def test_the_chunk_sample_is_deterministic_and_bounded():
     ids = [f"c{i}" for i in range(100)]
     assert sample_ids(ids, 10) == sample_ids(list(reversed(ids)), 10) and len(sample_ids(ids, 10)) == 10

@@ -1,0 +1,218 @@
+"""Answer one question: check it, retrieve, decline or generate, trace it in MLflow, log it.
+
+:func:`answer` runs, in order and before anything is written: the question's checks
+(:class:`QuestionRejected`), the day's token budget (:class:`BudgetExceeded`), the champion prompt
+(:class:`PromptUnavailable`), the generator's files (:class:`GeneratorUnavailable`) and the live index
+(:class:`IndexUnavailable`). Then, inside one MLflow trace (experiment ``<instance>_assistant``):
+
+1. **retrieve** (span type RETRIEVER): the ``k`` best chunks of the live index in the configured mode, and
+   the best cosine similarity (a vector search) for the gate;
+2. **assemble**: dedupe, choose by score within ``max_context_tokens``, number ``[1]``, ``[2]``… with the best
+   passage last (nearest the question); the gate
+   (:func:`pipelines.assistant.context.refusal_reason`) declines a weak match here, with no generation;
+3. **generate** (span type CHAT_MODEL): the champion prompt with the context and question, greedy decoding,
+   token usage and latency as span attributes.
+
+Last, one query-log row (:mod:`pipelines.assistant.query_log`). The trace and the log carry the redacted
+question and answer only. An error before the trace leaves nothing behind; an error inside it leaves the
+trace (status ERROR) and no query-log row.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from pipelines.assistant import model as generator_model
+from pipelines.assistant import query_log
+from pipelines.assistant.context import (
+    REFUSAL,
+    Context,
+    assemble_context,
+    cited_sources,
+    clean_answer,
+    is_refusal,
+    refusal_reason,
+    unique_sources,
+)
+from pipelines.assistant.prompts import load_champion
+from pipelines.assistant.questions import overlap, redact, validate_question
+from pipelines.assistant.retrieval import index_config, live_version, retrieve
+from pipelines.core import tracking
+from pipelines.core.settings import LooplineSettings, get_settings
+
+if TYPE_CHECKING:
+    from pipelines.assistant.config import AssistantConfig
+
+log = logging.getLogger(__name__)
+
+JSON_KEYS = ("answer", "sources", "prompt_version", "model", "adapter_version", "index_version", "tokens_in",
+             "tokens_out", "latency_ms", "trace_id", "refused")
+
+
+@dataclass
+class Answer:
+    """One answer and where it came from: sources, the prompt, model, adapter and index versions, cost, trace."""
+
+    answer: str
+    sources: list[dict[str, Any]]
+    prompt_version: int
+    model: str
+    adapter_version: str | None
+    index_version: str
+    tokens_in: int
+    tokens_out: int
+    latency_ms: float
+    trace_id: str
+    refused: bool
+    retrieval_scores: list[float] = field(default_factory=list)
+    similarity: float | None = None
+    overlap: float = 0.0
+    refusal_reason: str | None = None
+    first_token_ms: float | None = None
+    stopped: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The answer as ``--json`` prints it: :data:`JSON_KEYS` only."""
+        data = asdict(self)
+        return {key: data[key] for key in JSON_KEYS}
+
+
+# --- the answer -------------------------------------------------------------------------------------------------
+
+def _adapter(config: AssistantConfig, settings: LooplineSettings) -> tuple[str | None, str | None]:
+    spec = config.generator.adapter
+    if spec is None:
+        return None, None
+    folder, version = generator_model.adapter_folder(spec.model_name, spec.alias, settings)
+    return str(folder), f"{spec.model_name}/{version}"
+
+
+def _redacted_messages(messages: list[dict[str, str]], question: str, safe: str) -> list[dict[str, str]]:
+    return [{"role": m["role"], "content": m["content"].replace(question, safe)} for m in messages]
+
+
+def _documents(hits: list[Any]) -> list[dict[str, Any]]:
+    """Hits in the shape MLflow shows for a RETRIEVER span's outputs."""
+    return [{"id": h.chunk_id, "page_content": h.text,
+             "metadata": {"doc_id": h.doc_id, "heading": h.heading, "score": float(h.score)}} for h in hits]
+
+
+def answer(question: str | bytes, config: AssistantConfig, settings: LooplineSettings | None = None, *,
+           now: datetime | None = None, origin: str = "user") -> Answer:
+    """Answer ``question`` from the live index with the champion prompt and the configured generator.
+
+    Args:
+        question: the user's question (text, or UTF-8 bytes).
+        config: the assistant's config.
+        now: the moment the question came in (its UTC day keys the query log and the budget); default now.
+        origin: who asked, kept in the query log and the trace (``user``, ``check`` for the DAG's own check).
+
+    Raises:
+        QuestionRejected: empty, too long, or binary-looking input.
+        BudgetExceeded: the day's token budget is spent.
+        PromptUnavailable: no prompt with the alias in MLflow.
+        GeneratorUnavailable: the model file or folder is missing (or the adapter does not load).
+        IndexUnavailable, AssistantConfigError: no live index, or its config does not load.
+    """
+    settings = settings or get_settings()
+    started = time.perf_counter()
+    now = now or datetime.now(UTC)
+    day = now.astimezone(UTC).date()
+    text = validate_question(question, config.budgets.max_question_chars)
+    safe_question = redact(text)
+    rag = index_config(config)
+    query_log.check_budget(rag.instance, config.dag_id, day, config.budgets.max_tokens_per_day, settings)
+    prompt = load_champion(config, settings)
+    prepared = generator_model.prepare(config.generator.base_model, settings)
+    adapter_path, adapter_version = _adapter(config, settings)
+    live_version(rag, settings)
+    generator = generator_model.load(str(prepared.path), adapter_path)
+    model_label = f"{prepared.name}:{prepared.digest[:12]}"
+    deadline = started + config.budgets.max_latency_ms / 1000
+
+    import mlflow
+    from mlflow.entities import SpanType
+    from mlflow.entities.trace_location import MlflowExperimentLocation
+    from mlflow.tracing.constant import SpanAttributeKey, TokenUsageKey
+
+    experiment = tracking.experiment_id(config.experiment_name, settings)  # points MLflow at Loopline's store
+    generation = None
+    with mlflow.start_span(name="answer", span_type=SpanType.CHAIN,
+                           trace_destination=MlflowExperimentLocation(experiment)) as root:
+        root.set_inputs({"question": safe_question})
+        root.set_attributes({"loopline.assistant": config.dag_id, "loopline.prompt": f"{prompt.name}",
+                             "loopline.prompt_version": prompt.version, "loopline.model": model_label,
+                             "loopline.adapter_version": adapter_version or "", "loopline.index": rag.instance,
+                             "loopline.origin": origin})
+        with mlflow.start_span(name="retrieve", span_type=SpanType.RETRIEVER) as span:
+            span.set_inputs({"query": safe_question, "k": config.retrieval.k, "mode": config.retrieval.mode})
+            found = retrieve(text, config, rag, settings)
+            span.set_outputs(_documents(found.hits))
+            span.set_attributes({"loopline.index_version": found.version, "loopline.similarity": found.similarity})
+        with mlflow.start_span(name="assemble", span_type=SpanType.PARSER) as span:
+            context: Context = assemble_context(found.hits, config.retrieval.max_context_tokens,
+                                                generator.count_tokens, generator.truncate)
+            word_overlap = overlap(text, context.text)
+            reason = refusal_reason(found.similarity, word_overlap, context,
+                                    min_similarity=config.retrieval.min_similarity,
+                                    min_overlap=config.retrieval.min_overlap)
+            span.set_outputs({**context.summary(), "overlap": round(word_overlap, 3), "refusal_reason": reason})
+        if reason is None:
+            messages = prompt.render(context.text, text)
+            with mlflow.start_span(name="generate", span_type=SpanType.CHAT_MODEL) as span:
+                span.set_inputs({"messages": _redacted_messages(messages, text, safe_question),
+                                 "max_new_tokens": config.generator.max_new_tokens})
+                generation = generator_model.generate(generator, messages, config.generator.max_new_tokens,
+                                                      threads=config.generator.threads, deadline=deadline)
+                span.set_outputs({"content": redact(generation.text), "stopped": generation.stopped})
+                span.set_attribute(SpanAttributeKey.CHAT_USAGE, {
+                    TokenUsageKey.INPUT_TOKENS: generation.tokens_in,
+                    TokenUsageKey.OUTPUT_TOKENS: generation.tokens_out,
+                    TokenUsageKey.TOTAL_TOKENS: generation.tokens_in + generation.tokens_out})
+                span.set_attributes({"loopline.latency_ms": generation.latency_ms,
+                                     "loopline.first_token_ms": generation.first_token_ms,
+                                     "loopline.threads": config.generator.threads})
+        if generation is None:
+            reply, passages, refused = REFUSAL, [], True
+        else:
+            reply = clean_answer(generation.text) or REFUSAL
+            refused = is_refusal(reply)
+            passages, unknown = ([], []) if refused else cited_sources(reply, context)
+            if unknown:
+                log.info("The answer cites passages that were not given: %s", unknown)
+            if refused and reason is None:
+                reason = "the model declined"
+        sources = unique_sources(passages)
+        latency_ms = round((time.perf_counter() - started) * 1000, 1)
+        tokens_in = generation.tokens_in if generation else 0
+        tokens_out = generation.tokens_out if generation else 0
+        root.set_outputs({"answer": redact(reply), "sources": sources, "refused": refused})
+        root.set_attributes({"loopline.index_version": found.version, "loopline.refused": refused,
+                             "loopline.refusal_reason": reason or "", "loopline.tokens_in": tokens_in,
+                             "loopline.tokens_out": tokens_out, "loopline.latency_ms": latency_ms})
+        trace_id = root.trace_id
+
+    result = Answer(
+        answer=reply, sources=sources, prompt_version=prompt.version, model=model_label,
+        adapter_version=adapter_version, index_version=found.version, tokens_in=tokens_in, tokens_out=tokens_out,
+        latency_ms=latency_ms, trace_id=trace_id, refused=refused,
+        retrieval_scores=[round(float(h.score), 4) for h in found.hits], similarity=found.similarity,
+        overlap=round(word_overlap, 3), refusal_reason=reason,
+        first_token_ms=generation.first_token_ms if generation else None,
+        stopped=generation.stopped if generation else None)
+    query_log.write_row(rag.instance, day, trace_id, {
+        "query": safe_question, "answer": redact(reply), "ts": now.astimezone(UTC).isoformat(),
+        "assistant": config.dag_id, "origin": origin, "trace_id": trace_id, "refused": refused,
+        "refusal_reason": reason,
+        "sources": sources, "prompt": prompt.name, "prompt_version": prompt.version, "model": model_label,
+        "adapter_version": adapter_version, "index_version": found.version, "tokens_in": tokens_in,
+        "tokens_out": tokens_out, "latency_ms": latency_ms, "similarity": found.similarity,
+        "overlap": result.overlap}, settings)
+    log.info("Answered in %.0f ms (%s): %d+%d tokens, index %s, prompt v%s%s", latency_ms,
+             "declined: " + reason if reason else "generated", tokens_in, tokens_out, found.version, prompt.version,
+             f", first token {generation.first_token_ms:.0f} ms" if generation and generation.first_token_ms else "")
+    return result

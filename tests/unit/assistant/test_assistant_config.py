@@ -1,0 +1,91 @@
+"""The assistant config: the docs instance loads, every field is described and bounded, typos are refused."""
+
+from __future__ import annotations
+
+import typing
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel, ValidationError
+
+from pipelines.assistant.config import AssistantConfig
+from pipelines.templates import PipelineConfigError, load_config
+
+pytestmark = pytest.mark.unit
+
+REPO = Path(__file__).resolve().parents[3]
+DOCS = REPO / "dags" / "configs" / "docs_assistant.yaml"
+MINIMAL = {"template": "assistant", "instance": "docs"}
+
+
+def test_the_docs_assistant_config_loads():
+    config = load_config(DOCS, "assistant")
+    assert isinstance(config, AssistantConfig)
+    assert config.dag_id == "docs_assistant" and config.experiment_name == "docs_assistant"
+    assert config.index == "docs_rag_index" and config.generator.base_model == "smollm2"
+    assert (config.generator.threads, config.prompt.alias) == (1, "champion")
+    assert config.check and config.check.expected_source == "rag.md"
+
+
+def test_defaults_are_the_issue_s():
+    config = AssistantConfig.model_validate(MINIMAL)
+    assert config.generator.adapter is None and config.generator.max_new_tokens == 96
+    assert config.prompt.name == "docs_assistant_answer"
+    assert config.prompt.template_file == "dags/prompts/docs_answer.yaml"
+    assert (config.retrieval.k, config.retrieval.mode, config.retrieval.max_context_tokens) == (4, "hybrid", 600)
+    assert config.budgets.max_question_chars == 2000
+    assert config.schedule is None
+
+
+def _models(model: type[BaseModel]):
+    yield model
+    for info in model.model_fields.values():
+        for candidate in typing.get_args(info.annotation) or (info.annotation,):
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                yield from _models(candidate)
+
+
+def test_every_field_says_what_it_does_and_numbers_are_bounded():
+    problems = []
+    inherited = {"instance", "description", "owner", "start_date", "retries", "retry_delay_minutes", "tags"}
+    for model in set(_models(AssistantConfig)):
+        schema = model.model_json_schema()
+        for name, prop in schema["properties"].items():
+            if model is AssistantConfig and name in inherited | {"template"}:
+                continue
+            if not prop.get("description"):
+                problems.append(f"{model.__name__}.{name}: no description")
+            if prop.get("type") in ("integer", "number") and not ({"minimum", "exclusiveMinimum"} & set(prop)
+                                                                   and {"maximum", "exclusiveMaximum"} & set(prop)):
+                problems.append(f"{model.__name__}.{name}: a number without bounds")
+    assert problems == []
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"retrieval": {"k": 0}}, "retrieval.k"),
+    ({"retrieval": {"mode": "text"}}, "retrieval.mode"),
+    ({"retrieval": {"min_overlap": 1.5}}, "retrieval.min_overlap"),
+    ({"generator": {"threads": 0}}, "generator.threads"),
+    ({"generator": {"max_new_tokens": 100_000}}, "generator.max_new_tokens"),
+    ({"generator": {"adapter": {"model_name": "Bad Name"}}}, "generator.adapter.model_name"),
+    ({"budgets": {"max_question_chars": 0}}, "budgets.max_question_chars"),
+    ({"budgets": {"max_tokens_per_day": 0}}, "budgets.max_tokens_per_day"),
+    ({"prompt": {"alias": "has space"}}, "prompt.alias"),
+    ({"retreival": {"k": 4}}, "retreival"),
+])
+def test_bad_values_and_typos_are_refused(change, field):
+    with pytest.raises(ValidationError) as caught:
+        AssistantConfig.model_validate({**MINIMAL, **change})
+    assert field in {".".join(str(p) for p in e["loc"]) for e in caught.value.errors()}
+
+
+def test_the_check_questions_must_differ():
+    with pytest.raises(ValidationError, match="the same question"):
+        AssistantConfig.model_validate({**MINIMAL, "check": {"answerable": "What is it?", "off_corpus": "What is it?"}})
+
+
+def test_a_yaml_typo_is_a_config_error_naming_the_field(tmp_path):
+    path = tmp_path / "x_assistant.yaml"
+    path.write_text(DOCS.read_text().replace("max_new_tokens: 96", "max_new_token: 96"))
+    with pytest.raises(PipelineConfigError, match="generator.max_new_token: unknown field"):
+        load_config(path)
