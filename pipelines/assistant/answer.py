@@ -137,7 +137,6 @@ def answer(question: str | bytes, config: AssistantConfig, settings: LooplineSet
     import mlflow
     from mlflow.entities import SpanType
     from mlflow.entities.trace_location import MlflowExperimentLocation
-    from mlflow.tracing.constant import SpanAttributeKey, TokenUsageKey
 
     experiment = tracking.experiment_id(config.experiment_name, settings)  # points MLflow at Loopline's store
     generation = None
@@ -148,44 +147,12 @@ def answer(question: str | bytes, config: AssistantConfig, settings: LooplineSet
                              "loopline.prompt_version": prompt.version, "loopline.model": model_label,
                              "loopline.adapter_version": adapter_version or "", "loopline.index": rag.instance,
                              "loopline.origin": origin})
-        with mlflow.start_span(name="retrieve", span_type=SpanType.RETRIEVER) as span:
-            span.set_inputs({"query": safe_question, "k": config.retrieval.k, "mode": config.retrieval.mode})
-            found = retrieve(text, config, rag, settings)
-            span.set_outputs(_documents(found.hits))
-            span.set_attributes({"loopline.index_version": found.version, "loopline.similarity": found.similarity})
-        with mlflow.start_span(name="assemble", span_type=SpanType.PARSER) as span:
-            context: Context = assemble_context(found.hits, config.retrieval.max_context_tokens,
-                                                generator.count_tokens, generator.truncate)
-            word_overlap = overlap(text, context.text)
-            reason = refusal_reason(found.similarity, word_overlap, context,
-                                    min_similarity=config.retrieval.min_similarity,
-                                    min_overlap=config.retrieval.min_overlap)
-            span.set_outputs({**context.summary(), "overlap": round(word_overlap, 3), "refusal_reason": reason})
+        found, context, word_overlap, reason = _retrieve_traced(text, safe_question, config, rag, generator,
+                                                                settings)
         if reason is None:
             messages = prompt.render(context.text, text)
-            with mlflow.start_span(name="generate", span_type=SpanType.CHAT_MODEL) as span:
-                span.set_inputs({"messages": _redacted_messages(messages, text, safe_question),
-                                 "max_new_tokens": config.generator.max_new_tokens})
-                generation = generator_model.generate(generator, messages, config.generator.max_new_tokens,
-                                                      threads=config.generator.threads, deadline=deadline)
-                span.set_outputs({"content": redact(generation.text), "stopped": generation.stopped})
-                span.set_attribute(SpanAttributeKey.CHAT_USAGE, {
-                    TokenUsageKey.INPUT_TOKENS: generation.tokens_in,
-                    TokenUsageKey.OUTPUT_TOKENS: generation.tokens_out,
-                    TokenUsageKey.TOTAL_TOKENS: generation.tokens_in + generation.tokens_out})
-                span.set_attributes({"loopline.latency_ms": generation.latency_ms,
-                                     "loopline.first_token_ms": generation.first_token_ms,
-                                     "loopline.threads": config.generator.threads})
-        if generation is None:
-            reply, passages, refused = REFUSAL, [], True
-        else:
-            reply = clean_answer(generation.text) or REFUSAL
-            refused = is_refusal(reply)
-            passages, unknown = ([], []) if refused else cited_sources(reply, context)
-            if unknown:
-                log.info("The answer cites passages that were not given: %s", unknown)
-            if refused and reason is None:
-                reason = "the model declined"
+            generation = _generate_traced(generator, messages, config, text, safe_question, deadline)
+        reply, passages, refused, reason = _reply(generation, context, reason)
         sources = unique_sources(passages)
         latency_ms = round((time.perf_counter() - started) * 1000, 1)
         tokens_in = generation.tokens_in if generation else 0
@@ -207,12 +174,79 @@ def answer(question: str | bytes, config: AssistantConfig, settings: LooplineSet
     query_log.write_row(rag.instance, day, trace_id, {
         "query": safe_question, "answer": redact(reply), "ts": now.astimezone(UTC).isoformat(),
         "assistant": config.dag_id, "origin": origin, "trace_id": trace_id, "refused": refused,
-        "refusal_reason": reason,
-        "sources": sources, "prompt": prompt.name, "prompt_version": prompt.version, "model": model_label,
-        "adapter_version": adapter_version, "index_version": found.version, "tokens_in": tokens_in,
-        "tokens_out": tokens_out, "latency_ms": latency_ms, "similarity": found.similarity,
-        "overlap": result.overlap}, settings)
+        "refusal_reason": reason, "sources": sources, "prompt": prompt.name, **_row_figures(result)}, settings)
     log.info("Answered in %.0f ms (%s): %d+%d tokens, index %s, prompt v%s%s", latency_ms,
              "declined: " + reason if reason else "generated", tokens_in, tokens_out, found.version, prompt.version,
              f", first token {generation.first_token_ms:.0f} ms" if generation and generation.first_token_ms else "")
     return result
+
+
+def _row_figures(result: Answer) -> dict[str, Any]:
+    """The versions and figures of an answer that its query-log row keeps."""
+    return {"prompt_version": result.prompt_version, "model": result.model, "adapter_version": result.adapter_version,
+            "index_version": result.index_version, "tokens_in": result.tokens_in, "tokens_out": result.tokens_out,
+            "latency_ms": result.latency_ms, "similarity": result.similarity, "overlap": result.overlap}
+
+
+def _retrieve_traced(question: str, safe_question: str, config: AssistantConfig, rag: Any, generator: Any,
+                     settings: LooplineSettings) -> tuple[Any, Context, float, str | None]:
+    """Retrieve and assemble the context in their own spans; say why to decline, if the context is too weak.
+
+    Returns:
+        The retrieval, the assembled context, the question's word overlap with it, and the refusal reason
+        (None: generate an answer).
+    """
+    import mlflow
+    from mlflow.entities import SpanType
+
+    with mlflow.start_span(name="retrieve", span_type=SpanType.RETRIEVER) as span:
+        span.set_inputs({"query": safe_question, "k": config.retrieval.k, "mode": config.retrieval.mode})
+        found = retrieve(question, config, rag, settings)
+        span.set_outputs(_documents(found.hits))
+        span.set_attributes({"loopline.index_version": found.version, "loopline.similarity": found.similarity})
+    with mlflow.start_span(name="assemble", span_type=SpanType.PARSER) as span:
+        context: Context = assemble_context(found.hits, config.retrieval.max_context_tokens,
+                                            generator.count_tokens, generator.truncate)
+        word_overlap = overlap(question, context.text)
+        reason = refusal_reason(found.similarity, word_overlap, context,
+                                min_similarity=config.retrieval.min_similarity,
+                                min_overlap=config.retrieval.min_overlap)
+        span.set_outputs({**context.summary(), "overlap": round(word_overlap, 3), "refusal_reason": reason})
+    return found, context, word_overlap, reason
+
+
+def _generate_traced(generator: Any, messages: list[dict[str, str]], config: AssistantConfig, question: str,
+                     safe_question: str, deadline: float) -> Any:
+    """Generate inside a CHAT_MODEL span that records the (redacted) messages, token usage and latency."""
+    import mlflow
+    from mlflow.entities import SpanType
+    from mlflow.tracing.constant import SpanAttributeKey, TokenUsageKey
+
+    with mlflow.start_span(name="generate", span_type=SpanType.CHAT_MODEL) as span:
+        span.set_inputs({"messages": _redacted_messages(messages, question, safe_question),
+                         "max_new_tokens": config.generator.max_new_tokens})
+        generation = generator_model.generate(generator, messages, config.generator.max_new_tokens,
+                                              threads=config.generator.threads, deadline=deadline)
+        span.set_outputs({"content": redact(generation.text), "stopped": generation.stopped})
+        span.set_attribute(SpanAttributeKey.CHAT_USAGE, {
+            TokenUsageKey.INPUT_TOKENS: generation.tokens_in,
+            TokenUsageKey.OUTPUT_TOKENS: generation.tokens_out,
+            TokenUsageKey.TOTAL_TOKENS: generation.tokens_in + generation.tokens_out})
+        span.set_attributes({"loopline.latency_ms": generation.latency_ms,
+                             "loopline.first_token_ms": generation.first_token_ms,
+                             "loopline.threads": config.generator.threads})
+    return generation
+
+
+def _reply(generation: Any, context: Context, reason: str | None) -> tuple[str, list[Any], bool, str | None]:
+    """The reply shown, the passages it cites, whether it declines, and why (None: it answers)."""
+    if generation is None:
+        return REFUSAL, [], True, reason
+    reply = clean_answer(generation.text) or REFUSAL
+    refused = is_refusal(reply)
+    passages, unknown = ([], []) if refused else cited_sources(reply, context)
+    if unknown:
+        log.info("The answer cites passages that were not given: %s", unknown)
+    if refused and reason is None:
+        reason = "the model declined"
+    return reply, passages, refused, reason
