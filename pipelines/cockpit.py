@@ -8,7 +8,9 @@ One use case is one ``instance`` of ``dags/configs/*.yaml`` (``churn``, ``docs``
 - ``drift``: the last verdicts of its drift checks (``drift/history.db``) with a link to each Evidently report;
 - ``indexes``: the versions of its RAG indexes (the catalog under ``rag/``) with their evaluation metrics;
 - ``runs``: its recent asset-triggered DAG runs, with the Asset events that started them and the reason
-  carried in each event's extra (a drift check puts its signals, drift share and report there).
+  carried in each event's extra (a drift check puts its signals, drift share and report there);
+- ``assistants``: per assistant, its last 7 UTC days from the query log (answers, declined, tokens, p50/p95
+  latency, share of the daily token budget) and the thumbs up/down that people gave on those days' traces.
 
 Everything here reads; nothing creates a store. Every value a page shows passes :func:`scrub`, which removes
 the secrets of the environment (passwords in URLs, values of ``*PASSWORD*``/``*SECRET*``/``*TOKEN*``/``*KEY*``
@@ -26,7 +28,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -192,8 +194,6 @@ def _version_row(client, version, template: str, champion: str | None) -> dict[s
 
 
 def _millis(stamp: int | None) -> str | None:
-    from datetime import datetime
-
     return datetime.fromtimestamp(stamp / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC") if stamp else None
 
 
@@ -361,6 +361,96 @@ def trigger_reason(extra: Mapping[str, Any]) -> str:
     return "; ".join(parts)
 
 
+# --- assistants (query log under the data home, feedback on MLflow traces) ---------------------------------
+
+ASSISTANT_DAYS = 7
+MAX_FEEDBACK_TRACES = 10_000  # traces with feedback read per page view at most: a bound on its cost
+
+
+def assistant_days(config, settings: LooplineSettings | None = None, *, today: date,
+                   days: int = ASSISTANT_DAYS) -> list[dict[str, Any]]:
+    """The assistant's last ``days`` UTC days up to ``today``, newest first, from its query-log rows.
+
+    Returns:
+        One :func:`pipelines.assistant.query_log.day_summary` per day: ``day, answers, refused, checks,
+        tokens_in, tokens_out, tokens, latency_p50_ms, latency_p95_ms, budget_share``.
+    """
+    from pipelines.assistant import query_log
+    from pipelines.assistant.retrieval import index_config
+
+    rag = index_config(config)
+    return [query_log.day_summary(rag.instance, config.dag_id, today - timedelta(days=n), settings,
+                                  max_tokens_per_day=config.budgets.max_tokens_per_day) for n in range(days)]
+
+
+def _latest_thumbs(assessments: Iterable[Any], name: str) -> bool | None:
+    """The value of the newest valid ``name`` feedback among a trace's assessments, or None."""
+    thumbs = [(a.create_time_ms or 0, n, a) for n, a in enumerate(assessments)
+              if a.name == name and a.feedback is not None and a.valid is not False]
+    if not thumbs:
+        return None
+    return bool(max(thumbs, key=lambda t: t[:2])[2].feedback.value)  # same millisecond: the later in the list
+
+
+def assistant_feedback(config, settings: LooplineSettings | None = None, *, first_day: date, last_day: date,
+                       limit: int = MAX_FEEDBACK_TRACES) -> dict[str, dict[str, int]]:
+    """Thumbs up and down per UTC day of the answer, for the assistant's traces from ``first_day`` to ``last_day``.
+
+    Reads only the traces that carry a ``user_thumbs`` assessment (MLflow filters them), without their
+    spans; a trace with several counts once, by its newest.
+
+    Returns:
+        ``{"2026-11-20": {"up": 3, "down": 1}, ...}``; days without feedback are left out, and so is
+        everything when the MLflow store or the assistant's experiment does not exist yet.
+    """
+    settings = settings or get_settings()
+    if not _mlflow_store_exists(settings):
+        return {}
+    from pipelines.assistant.feedback import FEEDBACK_NAME
+    from pipelines.core import tracking
+
+    client = tracking.client(settings)
+    experiment = client.get_experiment_by_name(config.experiment_name)
+    if experiment is None:
+        return {}
+    start = datetime.combine(first_day, datetime.min.time(), UTC)
+    end = datetime.combine(last_day + timedelta(days=1), datetime.min.time(), UTC)
+    query = (f"trace.timestamp_ms >= {int(start.timestamp() * 1000)} AND "
+             f"trace.timestamp_ms < {int(end.timestamp() * 1000)} AND feedback.{FEEDBACK_NAME} IS NOT NULL")
+    counts: dict[str, dict[str, int]] = {}
+    token, seen = None, 0
+    while seen < limit:
+        page = client.search_traces(locations=[experiment.experiment_id], filter_string=query, include_spans=False,
+                                    max_results=min(500, limit - seen), page_token=token)
+        for trace in page:
+            seen += 1
+            thumbs = _latest_thumbs(trace.info.assessments or [], FEEDBACK_NAME)
+            if thumbs is None:
+                continue
+            day = datetime.fromtimestamp(trace.info.request_time / 1000, tz=UTC).date().isoformat()
+            counts.setdefault(day, {"up": 0, "down": 0})["up" if thumbs else "down"] += 1
+        token = page.token
+        if not token:
+            break
+    return counts
+
+
+def assistant_summary(config, settings: LooplineSettings, errors: list[str], *, today: date) -> dict[str, Any]:
+    """One assistant's entry on the page: its budget and :func:`assistant_days`, each day with its thumbs
+    (``thumbs_up``/``thumbs_down``; None when the feedback could not be read: the error says why)."""
+    days = _section(errors, f"query log of {config.dag_id}", assistant_days, config, settings, today=today) or []
+    thumbs = None
+    if days:
+        thumbs = _section(errors, f"feedback on the traces of {config.dag_id}", assistant_feedback, config, settings,
+                          first_day=date.fromisoformat(days[-1]["day"]), last_day=today)
+    for day in days:
+        counts = (thumbs or {}).get(day["day"], {"up": 0, "down": 0})
+        day["thumbs_up"] = counts["up"] if thumbs is not None else None
+        day["thumbs_down"] = counts["down"] if thumbs is not None else None
+    return {"dag_id": config.dag_id, "experiment": config.experiment_name,
+            "max_tokens_per_day": config.budgets.max_tokens_per_day, "days": days}
+
+
 # --- the whole page -----------------------------------------------------------------------------------------
 
 def _section(errors: list[str], what: str, call, *args, **kwargs):
@@ -375,14 +465,16 @@ def _section(errors: list[str], what: str, call, *args, **kwargs):
 
 def gather(settings: LooplineSettings | None = None, *, config_dir: Path = CONFIG_DIR,
            allowed_dag_ids: set[str] | None = None, session=None,
-           environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+           environ: Mapping[str, str] | None = None, today: date | None = None) -> dict[str, Any]:
     """Everything the page shows, JSON-ready and scrubbed of secrets.
 
     Args:
         allowed_dag_ids: the DAGs the viewer may read; runs of other DAGs are left out (None: all).
         session: a SQLAlchemy session of Airflow's metadata database (the api-server's), or None to open one.
+        today: the last UTC day of the assistants' accounting (default: today).
     """
     settings = settings or get_settings()
+    today = today or datetime.now(UTC).date()
     cases, config_errors = use_cases(config_dir)
     page: dict[str, Any] = {
         "data_home": str(settings.data_home),
@@ -393,7 +485,7 @@ def gather(settings: LooplineSettings | None = None, *, config_dir: Path = CONFI
     for case in cases:
         errors: list[str] = []
         entry: dict[str, Any] = {"name": case.name, "dags": [], "models": [], "drift": [], "indexes": [],
-                                 "runs": [], "errors": errors}
+                                 "assistants": [], "runs": [], "errors": errors}
         for config in case.configs:
             entry["dags"].append({"dag_id": config.dag_id, "template": config.template,
                                   "description": config.description})
@@ -410,6 +502,8 @@ def gather(settings: LooplineSettings | None = None, *, config_dir: Path = CONFI
             versions = _section(errors, f"index versions of {config.dag_id}", index_versions, config, settings)
             entry["indexes"].append({"dag_id": config.dag_id, "backend": config.index.backend,
                                      "versions": versions or []})
+        for config in case.of("assistant"):
+            entry["assistants"].append(assistant_summary(config, settings, errors, today=today))
         dag_ids = [d for d in case.dag_ids if allowed_dag_ids is None or d in allowed_dag_ids]
         entry["runs"] = _section(errors, "asset-triggered runs", asset_triggered_runs, dag_ids,
                                  session=session) or []

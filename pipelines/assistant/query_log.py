@@ -8,13 +8,14 @@ versions, tokens, latency and trace id. Nothing raw is stored: question and answ
 :func:`pipelines.assistant.questions.redact` first.
 
 :func:`tokens_used` sums one assistant's tokens of a day from the same rows: the daily budget needs no
-other store, and a deleted log resets it.
+other store, and a deleted log resets it. :func:`day_summary` reads them for the Loopline page's accounting.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -79,3 +80,41 @@ def check_budget(index_instance: str, assistant: str, day: date, max_tokens: int
         raise BudgetExceeded(f"assistant {assistant} used {used:,} tokens on {day.isoformat()} (UTC), its daily budget "
                              f"is {max_tokens:,} (budgets.max_tokens_per_day): try again tomorrow or raise the budget")
     return used
+
+
+def _percentile(values: list[float], share: float) -> float | None:
+    """The nearest-rank percentile (``share`` in 0..1) of ``values``; None when there are none."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
+
+
+def day_summary(index_instance: str, assistant: str, day: date, settings: LooplineSettings | None = None, *,
+                max_tokens_per_day: int | None = None) -> dict[str, Any]:
+    """What assistant ``assistant`` (a DAG id) answered on UTC day ``day``, from its query-log rows.
+
+    Every row counts, the DAG's own check questions too (``checks`` says how many), as for the budget.
+
+    Returns:
+        ``{"day", "answers", "refused", "checks", "tokens_in", "tokens_out", "tokens", "latency_p50_ms",
+        "latency_p95_ms", "budget_share"}``: the latencies are nearest-rank percentiles over the day's
+        answers (None on a day without any); ``budget_share`` is ``tokens / max_tokens_per_day`` (None without a
+        budget).
+    """
+    rows = [row for row in read_rows(index_instance, day, settings) if row.get("assistant") == assistant]
+    latencies = [float(row["latency_ms"]) for row in rows if isinstance(row.get("latency_ms"), (int, float))]
+    tokens_in = sum(int(row.get("tokens_in") or 0) for row in rows)
+    tokens_out = sum(int(row.get("tokens_out") or 0) for row in rows)
+    return {
+        "day": day.isoformat(),
+        "answers": len(rows),
+        "refused": sum(1 for row in rows if row.get("refused")),
+        "checks": sum(1 for row in rows if row.get("origin") == "check"),
+        "tokens_in": tokens_in,
+        "tokens_out": tokens_out,
+        "tokens": tokens_in + tokens_out,
+        "latency_p50_ms": _percentile(latencies, 0.50),
+        "latency_p95_ms": _percentile(latencies, 0.95),
+        "budget_share": (tokens_in + tokens_out) / max_tokens_per_day if max_tokens_per_day else None,
+    }

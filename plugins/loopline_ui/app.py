@@ -11,17 +11,28 @@ by Airflow by themselves, so every route here depends on :func:`viewer`:
   else ``403``; the runs shown are limited to the DAGs the user may read.
 
 Routes: ``/`` the page, ``/api/summary`` its data as JSON, ``/reports/<path>`` an Evidently report from the
-data home's ``reports/`` folder, ``/icon.svg`` the navigation icon.
+data home's ``reports/`` folder, ``POST /api/ask`` a question to the docs assistant, ``POST /api/feedback`` a
+thumb on an answer's trace, ``/icon.svg`` the navigation icon.
+
+The two POST routes take JSON only: a form on another site cannot send it without CORS, and the login cookie
+is not sent on cross-site requests (``SameSite=Lax``).
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field, StrictBool
+
+from loopline_ui.page import ASK_ASSISTANT
+
+log = logging.getLogger(__name__)
 
 RESOURCE_NAME = "Loopline"
 ICON = """<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24" fill="none" stroke="#0d9488"
@@ -80,6 +91,78 @@ def _summary(user: Any) -> dict[str, Any]:
         return cockpit.gather(allowed_dag_ids=set(allowed), session=session)
 
 
+class AskRequest(BaseModel):
+    """``POST /api/ask``: the question (checked by the assistant: empty or too long is refused with a 400)."""
+
+    question: str
+
+
+class FeedbackRequest(BaseModel):
+    """``POST /api/feedback``: thumbs up (``up: true``) or down on the trace an answer returned."""
+
+    trace_id: str = Field(min_length=1, max_length=200)
+    up: StrictBool
+    comment: str | None = None
+
+
+# One answer at a time per api-server process: the model decodes on one CPU thread, and two answers at once
+# would only both be slower (and could both pass a nearly spent daily budget).
+_ANSWERING = threading.Lock()
+
+
+def _http_error(exc: Exception) -> HTTPException:
+    """An assistant's error as an HTTP error whose ``detail`` is its message, scrubbed of the environment's
+    secrets: 400 for what the person asking can fix (the question, the feedback), 429 for a spent daily
+    budget, 503 for what an operator must fix (no live index, prompt, model or config), 500 for the rest."""
+    from pipelines import cockpit
+    from pipelines.assistant.model import GeneratorUnavailable
+    from pipelines.assistant.prompts import PromptUnavailable
+    from pipelines.assistant.query_log import BudgetExceeded
+    from pipelines.assistant.retrieval import AssistantConfigError, IndexUnavailable
+    from pipelines.core.errors import NotRetryable
+    from pipelines.templates import PipelineConfigError
+
+    message = str(exc)
+    if isinstance(exc, BudgetExceeded):
+        code = status.HTTP_429_TOO_MANY_REQUESTS
+    elif isinstance(exc, (IndexUnavailable, PromptUnavailable, GeneratorUnavailable, AssistantConfigError,
+                          PipelineConfigError, FileNotFoundError)):
+        code = status.HTTP_503_SERVICE_UNAVAILABLE
+    elif isinstance(exc, NotRetryable):  # QuestionRejected, FeedbackRejected (no such trace, a long comment)
+        code = status.HTTP_400_BAD_REQUEST
+    else:
+        log.error("Loopline page: the assistant failed", exc_info=exc)
+        first_line = (message.strip().splitlines() or [""])[0][:300]
+        code = status.HTTP_500_INTERNAL_SERVER_ERROR
+        message = f"the assistant failed: {type(exc).__name__}: {first_line}"
+    return HTTPException(code, cockpit.scrub(message, cockpit.secrets_of()))
+
+
+def _ask(question: str) -> dict[str, Any]:
+    from pipelines.assistant.answer import answer
+    from pipelines.templates import load_named
+
+    config = load_named(ASK_ASSISTANT, "assistant")
+    with _ANSWERING:
+        return answer(question, config, origin="user").to_json()
+
+
+def _feedback(body: FeedbackRequest, user_name: str) -> dict[str, Any]:
+    from pipelines.assistant.feedback import record_feedback
+
+    assessment = record_feedback(body.trace_id, body.up, body.comment, source_id=user_name)
+    return {"trace_id": body.trace_id, "up": body.up, "assessment_id": getattr(assessment, "assessment_id", None),
+            "source_id": user_name}
+
+
+async def _run_assistant(call, *args) -> dict[str, Any]:
+    """``call(*args)`` in the threadpool (it blocks: a model, MLflow, files); its errors as HTTP errors."""
+    try:
+        return await run_in_threadpool(call, *args)
+    except Exception as exc:
+        raise _http_error(exc) from None
+
+
 def create_app() -> FastAPI:
     app = FastAPI(title="Loopline", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_exception_handler(LoginRequired, _login_required)
@@ -106,6 +189,18 @@ def create_app() -> FastAPI:
         if target.suffix != ".html" or not target.is_relative_to(root) or not target.is_file():
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no report {path!r} under the data home's reports/")
         return FileResponse(target, media_type="text/html")
+
+    @app.post("/api/ask")
+    async def ask(body: AskRequest, user: Any = Depends(viewer)) -> JSONResponse:
+        """The docs assistant's answer, as ``python -m pipelines.assistant ask --json`` prints it."""
+        result = await _run_assistant(_ask, body.question)
+        return JSONResponse(result, headers={"Cache-Control": "no-store"})
+
+    @app.post("/api/feedback")
+    async def feedback(body: FeedbackRequest, user: Any = Depends(viewer)) -> JSONResponse:
+        """Record the logged-in user's thumb (``user_thumbs``) on the answer's trace."""
+        result = await _run_assistant(_feedback, body, user.get_name())
+        return JSONResponse(result, headers={"Cache-Control": "no-store"})
 
     @app.get("/icon.svg")
     async def icon() -> Response:  # the navigation shows it before any login

@@ -1,6 +1,11 @@
-"""The Loopline page as HTML, from what :func:`pipelines.cockpit.gather` returns. No template engine, no
-JavaScript: a server-rendered page that the Airflow UI shows in a frame. Links to Airflow's own pages target
-the top window, so they open in the UI rather than inside the frame.
+"""The Loopline page as HTML, from what :func:`pipelines.cockpit.gather` returns. No template engine: a
+server-rendered page that the Airflow UI shows in a frame. Links to Airflow's own pages target the top window,
+so they open in the UI rather than inside the frame.
+
+Two tabs: *Overview* (the use cases) and *Ask* (a question to the docs assistant). The tabs are the CSS
+``:target`` of their anchors; the only JavaScript is :data:`ASK_SCRIPT`, inline, which posts the question to
+``api/ask`` and a thumb to ``api/feedback`` with ``fetch`` (same origin: Airflow's login cookie goes along) and
+writes what comes back as text, never as HTML.
 """
 
 from __future__ import annotations
@@ -32,6 +37,110 @@ td.num { font-variant-numeric: tabular-nums; }
 .neutral { background: #64748b; }
 .champion { border-left: 4px solid var(--accent); padding: 4px 12px; margin: 8px 0; }
 .errors { color: var(--bad); } a { color: var(--accent); }
+nav.tabs { display: flex; gap: 4px; border-bottom: 1px solid var(--line); margin: 8px 0 4px; }
+nav.tabs a { padding: 6px 14px; border: 1px solid var(--line); border-bottom: none; border-radius: 6px 6px 0 0;
+             text-decoration: none; color: var(--muted); background: var(--bg); }
+nav.tabs a[aria-selected="true"] { color: var(--fg); background: var(--card); font-weight: 600; }
+#ask { display: none; } #ask:target { display: block; } #ask:target ~ #overview { display: none; }
+textarea, input[type=text] { font: inherit; color: var(--fg); background: var(--bg); border: 1px solid var(--line);
+                             border-radius: 6px; padding: 6px 8px; width: 100%; box-sizing: border-box; }
+button { font: inherit; border: 1px solid var(--accent); border-radius: 6px; padding: 4px 14px; cursor: pointer;
+         background: var(--accent); color: #fff; margin: 6px 6px 0 0; }
+button.thumb { background: var(--card); color: var(--fg); border-color: var(--line); }
+button:disabled { opacity: .6; cursor: default; }
+.answer { white-space: pre-wrap; border-left: 4px solid var(--accent); padding: 4px 12px; margin: 10px 0; }
+ul.sources { margin: 4px 0 8px; padding-left: 20px; }
+"""
+
+ASK_ASSISTANT = "docs_assistant"
+
+# Posts with fetch to this app (same origin, so Airflow's _token cookie goes along) and writes the reply as
+# text. An error shows the server's message (``detail``), or the status when there is none.
+ASK_SCRIPT = """
+(() => {
+  const base = document.body.dataset.base || "";
+  const $ = (id) => document.getElementById(id);
+  const showTab = () => {
+    const ask = location.hash === "#ask";
+    for (const tab of document.querySelectorAll("nav.tabs a")) {
+      tab.setAttribute("aria-selected", String((tab.getAttribute("href") === "#ask") === ask));
+    }
+  };
+  window.addEventListener("hashchange", showTab);
+  showTab();
+
+  async function post(path, body) {
+    const response = await fetch(base + path, {
+      method: "POST", credentials: "same-origin",
+      headers: {"Content-Type": "application/json", "Accept": "application/json"},
+      body: JSON.stringify(body),
+    });
+    let data = null;
+    try { data = await response.json(); } catch (e) { data = null; }
+    if (!response.ok) {
+      const detail = data && data.detail;
+      const message = typeof detail === "string" ? detail : detail ? JSON.stringify(detail) : "";
+      throw new Error(message || `${response.status} ${response.statusText}`);
+    }
+    return data;
+  }
+
+  let traceId = null;
+  $("ask-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const button = $("ask-button");
+    button.disabled = true;
+    $("ask-error").textContent = "";
+    $("ask-result").hidden = true;
+    $("ask-status").textContent = "Asking… an answer takes a few seconds (the first one after a restart longer).";
+    try {
+      const answer = await post("/api/ask", {question: $("ask-question").value});
+      traceId = answer.trace_id;
+      $("ask-answer").textContent = answer.answer;
+      $("ask-declined").hidden = !answer.refused;
+      const sources = $("ask-sources");
+      sources.replaceChildren(...answer.sources.map((s) => {
+        const item = document.createElement("li");
+        const doc = document.createElement("code");
+        doc.textContent = s.doc_id;
+        item.append(doc, s.heading ? ` — ${s.heading}` : "");
+        return item;
+      }));
+      $("ask-no-sources").hidden = answer.sources.length > 0;
+      $("ask-meta").textContent = `Tokens: ${answer.tokens_in} in, ${answer.tokens_out} out · latency `
+        + `${Math.round(answer.latency_ms).toLocaleString("en-US")} ms · prompt v${answer.prompt_version} · `
+        + `index ${answer.index_version} · model ${answer.model}`
+        + (answer.adapter_version ? ` · adapter ${answer.adapter_version}` : "") + ` · trace ${answer.trace_id}`;
+      $("ask-result").dataset.traceId = answer.trace_id;
+      for (const thumb of document.querySelectorAll("button.thumb")) { thumb.disabled = false; }
+      $("feedback-status").textContent = "";
+      $("ask-result").hidden = false;
+      $("ask-status").textContent = "";
+    } catch (error) {
+      $("ask-status").textContent = "";
+      $("ask-error").textContent = `error: ${error.message}`;
+    } finally {
+      button.disabled = false;
+    }
+  });
+
+  for (const thumb of document.querySelectorAll("button.thumb")) {
+    thumb.addEventListener("click", async () => {
+      const thumbs = document.querySelectorAll("button.thumb");
+      for (const t of thumbs) { t.disabled = true; }
+      const comment = $("feedback-comment").value.trim();
+      try {
+        await post("/api/feedback", {trace_id: traceId, up: thumb.dataset.up === "true", comment: comment || null});
+        $("feedback-status").className = "";
+        $("feedback-status").textContent = `Thanks: recorded on trace ${traceId}`;
+      } catch (error) {
+        for (const t of thumbs) { t.disabled = false; }
+        $("feedback-status").className = "errors";
+        $("feedback-status").textContent = `error: ${error.message}`;
+      }
+    });
+  }
+})();
 """
 
 STATE_CLASS = {"success": "good", "promoted": "good", "live": "good", "no_drift": "good", "approved": "good",
@@ -149,6 +258,64 @@ def _index(index: dict[str, Any], links: _Links) -> str:
     return "".join(out) + _table(["version", "status", "evaluation", "model · chunker", "why"], rows)
 
 
+def _ms(value: Any) -> str:
+    return "–" if value is None else f"{float(value):,.0f} ms"
+
+
+def _share(value: Any) -> str:
+    return "–" if value is None else f"{float(value):.1%}"
+
+
+def _count(value: Any) -> str:
+    return "–" if value is None else _e(value)
+
+
+def _assistant(assistant: dict[str, Any], links: _Links) -> str:
+    """An assistant's answers per UTC day: counts, tokens, latency, budget share and thumbs."""
+    out = [f'<h3>Assistant answers per day · {links.dag(assistant["dag_id"])} <span class="muted">(UTC; daily '
+           f'budget {int(assistant["max_tokens_per_day"]):,} tokens)</span></h3>']
+    if not assistant["days"]:
+        return "".join(out) + '<p class="empty">No accounting: the query log could not be read.</p>'
+    if not any(day["answers"] for day in assistant["days"]):
+        out.append(f'<p class="empty">No answer in the last {len(assistant["days"])} days.</p>')
+    rows = []
+    for day in assistant["days"]:
+        checks = f' <span class="muted">({_e(day["checks"])} checks)</span>' if day.get("checks") else ""
+        rows.append(
+            f'<tr data-day="{_e(day["day"])}"><td>{_e(day["day"])}</td><td class="num">{_e(day["answers"])}'
+            f'{checks}</td>'
+            f'<td class="num">{_e(day["refused"])}</td><td class="num">{int(day["tokens_in"]):,}</td>'
+            f'<td class="num">{int(day["tokens_out"]):,}</td><td class="num">{_ms(day["latency_p50_ms"])}</td>'
+            f'<td class="num">{_ms(day["latency_p95_ms"])}</td><td class="num">{_share(day["budget_share"])}</td>'
+            f'<td class="num">{_count(day.get("thumbs_up"))}</td><td class="num">{_count(day.get("thumbs_down"))}</td>'
+            "</tr>")
+    out.append(_table(["day", "answers", "declined", "tokens in", "tokens out", "p50 latency", "p95 latency",
+                       "budget used", "thumbs up", "thumbs down"], rows,
+                      f' class="assistant-days" data-assistant="{_e(assistant["dag_id"])}"'))
+    return "".join(out)
+
+
+def _ask(assistant: str) -> str:
+    """The Ask tab: a question box, and where the script puts the answer, its sources and the thumbs."""
+    return (
+        f'<section class="usecase" id="ask" data-assistant="{_e(assistant)}"><h2>Ask the docs</h2>'
+        f'<p class="muted">The assistant <code>{_e(assistant)}</code> answers from the live docs index with a small '
+        "local model, and names the documents it used: treat the answer as a pointer to those sources. Every "
+        "answer is an MLflow trace; your thumbs are recorded on it.</p>"
+        '<form id="ask-form"><label for="ask-question">Question</label>'
+        '<textarea id="ask-question" name="question" rows="3" placeholder="How do I roll the retrieval index back to '
+        'the previous version?"></textarea><button type="submit" id="ask-button">Ask</button></form>'
+        '<div id="ask-status" class="muted" role="status"></div><div id="ask-error" class="errors" role="alert"></div>'
+        '<div id="ask-result" hidden><div class="answer" id="ask-answer"></div>'
+        '<p id="ask-declined" class="muted" hidden>Declined: the docs do not answer this question well enough.</p>'
+        '<h3>Sources</h3><ul class="sources" id="ask-sources"></ul>'
+        '<p id="ask-no-sources" class="empty" hidden>None.</p><div id="ask-meta" class="muted"></div>'
+        '<div><input type="text" id="feedback-comment" maxlength="2000" placeholder="Comment on the answer '
+        '(optional)"><button type="button" class="thumb" id="thumb-up" data-up="true">Thumbs up'
+        '</button><button type="button" class="thumb" id="thumb-down" data-up="false">Thumbs down'
+        '</button></div><div id="feedback-status" role="status"></div></div></section>')
+
+
 def _runs(runs: list[dict[str, Any]], links: _Links) -> str:
     out = ["<h3>Asset-triggered runs</h3>"]
     if not runs:
@@ -177,11 +344,15 @@ def _report_path(uri: str | None) -> str | None:
     return uri.rsplit("/reports/", 1)[1]
 
 
-def render(summary: dict[str, Any], *, base: str = "/loopline", airflow_base: str = "", user: str = "") -> str:
-    """The whole page. ``base``: where this app is mounted; ``airflow_base``: the Airflow UI's root."""
+def render(summary: dict[str, Any], *, base: str = "/loopline", airflow_base: str = "", user: str = "",
+           assistant: str = ASK_ASSISTANT) -> str:
+    """The whole page. ``base``: where this app is mounted; ``airflow_base``: the Airflow UI's root;
+    ``assistant``: the assistant the Ask tab asks (the app's ``api/ask`` route)."""
     links = _Links(base, airflow_base)
     body = [f'<h1>Loopline</h1><div class="meta">Signed in as <b>{_e(user)}</b> · data home '
-            f'<code>{_e(summary["data_home"])}</code> · MLflow <code>{_e(summary["mlflow"])}</code></div>']
+            f'<code>{_e(summary["data_home"])}</code> · MLflow <code>{_e(summary["mlflow"])}</code></div>',
+            '<nav class="tabs" role="tablist"><a role="tab" href="#overview">Overview</a>'
+            '<a role="tab" href="#ask" id="tab-ask">Ask</a></nav>', _ask(assistant), '<div id="overview">']
     if summary.get("errors"):
         body.append('<div class="errors">' + "<br>".join(_e(e) for e in summary["errors"]) + "</div>")
     nav = " ".join(f'<a class="chip" href="#uc-{_e(c["name"])}">{_e(c["name"])}</a>' for c in summary["use_cases"])
@@ -196,9 +367,11 @@ def render(summary: dict[str, Any], *, base: str = "/loopline", airflow_base: st
         parts += [_model(m, links) for m in case["models"]]
         parts += [_index(i, links) for i in case["indexes"]]
         parts += [_drift(d, links) for d in case["drift"]]
+        parts += [_assistant(a, links) for a in case.get("assistants", [])]
         parts.append(_runs(case["runs"], links))
         parts.append("</section>")
         body.append("".join(parts))
+    body.append("</div>")
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Loopline</title>'
             f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{STYLE}</style></head>'
-            f'<body>{"".join(body)}</body></html>')
+            f'<body data-base="{_e(base)}">{"".join(body)}<script>{ASK_SCRIPT}</script></body></html>')

@@ -1,19 +1,27 @@
 """A real Airflow (``airflow standalone``) on a data home of its own, and Debian's headless Chromium driven by
-Playwright. Never a browser that a tool downloads: ``/usr/bin/chromium`` or the test is skipped.
+Playwright. Never a browser that a tool downloads: ``/usr/bin/chromium`` or the test is skipped (under
+``CI=true`` it fails instead: CI must not pass without having run them).
+
+One Airflow for the whole session. When a selected test asks for ``ask_world``, the docs assistant is made
+ready on the same data home while the other tests run (a thread): a small ``docs`` index of two of the docs,
+SmolLM2 converted, the prompt seeded.
 
 Screenshots go to ``test-artifacts/screenshots/`` at the repository root (kept by CI as artifacts).
 """
 
 from __future__ import annotations
 
+import os
+import re
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from pipelines.core.airflow_runtime import standalone, wait_for_dags
-from pipelines.core.settings import REPO_ROOT, LooplineSettings
+from pipelines.core.settings import REPO_ROOT, LooplineSettings, get_settings
 from support import churn_world  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -24,6 +32,12 @@ PORT = 8282
 WINDOW_DAYS = 8  # the training window the form asks for; churn_world prepares its features
 DAGS = ["assistant_lora_tune", "churn_drift_check", "churn_features", "churn_training", "docs_drift_check",
         "docs_rag_index"]
+# The Ask test's index: the live version of the `docs` index, built from two documents instead of all of
+# docs/ (the whole folder takes 40 to 80 s to embed here; these two about 10 s), with two questions of its own.
+ASK_DOCS = ["rag.md", "operations.md"]
+ASK_QUESTIONS = [("How do I roll the retrieval index back to the previous version?", "rag.md"),
+                 ("What does make clean delete?", "operations.md")]
+ASK_WORLD_TIMEOUT_S = 600
 
 
 class Airflow:
@@ -32,6 +46,7 @@ class Airflow:
     def __init__(self, client, settings: LooplineSettings):
         self.client, self.settings = client, settings
         self.url = client.base_url
+        self.ask_world: Future | None = None
 
     def set_scheduled_runs_aside(self, dag_id: str, wait_s: float = 20) -> list[str]:
         """Unpausing a DAG makes the scheduler start its latest cron run; with ``max_active_runs=1`` it would
@@ -49,22 +64,103 @@ class Airflow:
         return stopped
 
 
+def _on_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
 @pytest.fixture(scope="session")
 def chromium_path() -> str:
+    missing = None
     if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium); no other browser is used")
-    pytest.importorskip("playwright.sync_api")
+        missing = "Debian's chromium is not installed (apt-get install chromium); no other browser is used"
+    else:
+        try:
+            import playwright.sync_api  # noqa: F401
+        except ImportError:
+            missing = "playwright is not installed (make install)"
+    if missing:
+        if _on_ci():
+            pytest.fail(f"CI=true and the browser tests cannot run: {missing}", pytrace=False)
+        pytest.skip(missing)
     return str(CHROMIUM)
 
 
-@pytest.fixture(scope="module")
-def airflow(tmp_path_factory) -> Airflow:
+def build_ask_world(settings: LooplineSettings, root: Path) -> dict:
+    """The docs assistant ready to answer on ``settings``' data home: a live ``docs`` index of
+    :data:`ASK_DOCS` (what ``dags/configs/docs_assistant.yaml`` reads), the model converted, the prompt seeded.
+
+    Returns:
+        Seconds per step (``index``, ``prepare_generator``, ``seed_prompt``) and the index's live version.
+    """
+    from pipelines.assistant import steps
+    from pipelines.rag.steps import run_once
+    from pipelines.rag.versions import load_rag_config
+    from pipelines.templates import load_named
+
+    root.mkdir(parents=True, exist_ok=True)
+    questions = root / "ask_questions.yaml"
+    questions.write_text("questions:\n" + "".join(f"  - question: {q}\n    source: {s}\n" for q, s in ASK_QUESTIONS))
+    rag_yaml = root / "docs_rag_index.yaml"
+    rag_yaml.write_text(f"template: rag_index\ninstance: docs\ncorpus: {{path: {REPO_ROOT / 'docs'}, include: "
+                        f"[{', '.join(ASK_DOCS)}]}}\nchunker: {{size_chars: 1000, overlap_chars: 150}}\n"
+                        f"evaluation: {{questions: {questions}, k: 2, modes: [vector]}}\n")
+    config = load_named("docs_assistant", "assistant")
+    seconds: dict = {}
+    started = time.perf_counter()
+    built = run_once(load_rag_config(rag_yaml), "ask_world", settings)
+    seconds["index"] = round(time.perf_counter() - started, 1)
+    started = time.perf_counter()
+    steps.prepare_generator(config, settings)
+    seconds["prepare_generator"] = round(time.perf_counter() - started, 1)
+    started = time.perf_counter()
+    steps.seed_prompt(config, settings)
+    seconds["seed_prompt"] = round(time.perf_counter() - started, 1)
+    return {"seconds": seconds, "live_version": built["published"]["live_version"]}
+
+
+def _wants_ask_world(request) -> bool:
+    return any("ask_world" in getattr(item, "fixturenames", ()) for item in request.session.items)
+
+
+@pytest.fixture(scope="session")
+def airflow(tmp_path_factory, request) -> Airflow:
     home = tmp_path_factory.mktemp("browser_home")
     settings = LooplineSettings(home=home, airflow_port=PORT)
     churn_world.prepare(settings, datetime.now(UTC).date(), WINDOW_DAYS)
-    with standalone(settings, log=lambda message: None) as client:
+    with standalone(settings, log=lambda message: None) as client, ThreadPoolExecutor(1) as pool:
         wait_for_dags(client, DAGS)
-        yield Airflow(client, settings)
+        airflow = Airflow(client, settings)
+        if _wants_ask_world(request):  # the api-server reads the data home on each question: build it meanwhile
+            airflow.ask_world = pool.submit(build_ask_world, settings, home / "ask_world")
+        try:
+            yield airflow
+        finally:
+            if airflow.ask_world is not None:
+                airflow.ask_world.cancel()  # if it has not started; leaving the pool waits for a running build
+                from pipelines.core import tracking
+
+                tracking.configure_mlflow(get_settings())  # the world pointed this process's MLflow elsewhere
+
+
+@pytest.fixture(scope="session")
+def ask_world(airflow) -> dict:
+    """Waits for the docs assistant's world (see :func:`build_ask_world`) and returns its timings."""
+    return airflow.ask_world.result(timeout=ASK_WORLD_TIMEOUT_S)
+
+
+@pytest.fixture(scope="session")
+def login():
+    """``login(page, airflow, next_path)``: Airflow's login form as a person fills it in."""
+
+    def fill(page, airflow, next_path: str = "/") -> None:
+        page.goto(f"{airflow.url}{next_path}")
+        page.wait_for_url(re.compile(r".*/auth/login.*"))
+        page.locator("input[name=username]").fill("admin")
+        page.locator("input[name=password]").fill(airflow.client.password)
+        page.locator("button[type=submit]").click()
+        page.wait_for_url(lambda url: "/auth/login" not in url)
+
+    return fill
 
 
 @pytest.fixture(scope="module")

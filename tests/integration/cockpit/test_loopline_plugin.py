@@ -194,3 +194,109 @@ def test_no_secret_reaches_the_page(api):
     for secret in (DB_PASSWORD, MLFLOW_PASSWORD):
         assert secret not in html and secret not in data
     assert "postgresql://loop:***@db:5432/x" in html  # the verdict that carried a URL is shown, scrubbed
+
+
+# --- the Ask tab's routes ---------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def answer_trace(home):
+    """A trace in the docs assistant's experiment and its query-log row of today, as an answer leaves them (the
+    test data home has no docs index, prompt or model: no real answer is generated here)."""
+    import mlflow
+    from mlflow.entities.trace_location import MlflowExperimentLocation
+
+    from pipelines.assistant import query_log
+    from pipelines.core import tracking
+
+    experiment = tracking.experiment_id("docs_assistant", home)
+    with mlflow.start_span(name="answer", trace_destination=MlflowExperimentLocation(experiment)) as root:
+        root.set_inputs({"question": "How do I roll the index back?"})
+        root.set_outputs({"answer": "Run the rollback command.", "refused": False})
+    query_log.write_row("docs", datetime.now(UTC).date(), root.trace_id, {
+        "query": "How do I roll the index back?", "answer": "Run the rollback command.", "assistant": "docs_assistant",
+        "origin": "user", "trace_id": root.trace_id, "refused": False, "tokens_in": 700, "tokens_out": 20,
+        "latency_ms": 5500.0}, home)
+    return root.trace_id
+
+
+@pytest.mark.parametrize("path, body", [("/loopline/api/ask", {"question": "How do I roll the index back?"}),
+                                        ("/loopline/api/feedback", {"trace_id": "tr-x", "up": True})])
+def test_asking_and_feedback_need_a_login(api, path, body):
+    for accept in ("application/json", "text/html"):  # a POST is never redirected to the login page
+        answer = api.post(path, json=body, headers={"Authorization": "", "Accept": accept})
+        assert answer.status_code == 401 and answer.json() == {"detail": "Not authenticated"}
+    forged = api.post(path, json=body, headers={"Authorization": "Bearer not.a.jwt"})
+    assert forged.status_code == 403
+
+
+def test_a_bad_question_is_refused_with_its_message(api, home):
+    folder = home.data_home / "query_log"
+    before = sorted(folder.rglob("*.jsonl")) if folder.exists() else []
+    empty = api.post("/loopline/api/ask", json={"question": "   "})
+    assert empty.status_code == 400
+    assert empty.json() == {"detail": "the question is empty: ask something about the documentation"}
+    long = api.post("/loopline/api/ask", json={"question": "why " * 600})
+    assert long.status_code == 400 and long.json()["detail"].startswith("the question is 2,399 characters long; "
+                                                                         "the limit is 2,000")
+    assert api.post("/loopline/api/ask", json={}).status_code == 422
+    # JSON only: what a form of another site could send is not read.
+    assert api.post("/loopline/api/ask", data={"question": "hi"}).status_code == 422
+    assert (sorted(folder.rglob("*.jsonl")) if folder.exists() else []) == before  # nothing was logged
+
+
+def test_an_assistant_that_is_not_ready_says_what_to_do(api):
+    answer = api.post("/loopline/api/ask", json={"question": "How do I roll the index back?"})
+    assert answer.status_code == 503
+    detail = answer.json()["detail"]
+    assert detail.startswith("prompt docs_assistant_answer@champion is not in the MLflow prompt registry")
+    assert "seed-prompt" in detail
+
+
+def test_a_spent_daily_budget_refuses_with_429(api, home):
+    from pipelines.assistant import query_log
+
+    today = datetime.now(UTC).date()
+    row = query_log.write_row("docs", today, "budget-test", {"assistant": "docs_assistant", "query": "x",
+                                                             "tokens_in": 200_000, "tokens_out": 0}, home)
+    try:
+        answer = api.post("/loopline/api/ask", json={"question": "How do I roll the index back?"})
+    finally:
+        row.unlink()
+    assert answer.status_code == 429
+    assert answer.json()["detail"].startswith(f"assistant docs_assistant used 200,000 tokens on {today.isoformat()} "
+                                              "(UTC), its daily budget is 200,000")
+
+
+def test_feedback_is_recorded_on_the_trace_as_the_logged_in_user(api, answer_trace):
+    import mlflow
+
+    answer = api.post("/loopline/api/feedback",
+                      json={"trace_id": answer_trace, "up": True, "comment": "right page; mail me at ann@example.com"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["trace_id"] == answer_trace and answer.json()["source_id"] == "admin"
+    (thumbs,) = [a for a in mlflow.get_trace(answer_trace, flush=True).info.assessments if a.name == "user_thumbs"]
+    assert thumbs.value is True and thumbs.source.source_id == "admin" and thumbs.source.source_type == "HUMAN"
+    assert thumbs.rationale == "right page; mail me at [EMAIL]"
+
+
+def test_feedback_on_an_unknown_trace_or_with_a_bad_thumb_is_refused(api):
+    unknown = api.post("/loopline/api/feedback", json={"trace_id": "tr-0000", "up": False})
+    assert unknown.status_code == 400 and unknown.json()["detail"].startswith("no trace 'tr-0000' in the MLflow store")
+    assert api.post("/loopline/api/feedback", json={"trace_id": "tr-0000", "up": "maybe"}).status_code == 422
+    assert api.post("/loopline/api/feedback", json={"up": True}).status_code == 422
+
+
+def test_the_page_counts_todays_answers_and_thumbs(api, answer_trace):
+    api.post("/loopline/api/feedback", json={"trace_id": answer_trace, "up": False})  # the newest thumb counts
+    api.post("/loopline/api/feedback", json={"trace_id": answer_trace, "up": True})
+    docs = next(c for c in api.get("/loopline/api/summary").json()["use_cases"] if c["name"] == "docs")
+    assert docs["errors"] == []
+    (assistant,) = docs["assistants"]
+    today = assistant["days"][0]
+    assert today["day"] == datetime.now(UTC).date().isoformat()
+    assert (today["answers"], today["tokens_in"], today["tokens_out"], today["latency_p50_ms"]) == (1, 700, 20, 5500.0)
+    assert (today["thumbs_up"], today["thumbs_down"]) == (1, 0)
+    assert all(day["answers"] == 0 for day in assistant["days"][1:])
+    html = api.get("/loopline/").text
+    assert 'data-assistant="docs_assistant"' in html and f'<tr data-day="{today["day"]}">' in html
+    assert 'id="ask-form"' in html

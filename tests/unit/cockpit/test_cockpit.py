@@ -143,7 +143,8 @@ def test_the_page_shows_champion_verdicts_and_reasons_escaped():
     assert '<tr data-version="2">' in html and ">rejected<" in html
     assert 'href="/loopline/reports/churn/drift/2026-11-28.html"' in html
     assert 'href="/dags/churn_training/runs/asset_triggered__2026-11-29T03%3A00%3A05"' in html
-    assert "drifted &lt;script&gt;" in html and "<script>" not in html
+    assert "drifted &lt;script&gt;" in html and "drifted <script>" not in html
+    assert html.count("<script>") == 1  # the Ask tab's own inline script, nothing injected
     assert "No run was started" not in html
 
 
