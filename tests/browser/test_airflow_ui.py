@@ -20,21 +20,12 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.integration]
 CHANGED_MAX_ITER = 60  # the config says 100
 
 
-def _login(page, airflow, next_path: str = "/") -> None:
-    page.goto(f"{airflow.url}{next_path}")
-    page.wait_for_url(re.compile(r".*/auth/login.*"))
-    page.locator("input[name=username]").fill("admin")
-    page.locator("input[name=password]").fill(airflow.client.password)
-    page.locator("button[type=submit]").click()
-    page.wait_for_url(lambda url: "/auth/login" not in url)
-
-
-def test_login_shows_the_dag_list_with_tags(page, airflow, shoot):
+def test_login_shows_the_dag_list_with_tags(page, airflow, shoot, login):
     page.goto(f"{airflow.url}/")
     page.wait_for_url(re.compile(r".*/auth/login.*"))
     page.locator("input[name=username]").wait_for()
     shoot(page, "01-login")
-    _login(page, airflow)
+    login(page, airflow)
     page.goto(f"{airflow.url}/dags")
     for dag_id in ("churn_features", "churn_training", "churn_drift_check", "docs_rag_index"):
         page.get_by_role("link", name=dag_id, exact=True).wait_for()
