@@ -108,7 +108,14 @@ def load_config(path: Path, template: str | None = None) -> Any:
 
 
 def config_path(name: str, config_dir: Path = CONFIG_DIR) -> Path:
-    """The YAML of the pipeline ``name`` (``dags/configs/<name>.yaml`` or ``.yml``)."""
+    """The YAML of the pipeline ``name`` (``dags/configs/<name>.yaml`` or ``.yml``).
+
+    A ``name`` ending in ``.yaml`` or ``.yml`` is a path instead: a file anywhere (tests, another repository),
+    a relative one against the repository.
+    """
+    if name.endswith((".yaml", ".yml")):
+        path = Path(name)
+        return path if path.is_absolute() else REPO_ROOT / path
     for suffix in (".yaml", ".yml"):
         candidate = config_dir / f"{name}{suffix}"
         if candidate.exists():

@@ -17,7 +17,6 @@ import logging
 import os
 import sys
 import warnings
-from pathlib import Path
 from typing import Any
 
 EXIT_ERROR = 2
@@ -49,7 +48,7 @@ def load_assistant_config(name: str) -> Any:
     """An assistant config by name (``dags/configs/<name>.yaml``) or YAML path."""
     from pipelines.templates import config_path, load_config
 
-    path = Path(name) if name.endswith((".yaml", ".yml")) else config_path(name)
+    path = config_path(name)
     if not path.exists():
         raise FileNotFoundError(f"no assistant config {name!r} (looked for {path})")
     return load_config(path, "assistant")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.core.errors import NotRetryable
@@ -36,12 +35,10 @@ def index_config(config: AssistantConfig) -> RagIndexConfig:
     Raises:
         AssistantConfigError: the file is missing, invalid, or not a rag_index config.
     """
-    from pipelines.core import REPO_ROOT
     from pipelines.templates import PipelineConfigError, config_path, load_config
 
     name = config.index
-    path = Path(name) if name.endswith((".yaml", ".yml")) else config_path(name)
-    path = path if path.is_absolute() else REPO_ROOT / path
+    path = config_path(name)
     if not path.exists():
         raise AssistantConfigError(f"the assistant's index {name!r} has no config at {path}: fix `index` in "
                                    f"dags/configs/{config.dag_id}.yaml")

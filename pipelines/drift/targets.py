@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.core.assets import AssetRef
-from pipelines.core.settings import REPO_ROOT
 from pipelines.templates import CONFIG_DIR, PipelineConfigError, config_path, load_config
 
 
@@ -40,22 +39,13 @@ class TargetAsset:
 FIELDS = {"training": "tabular.training_config", "rag_index": "rag.rag_config"}
 
 
-def target_path(name: str, config_dir: Path = CONFIG_DIR) -> Path:
-    """A name is a YAML of ``config_dir`` (``dags/configs/``); a path ending in .yaml or .yml names a file
-    anywhere (tests, other repositories), relative ones against the repository."""
-    if not name.endswith((".yaml", ".yml")):
-        return config_path(name, config_dir)
-    path = Path(name)
-    return path if path.is_absolute() else REPO_ROOT / path
-
-
 def target_config(name: str, expected_template: str, config_dir: Path = CONFIG_DIR) -> Any:
     """The validated config of ``dags/configs/<name>.yaml``, which must be of ``expected_template``.
 
     Raises:
         ValueError: the file is missing, is not YAML, fails its model or is of another template.
     """
-    path = target_path(name, config_dir)
+    path = config_path(name, config_dir)
     if not path.exists():
         raise ValueError(f"the drift check's target {name!r} has no config {path}: create it or fix "
                          f"{FIELDS[expected_template]}")
