@@ -64,8 +64,7 @@ def read_rows(index_instance: str, day: date, settings: LooplineSettings | None 
 
 def tokens_used(index_instance: str, assistant: str, day: date, settings: LooplineSettings | None = None) -> int:
     """Prompt and answer tokens that assistant ``assistant`` (a DAG id) logged on ``day``."""
-    return sum(int(row.get("tokens_in") or 0) + int(row.get("tokens_out") or 0)
-               for row in read_rows(index_instance, day, settings) if row.get("assistant") == assistant)
+    return day_summary(index_instance, assistant, day, settings)["tokens"]
 
 
 def check_budget(index_instance: str, assistant: str, day: date, max_tokens: int,
