@@ -49,10 +49,7 @@ def task_states(run) -> dict[str, tuple[str, int]]:
 
 
 def registry_state() -> tuple[set[str], str | None]:
-    try:
-        versions = {str(v.version) for v in tracking.client().search_model_versions(f"name = '{NAME}'")}
-    except Exception:
-        versions = set()
+    versions = {str(v.version) for v in tracking.client().search_model_versions(f"name = '{NAME}'")}
     champion = tracking.champion(NAME)
     return versions, str(champion.version) if champion else None
 
