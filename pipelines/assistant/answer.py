@@ -127,11 +127,12 @@ def answer(question: str | bytes, config: AssistantConfig, settings: LooplineSet
     rag = index_config(config)
     query_log.check_budget(rag.instance, config.dag_id, day, config.budgets.max_tokens_per_day, settings)
     prompt = load_champion(config, settings)
-    prepared = generator_model.prepare(config.generator.base_model, settings)
+    backend = config.generator.backend
+    prepared = generator_model.prepare(config.generator.base_model, settings, backend=backend)
     adapter_path, adapter_version = _adapter(config, settings)
     live_version(rag, settings)
-    generator = generator_model.load(str(prepared.path), adapter_path)
-    model_label = f"{prepared.name}:{prepared.digest[:12]}"
+    generator = generator_model.load(str(prepared.path), adapter_path, backend=backend)
+    model_label = model_name(prepared, backend)
     deadline = started + config.budgets.max_latency_ms / 1000
 
     import mlflow
@@ -146,7 +147,7 @@ def answer(question: str | bytes, config: AssistantConfig, settings: LooplineSet
         root.set_attributes({"loopline.assistant": config.dag_id, "loopline.prompt": f"{prompt.name}",
                              "loopline.prompt_version": prompt.version, "loopline.model": model_label,
                              "loopline.adapter_version": adapter_version or "", "loopline.index": rag.instance,
-                             "loopline.origin": origin})
+                             "loopline.backend": backend, "loopline.origin": origin})
         found, context, word_overlap, reason = _retrieve_traced(text, safe_question, config, rag, generator,
                                                                 settings)
         if reason is None:
@@ -179,6 +180,15 @@ def answer(question: str | bytes, config: AssistantConfig, settings: LooplineSet
              "declined: " + reason if reason else "generated", tokens_in, tokens_out, found.version, prompt.version,
              f", first token {generation.first_token_ms:.0f} ms" if generation and generation.first_token_ms else "")
     return result
+
+
+def model_name(prepared: Any, backend: str) -> str:
+    """The model as answers report it: name and the weights' digest, and ``:llama_cpp`` when llama.cpp ran it.
+
+    Both backends run the same GGUF file (same digest); the suffix tells their answers apart in the query log.
+    """
+    label = f"{prepared.name}:{prepared.digest[:12]}"
+    return label if backend == "transformers" else f"{label}:{backend}"
 
 
 def _row_figures(result: Answer) -> dict[str, Any]:

@@ -44,6 +44,7 @@ class GeneratorInfo(TypedDict):
     parameters: int | None
     saved_dtype: str | None
     adapter_version: str | None
+    backend: str
 
 
 class AnswerChecks(TypedDict):
@@ -64,20 +65,26 @@ def prepare_generator(config: AssistantConfig, settings: LooplineSettings | None
     from pipelines.assistant import model
 
     settings = settings or get_settings()
-    prepared = model.prepare(config.generator.base_model, settings)
+    backend = config.generator.backend
+    prepared = model.prepare(config.generator.base_model, settings, backend=backend)
     adapter_path = adapter_version = None
     if config.generator.adapter:
         spec = config.generator.adapter
         folder, version = model.adapter_folder(spec.model_name, spec.alias, settings)
         adapter_path, adapter_version = str(folder), f"{spec.model_name}/{version}"
-    loaded = model.load(str(prepared.path), adapter_path)
+    loaded = model.load(str(prepared.path), adapter_path, backend=backend)
+    parameters = prepared.parameters or loaded.parameters
+    if backend == "llama_cpp":
+        state = "run as the GGUF file by llama.cpp (nothing converted)"
+    else:
+        state = f"converted in {prepared.seconds:.1f} s" if prepared.converted else "already converted"
     log.info("Generator %s (sha256 %s) at %s: %s; %s parameters, loads in %.1f s", prepared.name,
-             prepared.digest[:12], prepared.path,
-             f"converted in {prepared.seconds:.1f} s" if prepared.converted else "already converted",
-             f"{prepared.parameters:,}" if prepared.parameters else "?", loaded.load_seconds)
+             prepared.digest[:12], prepared.path, state, f"{parameters:,}" if parameters else "?",
+             loaded.load_seconds)
     return {"name": prepared.name, "path": str(prepared.path), "source": prepared.source, "digest": prepared.digest,
             "converted": prepared.converted, "prepare_seconds": prepared.seconds, "load_seconds": loaded.load_seconds,
-            "parameters": prepared.parameters, "saved_dtype": prepared.dtype, "adapter_version": adapter_version}
+            "parameters": parameters, "saved_dtype": prepared.dtype, "adapter_version": adapter_version,
+            "backend": backend}
 
 
 def seed_prompt(config: AssistantConfig, settings: LooplineSettings | None = None) -> SeededPrompt:

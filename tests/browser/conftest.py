@@ -87,7 +87,7 @@ def chromium_path() -> str:
 
 def build_ask_world(settings: LooplineSettings, root: Path) -> dict:
     """The docs assistant ready to answer on ``settings``' data home: a live ``docs`` index of
-    :data:`ASK_DOCS` (what ``dags/configs/docs_assistant.yaml`` reads), the model converted, the prompt seeded.
+    :data:`ASK_DOCS` (what ``dags/configs/docs_assistant.yaml`` reads), the generator prepared, the prompt seeded.
 
     Returns:
         Seconds per step (``index``, ``prepare_generator``, ``seed_prompt``) and the index's live version.

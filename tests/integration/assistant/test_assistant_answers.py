@@ -36,7 +36,8 @@ def logged_files(world) -> list:
 def get_trace(trace_id: str):
     import mlflow
 
-    return mlflow.get_trace(trace_id, flush=True)
+    mlflow.flush_trace_async_logging()  # get_trace(flush=True) flushes only when the trace is not there at all
+    return mlflow.get_trace(trace_id)
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ def test_the_docs_assistant_config_loads():
     assert config.dag_id == "docs_assistant" and config.experiment_name == "docs_assistant"
     assert config.index == "docs_rag_index" and config.generator.base_model == "smollm2"
     assert (config.generator.threads, config.prompt.alias) == (1, "champion")
+    assert config.generator.backend == "llama_cpp", "the docs instance runs the GGUF in llama.cpp (its comment: why)"
     assert config.check and config.check.expected_source == "rag.md"
 
 
@@ -89,3 +90,46 @@ def test_a_yaml_typo_is_a_config_error_naming_the_field(tmp_path):
     path.write_text(DOCS.read_text().replace("max_new_tokens: 96", "max_new_token: 96"))
     with pytest.raises(PipelineConfigError, match="generator.max_new_token: unknown field"):
         load_config(path)
+
+
+def test_the_backend_defaults_to_transformers_and_llama_cpp_runs_the_packaged_gguf():
+    assert AssistantConfig.model_validate(MINIMAL).generator.backend == "transformers"
+    config = AssistantConfig.model_validate({**MINIMAL, "generator": {"backend": "llama_cpp"}})
+    assert (config.generator.backend, config.generator.base_model) == ("llama_cpp", "smollm2")
+
+
+@pytest.mark.parametrize(("generator", "message"), [
+    ({"backend": "llama.cpp"}, "Input should be 'transformers' or 'llama_cpp'"),
+    ({"backend": "llama_cpp", "base_model": "home:models/my-llm"},
+     "generator.backend llama_cpp runs a GGUF file, and base_model 'home:models/my-llm' is a folder: use "
+     "base_model: smollm2 (the packaged GGUF), or backend: transformers"),
+    ({"backend": "llama_cpp", "adapter": {"model_name": "docs_lora"}},
+     "generator.adapter docs_lora@champion needs backend: transformers"),
+])
+def test_a_backend_that_cannot_run_the_model_is_refused(generator, message):
+    with pytest.raises(ValidationError, match="generator") as caught:
+        AssistantConfig.model_validate({**MINIMAL, "generator": generator})
+    assert message in str(caught.value)
+
+
+def test_a_yaml_with_llama_cpp_and_an_adapter_is_a_config_error(tmp_path):
+    path = tmp_path / "x_assistant.yaml"
+    path.write_text(DOCS.read_text().replace("adapter: null", "adapter: {model_name: docs_lora}"))
+    with pytest.raises(PipelineConfigError, match="needs backend: transformers"):
+        load_config(path)
+
+
+def test_the_model_module_refuses_what_llama_cpp_cannot_run(monkeypatch):
+    import sys
+
+    from pipelines.assistant import model
+
+    with pytest.raises(model.GeneratorUnavailable, match="base_model '/models/x' is a folder"):
+        model.prepare("/models/x", backend="llama_cpp")
+    with pytest.raises(model.GeneratorUnavailable, match="needs generator.backend: transformers"):
+        model.load("/any/file.gguf", "/adapters/v1", backend="llama_cpp")
+    with pytest.raises(model.GeneratorUnavailable, match="'vllm' is not one of transformers, llama_cpp"):
+        model.load("/any/folder", backend="vllm")
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # as if llama-cpp-python were not installed
+    with pytest.raises(model.GeneratorUnavailable, match="pip install llama-cpp-python==0.3.36. .make install does"):
+        model.load("/any/file.gguf", backend="llama_cpp")
