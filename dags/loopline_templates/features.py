@@ -27,7 +27,10 @@ Each run handles one day, the run's data interval (`ds` = its start, UTC):
    `{config.features_asset.name}` is emitted for DAGs scheduled on it.
 
 A bad partition fails steps 2–4 with a readable reason and is moved to the quarantine folder under the
-data home; nothing downstream runs and the online store keeps its values. Re-running a day changes nothing.
+data home (never deleted: each attempt keeps its copy); nothing downstream runs and the online store keeps
+its values. A fault of the infrastructure (a lock, a dropped connection, a full disk, an I/O error) is not
+bad data: the task retries and nothing is quarantined. Writers hold the instance's lock, materialization
+the Feast project's. Re-running a day changes nothing.
 
 Config: `dags/configs/{config.instance}_{config.template}.yaml`.
 """

@@ -38,6 +38,11 @@ class DbtBuildError(RuntimeError):
         ds: the day that was being built, when known.
         failures: one ``"<resource type> <node name>: <dbt's message>"`` per failing node.
         log_path: the folder holding dbt.log for the run, when known.
+        data_fault: True when the day's data caused every failure (a data test failed, a value does not
+            convert, a file is corrupt or missing): the day is bad and a retry cannot help. False for a
+            fault of the infrastructure (a DuckDB file lock, a dropped Postgres connection, a full disk, an
+            I/O error, dbt itself crashing) or anything not recognised as data: the build is retried and
+            nothing is quarantined.
     """
 
     def __init__(
@@ -47,20 +52,51 @@ class DbtBuildError(RuntimeError):
         ds: date | None = None,
         failures: Sequence[str] = (),
         log_path: Path | None = None,
+        data_fault: bool = False,
     ) -> None:
         super().__init__(message)
         self.ds = ds
         self.failures = tuple(failures)
         self.log_path = log_path
+        self.data_fault = data_fault
 
 
-def _build_error(ds: date, failures: list[str], log_path: Path) -> DbtBuildError:
+# What dbt's adapters say when the infrastructure, not the data, failed. Checked first: a lock or a cut
+# connection inside an otherwise "data-looking" message is still a fault to retry.
+INFRASTRUCTURE_MESSAGES = re.compile(
+    r"could not set lock|conflicting lock|lock on file|database is locked|server closed the connection"
+    r"|terminating connection|connection (?:refused|reset|timed out|already closed|is closed|to server)"
+    r"|could not connect|could not translate host|no space left|disk (?:is )?full|input/output error"
+    r"|out of memory|too many open files|permission denied|broken pipe|ssl syscall|admin shutdown"
+    r"|the database system is (?:starting up|shutting down|in recovery)|deadlock detected|canceling statement",
+    re.IGNORECASE,
+)
+# What the day's data causes: casts that fail, corrupt or mis-shaped files, a file not landed (read_landing),
+# values Postgres rejects.
+DATA_MESSAGES = re.compile(
+    r"conversion error|could not convert|invalid input error|binder error|no magic bytes|not a parquet"
+    r"|csv error|landed for ds=|rows staged for ds=|invalid input syntax|out of range|column .* does not exist"
+    r"|referenced column|numeric field overflow|value too long|invalid byte sequence",
+    re.IGNORECASE,
+)
+
+
+def is_data_failure(status: str, message: str) -> bool:
+    """Whether one failing node failed because of the day's data (see :attr:`DbtBuildError.data_fault`)."""
+    if INFRASTRUCTURE_MESSAGES.search(message or ""):
+        return False
+    return status == "fail" or bool(DATA_MESSAGES.search(message or ""))
+
+
+def _build_error(ds: date, failures: list[str], log_path: Path, *, data_fault: bool) -> DbtBuildError:
+    kind = "" if data_fault else " (an infrastructure fault, not the data: retry; nothing was quarantined)"
     return DbtBuildError(
-        f"dbt build for {ds.isoformat()} failed: {'; '.join(failures)} "
+        f"dbt build for {ds.isoformat()} failed{kind}: {'; '.join(failures)} "
         f"(full log: {log_path / 'dbt.log'})",
         ds=ds,
         failures=failures,
         log_path=log_path,
+        data_fault=data_fault,
     )
 
 
@@ -153,6 +189,9 @@ def run_dbt_build(
     mart: str = DEFAULT_MART,
     target_env: Mapping[str, str] | None = None,
     target_vars: Mapping[str, str] | None = None,
+    partition: str = "ds={ds}",
+    table_files: Mapping[str, str] | None = None,
+    ready_marker: str | None = "_SUCCESS",
 ) -> DbtBuildResult:
     """Run ``dbt build`` for one day: staging views over the landing files, the mart, the tests.
 
@@ -169,13 +208,20 @@ def run_dbt_build(
         mart: the mart counted into ``mart_rows``.
         target_env: environment the target's profile reads (``LOOPLINE_DBT_PG_*`` for postgres).
         target_vars: extra dbt vars of the target (``landing_schema`` for postgres).
+        partition: the partition folder name, ``{ds}`` standing for the day (the YAML's ``landing.partition``).
+        table_files: file stem per table the models read (the YAML's ``landing.tables.<t>.file``); a table
+            not named reads ``<table>.<format>``.
+        ready_marker: the file landed last, named in the error for a day that was not landed.
 
     Returns:
         Counts of what ran and the mart's rows for ``ds``.
 
     Raises:
-        DbtBuildError: when dbt could not run or any node errored or failed.
+        DbtBuildError: when dbt could not run or any node errored or failed; its ``data_fault`` says
+            whether the day's data is to blame.
     """
+    if "{ds}" not in partition:
+        raise ValueError(f"partition must contain {{ds}}, got {partition!r}")
     work_dir = Path(work_dir).resolve()
     env = dict(target_env or {})
     if warehouse_path is not None:
@@ -186,6 +232,9 @@ def run_dbt_build(
         "landing_path": str(Path(landing_path).resolve()),
         "file_format": file_format,
         "ds": ds.isoformat(),
+        "partition": partition,
+        "table_files": dict(table_files or {}),
+        "ready_marker": ready_marker or "",
         **(target_vars or {}),
     }
     outcome = _invoke_dbt(_build_args(Path(project_dir).resolve(), work_dir, target, dbt_vars), env)
@@ -201,7 +250,7 @@ def run_dbt_build(
     )
 
 
-def _build_args(project_dir: Path, work_dir: Path, target: str, dbt_vars: Mapping[str, str]) -> list[str]:
+def _build_args(project_dir: Path, work_dir: Path, target: str, dbt_vars: Mapping[str, object]) -> list[str]:
     """dbt's command line for one build; target/ and logs/ go under ``work_dir``."""
     return [
         "build",
@@ -229,18 +278,18 @@ def _invoke_dbt(args: list[str], env: Mapping[str, str]):  # -> dbtRunnerResult
 def _executed_or_raise(outcome, ds: date, log_path: Path) -> list:
     """The node results dbt executed (not skipped), or a :class:`DbtBuildError` naming every failing node."""
     if outcome.exception is not None:
-        raise _build_error(ds, [_one_line(str(outcome.exception))], log_path)
+        # dbt itself could not run (no connection, a locked file, a broken project): never the day's data.
+        raise _build_error(ds, [_one_line(str(outcome.exception))], log_path, data_fault=False)
     results = list(getattr(outcome.result, "results", None) or [])
-    failures = [
-        f"{r.node.resource_type} {r.node.name}: {_one_line(r.message)}"
-        for r in results
-        if str(r.status) in {"error", "fail", "runtime error"}
-    ]
+    failing = [r for r in results if str(r.status) in {"error", "fail", "runtime error"}]
+    failures = [f"{r.node.resource_type} {r.node.name}: {_one_line(r.message)}" for r in failing]
     if failures or not outcome.success:
+        data_fault = bool(failing) and all(is_data_failure(str(r.status), r.message or "") for r in failing)
         skipped = sum(str(r.status) == "skipped" for r in results)
         if skipped:
             failures.append(f"{skipped} downstream node(s) skipped")
-        raise _build_error(ds, failures or ["dbt reported failure without a failing node"], log_path)
+        raise _build_error(ds, failures or ["dbt reported failure without a failing node"], log_path,
+                           data_fault=data_fault)
     return [r for r in results if str(r.status) != "skipped"]
 
 

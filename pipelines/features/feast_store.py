@@ -18,6 +18,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipelines.core.faults import crash_point
 from pipelines.core.files import write_atomic, write_json_atomic
 from pipelines.core.home import DataHome
 from pipelines.core.settings import LooplineSettings, get_settings
@@ -49,7 +50,11 @@ def repo_config(project: str, settings: LooplineSettings | None = None) -> Any:
     else:
         registry = RegistryConfig(registry_type="file", path=str(feast_home / "registry.db"), cache_ttl_seconds=0)
     if settings.feast_online_store == "redis":
-        online: dict[str, Any] = {"type": "redis", "connection_string": settings.feast_redis_connection}
+        # skip_dedup: write every row, as the SQLite store does. Feast's default Redis path skips a row whose
+        # event time is not newer than the stored one, so a corrected, re-landed day would never reach
+        # production while it does on SQLite. With it, both stores hold what the last materialization wrote.
+        online: dict[str, Any] = {"type": "redis", "connection_string": settings.feast_redis_connection,
+                                  "skip_dedup": True}
     else:
         online = {"type": "sqlite", "path": str(feast_home / "online_store.db")}
     return RepoConfig(
@@ -205,9 +210,13 @@ def materialize_interval(
 ) -> MaterializeResult:
     """Load exactly one data interval of features into the online store, idempotently.
 
-    Feast writes the latest row per entity in the window, whatever is already online. Re-running an
-    old interval after later ones would put stale values online, so the window is stretched to the
-    latest end already materialized: the online store ends exactly as it was.
+    Feast writes the latest row per entity in the window, whatever is already online (on both online stores:
+    see :func:`repo_config`). Re-running an old interval after later ones would put stale values online, so
+    the window is stretched to the latest end already materialized: the online store ends exactly as it was.
+
+    The ledger records the interval's end *before* Feast writes (``latest_end``) and the day only after
+    (``days``): a worker killed in between leaves an end that a later re-run of an older day still stretches
+    to, so no crash can let older values overwrite newer ones. The caller holds the project's lock.
     """
     settings = settings or get_settings()
     store = feature_store(project, settings)
@@ -220,13 +229,17 @@ def materialize_interval(
     if latest_done is not None and latest_done > end:
         window_end = replayed_to = latest_done
         log.info("Interval %s–%s is older than what is online (%s): replaying to it", start, end, latest_done)
-    log.info("Materializing %s for %s → %s (%d rows in the interval)", ", ".join(feature_views), start, window_end,
-             rows_in_interval)
-    store.materialize(start_date=start, end_date=window_end, feature_views=feature_views)
     for name in feature_views:
         entry = ledger.setdefault(name, {"latest_end": end.isoformat(), "days": []})
         entry["latest_end"] = max(end, datetime.fromisoformat(entry["latest_end"])).isoformat()
-        entry["days"] = sorted({*entry["days"], start.date().isoformat()})
+    write_json_atomic(ledger_file, ledger)  # the intent: what may be online from now on
+    crash_point("materialize:before-write")
+    log.info("Materializing %s for %s → %s (%d rows in the interval)", ", ".join(feature_views), start, window_end,
+             rows_in_interval)
+    store.materialize(start_date=start, end_date=window_end, feature_views=feature_views)
+    crash_point("materialize:before-ledger")
+    for name in feature_views:
+        ledger[name]["days"] = sorted({*ledger[name]["days"], start.date().isoformat()})
     write_json_atomic(ledger_file, ledger)
     return MaterializeResult(tuple(feature_views), start, end, rows_in_interval, replayed_to)
 

@@ -1,16 +1,21 @@
 """Landing partitions: find a day's raw files, check them against the YAML contract, quarantine them.
 
 A partition that breaks its contract is moved, whole, out of the landing folder into the quarantine
-folder with a ``reason.json`` beside it, so nothing downstream reads it and nothing is lost.
+folder with a ``reason.json`` beside it, so nothing downstream reads it and nothing is lost: a quarantined
+copy is never deleted or overwritten, and at every instant each file is in landing or in quarantine.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+from pipelines.core.faults import crash_point
 from pipelines.core.files import write_json_atomic
 from pipelines.features.config import LandingConfig
 
@@ -63,11 +68,24 @@ def _read_schema(path: Path, file_format: str) -> tuple[dict[str, str], int]:
     return {f.name: str(f.type) for f in table.schema}, table.num_rows
 
 
+_MACHINE_FAULT_WORDS = ("input/output error", "no space left", "permission denied", "stale file handle",
+                        "transport endpoint", "too many open files", "cannot allocate memory")
+
+
+def _is_machine_fault(exc: OSError) -> bool:
+    """An OSError from the machine (errno set, or pyarrow's wording of one) rather than from bad bytes.
+
+    pyarrow reports some corrupt files as OSError without an errno ("Couldn't deserialize thrift"): data.
+    """
+    return exc.errno is not None or any(word in str(exc).lower() for word in _MACHINE_FAULT_WORDS)
+
+
 def check_partition(landing: LandingConfig, landing_root: Path, ds: date) -> LandingCheck:
     """Check every table of a day's partition against the contract in the YAML.
 
     Raises:
         LandingContractError: a file is missing, empty, unreadable, or lacks or mistypes a column.
+        OSError: the machine failed reading a file (I/O error, full disk, permissions): not the data's fault.
     """
     partition = partition_dir(landing, landing_root, ds)
     problems: list[str] = []
@@ -82,6 +100,11 @@ def check_partition(landing: LandingConfig, landing_root: Path, ds: date) -> Lan
             continue
         try:
             columns, rows[table] = _read_schema(path, landing.format)
+        except OSError as exc:
+            if _is_machine_fault(exc):
+                raise  # an I/O error, a full disk, a lost mount: retried, the partition stays in landing
+            problems.append(f"{path.name} cannot be read as {landing.format}: {str(exc).splitlines()[0]}")
+            continue
         except Exception as exc:  # pyarrow raises several types for garbage bytes
             problems.append(f"{path.name} cannot be read as {landing.format}: {str(exc).splitlines()[0]}")
             continue
@@ -97,24 +120,98 @@ def check_partition(landing: LandingConfig, landing_root: Path, ds: date) -> Lan
     return LandingCheck(ds=ds, partition=partition, rows=rows)
 
 
-def quarantine_partition(partition: Path, quarantine_root: Path, reason: str, details: dict | None = None) -> Path:
+def quarantined_copies(quarantine_root: Path, partition_name: str) -> list[Path]:
+    """Every quarantined copy of one partition, oldest first: ``<name>``, then ``<name>.2``, ``<name>.3``…"""
+    found = []
+    for candidate in quarantine_root.glob(f"{partition_name}*") if quarantine_root.exists() else []:
+        suffix = candidate.name[len(partition_name):]
+        if candidate.is_dir() and (suffix == "" or (suffix[:1] == "." and suffix[1:].isdigit())):
+            found.append((int(suffix[1:]) if suffix else 1, candidate))
+    return [path for _, path in sorted(found)]
+
+
+def _next_copy(quarantine_root: Path, partition_name: str) -> Path:
+    copies = quarantined_copies(quarantine_root, partition_name)
+    return quarantine_root / (partition_name if not copies else f"{partition_name}.{len(copies) + 1}")
+
+
+def _move_whole(partition: Path, target: Path) -> None:
+    """Move a folder so that at every instant its files are whole in ``partition`` or in ``target``.
+
+    A rename on one filesystem is atomic. Across filesystems the copy is built under a hidden temporary name,
+    renamed into place, and only then is the landing folder removed: a crash leaves the original in landing.
+    """
+    try:
+        os.rename(partition, target)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+    partial = target.parent / f".{target.name}.{uuid.uuid4().hex}.partial"
+    shutil.copytree(partition, partial)
+    os.rename(partial, target)
+    crash_point("quarantine:after-copy")
+    shutil.rmtree(partition)
+
+
+def quarantine_partition(
+    partition: Path, quarantine_root: Path, reason: str, details: dict | None = None,
+) -> Path | None:
     """Move a partition out of the landing folder, with the reason beside it; return where it went.
 
-    Idempotent: a partition quarantined before is replaced by the newer copy.
+    Nothing is ever deleted: a re-landed partition quarantined again goes to the next free copy
+    (``ds=2026-11-03.2``…), and a partition that already left landing (a retried task whose worker was
+    killed after the move, a cleared ``validate_mart``) is not touched again: its newest quarantined copy
+    is returned, with ``reason.json`` written only if the killed attempt had not written it yet.
+
+    Returns:
+        The quarantined copy, or None when the partition is neither in landing nor in quarantine.
     """
-    target = quarantine_root / partition.name
-    if target.exists():
-        shutil.rmtree(target)
     quarantine_root.mkdir(parents=True, exist_ok=True)
-    if partition.exists():
-        shutil.move(str(partition), str(target))
-    else:
-        target.mkdir(parents=True)
     record = {
         "partition": str(partition),
         "reason": reason,
         "details": details or {},
         "quarantined_at": datetime.now(UTC).isoformat(),
     }
+    if partition.exists():
+        target = _next_copy(quarantine_root, partition.name)
+        _move_whole(partition, target)
+        crash_point("quarantine:after-move")
+    else:
+        copies = quarantined_copies(quarantine_root, partition.name)
+        if not copies:
+            return None
+        target = copies[-1]
+        if (target / "reason.json").exists():
+            return target
     write_json_atomic(target / "reason.json", record, sort_keys=False)
     return target
+
+
+def read_landed_table(landing: LandingConfig, landing_root: Path, ds: date, table: str):  # -> pyarrow.Table | None
+    """One table of a landed day, read only once the day is complete and only if the table keeps its contract.
+
+    The way in for every reader outside the features DAG (training reads its labels through it): a day still
+    being written (no ready marker), a day quarantined (its partition left landing) or a day not landed gives
+    None, exactly as the features DAG would not read it; a file that breaks the table's contract raises.
+
+    Returns:
+        The table as pyarrow reads it (the contract's columns, then any others), or None when the day is not
+        ready.
+
+    Raises:
+        LandingContractError: the file is missing from a ready partition, empty, unreadable, or lacks or
+            mistypes a column of the contract.
+        KeyError: ``table`` is not a table of the contract.
+    """
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    spec = landing.tables[table]
+    if not partition_ready(landing, landing_root, ds):
+        return None
+    single = landing.model_copy(update={"tables": {table: spec}})
+    check = check_partition(single, landing_root, ds)
+    path = table_file(landing, check.partition, table)
+    return pq.read_table(path) if landing.format == "parquet" else pacsv.read_csv(path)

@@ -3,7 +3,10 @@
 Every step is idempotent: re-running a day rebuilds the same mart rows, writes the same offline file
 and leaves the online store as it was. A step that finds bad data quarantines the landing partition,
 removes the day from the mart and raises an error that says what was wrong and where the data went;
-the online store is never touched by a failing day.
+the online store is never touched by a failing day. A fault of the infrastructure (a lock, a dropped
+connection, a full disk, an I/O error) is not bad data: it propagates, the task is retried, and nothing
+is quarantined. Writer steps hold the instance's lock (``features:<instance>``), materialization the Feast
+project's (``feast:<project>``).
 """
 
 from __future__ import annotations
@@ -105,13 +108,46 @@ class FeaturePaths:
         self.offline = home.offline(config.feast.project, config.dbt.mart)
 
 
+def _lock(config: FeaturesConfig):
+    """The instance's writer lock (warehouse, landing, quarantine); a :class:`LockTimeout` is retried."""
+    from pipelines.core.locks import instance_lock
+
+    return instance_lock(f"features:{config.instance}")
+
+
 def _quarantine(config: FeaturesConfig, p: FeaturePaths, ds: date, reason: str, details: dict | None = None) -> Path:
+    """Take the day out of the mart and move its landing partition to quarantine; the caller holds the lock."""
     from pipelines.features.landing import partition_dir, quarantine_partition
 
     p.warehouse.delete_day(ds, config.dbt.mart)
-    where = quarantine_partition(partition_dir(config.landing, p.landing, ds), p.quarantine, reason, details)
+    partition = partition_dir(config.landing, p.landing, ds)
+    where = quarantine_partition(partition, p.quarantine, reason, details)
+    if where is None:  # neither in landing nor in quarantine: nothing to move, nothing to lose
+        log.error("Landing partition %s is not in landing nor in quarantine: nothing to quarantine (%s)", ds, reason)
+        return partition
     log.error("Quarantined landing partition %s to %s: %s", ds, where, reason)
     return where
+
+
+def _already_quarantined(config: FeaturesConfig, p: FeaturePaths, ds: date) -> Path | None:
+    """The newest quarantined copy of the day when its partition is no longer in landing (a retried task)."""
+    from pipelines.features.landing import partition_dir, quarantined_copies
+
+    partition = partition_dir(config.landing, p.landing, ds)
+    if partition.exists():
+        return None
+    copies = quarantined_copies(p.quarantine, partition.name)
+    return copies[-1] if copies else None
+
+
+def _raise_already_quarantined(ds: date, where: Path) -> None:
+    import json
+
+    reason_file = where / "reason.json"
+    reason = json.loads(reason_file.read_text())["reason"] if reason_file.exists() else "see the quarantined copy"
+    raise BatchQuarantined(
+        f"landing partition {ds} was already quarantined to {where} ({reason}); land the day again, then "
+        "clear the run", where)
 
 
 def partition_ready(config: FeaturesConfig, ds: date) -> bool:
@@ -132,10 +168,17 @@ def check_landing(config: FeaturesConfig, ds: date) -> LandingRows:
     from pipelines.features.landing import LandingContractError, check_partition
 
     p = FeaturePaths(config)
+    already = _already_quarantined(config, p, ds)
+    if already is not None:
+        # A retry after the worker was killed past the move: the copy in quarantine is the day, whole.
+        with _lock(config):
+            _quarantine(config, p, ds, "partition left landing before this attempt")  # writes a missing reason
+        _raise_already_quarantined(ds, already)
     try:
         check = check_partition(config.landing, p.landing, ds)
     except LandingContractError as exc:
-        where = _quarantine(config, p, ds, str(exc))
+        with _lock(config):
+            where = _quarantine(config, p, ds, str(exc))
         raise BatchQuarantined(f"{exc}; quarantined to {where}", where) from exc
     log.info("Landing partition %s matches its contract: %s", ds, check.rows)
     return check.rows
@@ -146,21 +189,33 @@ def build_mart(config: FeaturesConfig, ds: date) -> MartBuild:
     from dataclasses import replace
 
     from pipelines.features.dbt import DbtBuildError, run_dbt_build
+    from pipelines.features.landing import LandingContractError
 
     p = FeaturePaths(config)
     warehouse = p.warehouse
+    already = _already_quarantined(config, p, ds)
+    if already is not None:
+        _raise_already_quarantined(ds, already)
     log.info("dbt build of %s for %s into %s", config.dbt.mart, ds, warehouse.describe())
-    warehouse.stage_landing(config.landing, p.landing, ds)
-    try:
-        result = run_dbt_build(
-            p.dbt_project, ds=ds, landing_path=p.landing, file_format=config.landing.format,
-            target=warehouse.dbt_target, work_dir=p.dbt_work, mart=config.dbt.mart,
-            target_env=warehouse.dbt_env(), target_vars=warehouse.dbt_vars(),
-        )
-    except DbtBuildError as exc:
-        where = _quarantine(config, p, ds, str(exc))
-        raise BatchQuarantined(f"{exc}; quarantined to {where}", where) from exc
-    result = replace(result, mart_rows=warehouse.count_day(ds, config.dbt.mart))
+    # Only the day's data is quarantined. A DuckDB lock, a dropped connection, a full disk or an I/O error
+    # (DbtBuildError.data_fault False, OSError, psycopg's OperationalError) propagates and is retried.
+    with _lock(config):
+        try:
+            warehouse.stage_landing(config.landing, p.landing, ds)
+            result = run_dbt_build(
+                p.dbt_project, ds=ds, landing_path=p.landing, file_format=config.landing.format,
+                target=warehouse.dbt_target, work_dir=p.dbt_work, mart=config.dbt.mart,
+                target_env=warehouse.dbt_env(), target_vars=warehouse.dbt_vars(),
+                partition=config.landing.partition, ready_marker=config.landing.ready_marker,
+                table_files={name: table.file for name, table in config.landing.tables.items()},
+            )
+        except (DbtBuildError, LandingContractError) as exc:
+            if isinstance(exc, DbtBuildError) and not exc.data_fault:
+                log.warning("dbt build for %s failed on an infrastructure fault; retrying, nothing quarantined", ds)
+                raise
+            where = _quarantine(config, p, ds, str(exc))
+            raise BatchQuarantined(f"{exc}; quarantined to {where}", where) from exc
+        result = replace(result, mart_rows=warehouse.count_day(ds, config.dbt.mart))
     log.info("dbt build for %s: %s", ds, result)
     return MartBuild(**asdict(result))
 
@@ -174,11 +229,16 @@ def validate_mart(config: FeaturesConfig, ds: date) -> MartValidation:
     from pipelines.core.expectations import DataValidationError, raise_for_failures, validate_dataframe
 
     p = FeaturePaths(config)
+    already = _already_quarantined(config, p, ds)
+    if already is not None:
+        # A cleared validate_mart of a day quarantined before: its copy stays as it is.
+        _raise_already_quarantined(ds, already)
     frame = p.warehouse.read_day(ds, config.dbt.mart)
     report = validate_dataframe(frame, p.suite, batch_name=f"{config.instance} {ds}")
     write_json_atomic(p.reports / f"{ds}.json", report.to_dict(), sort_keys=False)
     if not report.success:
-        where = _quarantine(config, p, ds, report.summary(), report.to_dict())
+        with _lock(config):
+            where = _quarantine(config, p, ds, report.summary(), report.to_dict())
         try:
             raise_for_failures(report, quarantined_to=where)
         except DataValidationError as exc:
@@ -200,9 +260,11 @@ def publish_features(config: FeaturesConfig, ds: date) -> PublishedDay:
 
 def apply_definitions(config: FeaturesConfig) -> DefinitionsApplied:
     """``feast apply``, only when the definitions in the repo changed."""
+    from pipelines.core.locks import instance_lock
     from pipelines.features.feast_store import apply_if_changed
 
-    return DefinitionsApplied(**asdict(apply_if_changed(config.feast.project, FeaturePaths(config).feast_repo)))
+    with instance_lock(f"feast:{config.feast.project}"):  # the registry is the project's, like the online store
+        return DefinitionsApplied(**asdict(apply_if_changed(config.feast.project, FeaturePaths(config).feast_repo)))
 
 
 def materialize_day(config: FeaturesConfig, ds: date, rows: int) -> MaterializedDay:
@@ -211,13 +273,16 @@ def materialize_day(config: FeaturesConfig, ds: date, rows: int) -> Materialized
     Args:
         rows: the day's row count, from :class:`PublishedDay` (logged with the interval).
     """
+    from pipelines.core.locks import instance_lock
     from pipelines.features.feast_store import day_bounds, materialize_interval
 
     start, end = day_bounds(ds)
-    result = materialize_interval(
-        config.feast.project, config.feast.feature_views, start, end,
-        rows_in_interval=rows,
-    )
+    # Two configs may share one Feast project (its online store and ledger): the lock is the project's.
+    with instance_lock(f"feast:{config.feast.project}"):
+        result = materialize_interval(
+            config.feast.project, config.feast.feature_views, start, end,
+            rows_in_interval=rows,
+        )
     return MaterializedDay(
         feature_views=list(result.feature_views), start=start.isoformat(), end=end.isoformat(),
         rows=rows, replayed_to=result.replayed_to.isoformat() if result.replayed_to else None,

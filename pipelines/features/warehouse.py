@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, urlsplit
 
+from pipelines.core.faults import crash_point
 from pipelines.core.home import DataHome
 from pipelines.core.settings import LooplineSettings, get_settings
 from pipelines.features.config import LandingConfig
@@ -125,19 +126,30 @@ class PostgresWarehouse:
     def stage_landing(self, landing: LandingConfig, landing_root: Path, ds: date) -> None:
         """Load the window's landing files into ``<instance>_landing`` tables, each file once per digest.
 
-        Re-running a day reloads nothing unchanged; a re-landed (changed) file replaces its day's rows.
+        Re-running a day reloads nothing unchanged; a re-landed (changed) file replaces its day's rows. The
+        tables are named after the YAML's tables (what ``read_landing('<table>')`` reads), whatever their files
+        are called. One transaction, serialized per landing schema by a transaction-level advisory lock: two
+        overlapping windows never load a file twice, and a connection cut half-way leaves nothing behind.
+
+        Raises:
+            LandingContractError: a file's values do not fit its contract's types (the data's fault).
+            psycopg.OperationalError: the connection failed (a fault: retried, nothing quarantined).
         """
-        from pipelines.features.landing import partition_dir, table_file
+        import psycopg
+
+        from pipelines.core.locks import advisory_key
+        from pipelines.features.landing import LandingContractError, partition_dir, table_file
 
         days = [ds - timedelta(days=offset) for offset in range(LANDING_WINDOW_DAYS)]
         loaded = skipped = 0
         with self._connect() as connection:
+            connection.execute("select pg_advisory_xact_lock(%s)", (advisory_key(f"landing:{self.landing_schema}"),))
             connection.execute(f'create schema if not exists "{self.landing_schema}"')
             connection.execute(
                 f'create table if not exists "{self.landing_schema}"."_loaded" '
                 "(landing_table text, ds date, digest text, primary key (landing_table, ds))")
             for name, table in landing.tables.items():
-                table_name = checked_identifier(table.file, "landing table")
+                table_name = checked_identifier(name, "landing table")
                 columns = ", ".join(f'"{c}" {_POSTGRES_TYPES[t]}' for c, t in table.columns.items())
                 connection.execute(
                     f'create table if not exists "{self.landing_schema}"."{table_name}" ({columns}, ds date not null)')
@@ -155,7 +167,17 @@ class PostgresWarehouse:
                     if seen and seen[0] == digest:
                         skipped += 1
                         continue
-                    self._load_file(connection, landing, table_name, list(table.columns), path, day)
+                    try:
+                        with connection.transaction():  # a savepoint: a bad file does not poison the rest
+                            self._load_file(connection, landing, table_name, list(table.columns), path, day)
+                    except (psycopg.DataError, psycopg.IntegrityError, ValueError, KeyError) as exc:
+                        if day != ds:
+                            log.warning("Landing file %s of an earlier day does not load (%s); left out of the "
+                                        "window", path, str(exc).splitlines()[0])
+                            continue
+                        raise LandingContractError(
+                            f"landing partition {ds} breaks its contract: {path.name} does not load into "
+                            f"{self.landing_schema}.{table_name}: {str(exc).splitlines()[0]}") from exc
                     connection.execute(
                         f'insert into "{self.landing_schema}"."_loaded" values (%s, %s, %s) '
                         "on conflict (landing_table, ds) do update set digest = excluded.digest",
@@ -174,6 +196,7 @@ class PostgresWarehouse:
             frame = pd.read_parquet(path, columns=columns)
         frame = frame[columns].astype(object).where(frame[columns].notna(), None)
         connection.execute(f'delete from "{self.landing_schema}"."{table_name}" where ds = %s', (day,))
+        crash_point("stage:before-copy")
         quoted = ", ".join(f'"{c}"' for c in [*columns, "ds"])
         with connection.cursor().copy(f'copy "{self.landing_schema}"."{table_name}" ({quoted}) from stdin') as copy:
             for row in frame.itertuples(index=False, name=None):

@@ -91,20 +91,26 @@ def load_labels(features: FeaturesConfig, training: TrainingConfig, window: Wind
         Columns ``<entity key>``, ``event_timestamp`` (UTC), ``label`` (int) and ``label_day`` (date).
     """
     import pandas as pd
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
 
-    from pipelines.features.landing import partition_dir, table_file
+    from pipelines.features.landing import LandingContractError, read_landed_table
 
     settings = settings or get_settings()
     landing_root = settings.resolve(features.landing.path)
     key = features.feast.entity_key
+    if training.label.table not in features.landing.tables:
+        raise TrainingSetError(
+            f"label.table {training.label.table!r} of {training.dag_id} is not a table of {features.dag_id}'s landing "
+            f"contract ({', '.join(sorted(features.landing.tables))}): labels land like every other table, so add "
+            "it under landing.tables in the features YAML, or name one of those")
     frames = []
     for day in window.label_days:
-        path = table_file(features.landing, partition_dir(features.landing, landing_root, day), training.label.table)
-        if not path.exists():
-            continue  # a day not landed, or quarantined: it has no labels to give
-        table = pq.read_table(path) if features.landing.format == "parquet" else pacsv.read_csv(path)
+        # Through the landing contract and the ready marker, as the features DAG reads its tables.
+        try:
+            table = read_landed_table(features.landing, landing_root, day, training.label.table)
+        except LandingContractError as exc:
+            raise TrainingSetError(f"labels of {day}: {exc}") from exc
+        if table is None:
+            continue  # not landed, still landing (no ready marker), or quarantined: no labels to give
         frame = table.to_pandas()
         frames.append(pd.DataFrame({
             key: frame[key].astype("int64"),

@@ -120,7 +120,7 @@ def test_corrupt_events_file_fails_with_a_readable_error(tmp_path: Path, file_fo
     assert message.startswith(f"dbt build for {LAST.isoformat()} failed: model stg_events: ")
     assert f"ds={LAST.isoformat()}/events.{file_format}" in message
     assert "downstream node(s) skipped" in message
-    assert raised.value.ds == LAST
+    assert raised.value.ds == LAST and raised.value.data_fault
     assert (raised.value.log_path / "dbt.log").exists()
     # Nothing already built was lost, and the failed day wrote nothing.
     pd.testing.assert_frame_equal(read_mart_day(warehouse(tmp_path), START), built)
@@ -146,13 +146,15 @@ def test_failing_data_test_names_the_test_and_its_count(tmp_path: Path) -> None:
         f"dbt build for {START.isoformat()} failed: test not_null_stg_events_customer_id: "
         "Got 3 results, configured to fail if != 0"
     )
+    assert raised.value.data_fault
 
 
 def test_renamed_column_names_the_missing_column(tmp_path: Path) -> None:
     simulator.land_day(tmp_path / "landing", START, n_customers=N_CUSTOMERS, faults=["renamed_column"])
 
-    with pytest.raises(DbtBuildError, match=r"model stg_customers: .*monthly_charges"):
+    with pytest.raises(DbtBuildError, match=r"model stg_customers: .*monthly_charges") as raised:
         build(tmp_path, START)
+    assert raised.value.data_fault
 
 
 def test_a_bad_file_outside_the_window_does_not_break_later_days(tmp_path: Path) -> None:
@@ -176,6 +178,28 @@ def test_a_day_that_was_not_landed_names_the_missing_file(tmp_path: Path) -> Non
         build(tmp_path, missing)
 
     assert f"no customers.parquet landed for ds={missing.isoformat()}" in str(raised.value)
+    assert raised.value.data_fault
+
+
+def test_partition_layout_and_file_names_come_from_the_config(tmp_path: Path) -> None:
+    """A landing folder laid out as ``day_<ds>/`` with its own file names builds the same mart."""
+    landing = tmp_path / "landing"
+    simulator.land_days(landing, START, 2, n_customers=N_CUSTOMERS)
+    expected = simulator.expected_customer_daily_features(landing, LAST - timedelta(days=1))
+    stems = {"customers": "clients", "events": "activity", "labels": "outcomes"}
+    for partition in sorted(landing.glob("ds=*")):
+        for table, stem in stems.items():
+            (partition / f"{table}.parquet").rename(partition / f"{stem}.parquet")
+        partition.rename(landing / partition.name.replace("ds=", "day_"))
+
+    result = run_dbt_build(
+        PROJECT_DIR, ds=LAST - timedelta(days=1), landing_path=landing, file_format="parquet",
+        warehouse_path=warehouse(tmp_path), work_dir=tmp_path / "dbt", partition="day_{ds}", table_files=stems,
+    )
+
+    assert result.mart_rows == N_CUSTOMERS
+    actual = read_mart_day(warehouse(tmp_path), LAST - timedelta(days=1))
+    pd.testing.assert_frame_equal(actual, expected, check_exact=False, rtol=1e-9)
 
 
 def test_delete_mart_day_removes_only_that_day(tmp_path: Path) -> None:

@@ -77,7 +77,39 @@ def test_quarantine_moves_the_whole_partition_with_its_reason(tmp_path):
     assert sorted(p.name for p in target.iterdir()) == sorted([*files, "reason.json"])
     reason = json.loads((target / "reason.json").read_text())
     assert reason["reason"] == "monthly_charges has 3 nulls" and reason["details"] == {"failed": 1}
-    # Quarantining the same day again (a re-landed, still bad partition) replaces the old copy.
+    # Quarantining the same day again (a re-landed, still bad partition) keeps both copies.
     simulator.land_day(landing, DAY, n_customers=5)
-    assert quarantine_partition(source, quarantine, "again") == target
-    assert json.loads((target / "reason.json").read_text())["reason"] == "again"
+    second = quarantine_partition(source, quarantine, "again")
+    assert second == quarantine / f"{source.name}.2" and not source.exists()
+    assert json.loads((target / "reason.json").read_text())["reason"] == "monthly_charges has 3 nulls"
+    assert json.loads((second / "reason.json").read_text())["reason"] == "again"
+    # A retry after the partition left landing touches nothing and creates no empty folder.
+    assert quarantine_partition(source, quarantine, "retried") == second
+    assert json.loads((second / "reason.json").read_text())["reason"] == "again"
+    assert sorted(p.name for p in quarantine.iterdir()) == [source.name, f"{source.name}.2"]
+
+
+def test_quarantining_a_partition_that_never_landed_creates_nothing(tmp_path):
+    source = partition_dir(CONFIG.landing, tmp_path / "landing", DAY)
+    assert quarantine_partition(source, tmp_path / "quarantine", "missing") is None
+    assert list((tmp_path / "quarantine").iterdir()) == []
+
+
+@pytest.mark.parametrize(("error", "retried"), [
+    (OSError(5, "Input/output error"), True),
+    (OSError(28, "No space left on device"), True),
+    (OSError("Couldn't deserialize thrift: TProtocolException: Invalid data"), False),  # pyarrow: bad bytes
+])
+def test_a_machine_fault_reading_a_file_is_not_a_contract_error(tmp_path, monkeypatch, error, retried):
+    from pipelines.features import landing
+
+    simulator.land_day(tmp_path, DAY, n_customers=5)
+
+    def failing_read(path, file_format):
+        raise error
+
+    monkeypatch.setattr(landing, "_read_schema", failing_read)
+    expected = OSError if retried else LandingContractError
+    with pytest.raises(expected) as raised:
+        check_partition(CONFIG.landing, tmp_path, DAY)
+    assert isinstance(raised.value, LandingContractError) is not retried

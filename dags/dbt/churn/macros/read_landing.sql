@@ -31,7 +31,7 @@
   {%- if execute -%}
     {%- set own_rows = run_query("select count(*) from " ~ relation ~ " where ds = cast(" ~ loopline_literal(ds) ~ " as date)").columns[0].values()[0] -%}
     {%- if own_rows == 0 -%}
-      {{ exceptions.raise_compiler_error("no " ~ table ~ " rows staged for ds=" ~ ds ~ " in " ~ relation ~ "; land the day (files, then _SUCCESS) before building it") }}
+      {{ exceptions.raise_compiler_error("no " ~ table ~ " rows staged for ds=" ~ ds ~ " in " ~ relation ~ "; land the day (files, then " ~ (var('ready_marker', '_SUCCESS') or 'the ready marker') ~ ") before building it") }}
     {%- endif -%}
   {%- endif -%}
   (select * from {{ relation }}
@@ -40,15 +40,38 @@
 {%- endmacro %}
 
 
+{#-
+  The partition folder and the file names come from the features YAML (vars `partition`, e.g. 'ds={ds}',
+  and `table_files`, table -> file stem), never from this macro. The day is taken from the partition folder's
+  name, so a layout that is not hive-style ('{ds}', 'day_{ds}') works as well as 'ds={ds}'.
+-#}
+{% macro landing_file_name(table) -%}
+  {{- (var('table_files', {}) or {}).get(table, table) ~ '.' ~ var('file_format') -}}
+{%- endmacro %}
+
+
+{% macro landing_partition(ds) -%}
+  {{- (var('partition', 'ds={ds}') | string).replace('{ds}', ds) -}}
+{%- endmacro %}
+
+
 {% macro read_landing_files(table, window_days=1) -%}
   {#- No trailing slash, so the listed paths compare equal to own_file below. -#}
   {%- set landing_path = (var('landing_path') | string).rstrip('/') -%}
   {%- set file_format = var('file_format') -%}
   {%- set ds = var('ds') -%}
+  {%- set partition = var('partition', 'ds={ds}') | string -%}
+  {%- set marker = var('ready_marker', '_SUCCESS') or 'the ready marker' -%}
   {%- if file_format not in ['parquet', 'csv'] -%}
     {{ exceptions.raise_compiler_error("var file_format must be 'parquet' or 'csv', got '" ~ file_format ~ "'") }}
   {%- endif -%}
-  {%- set pattern = landing_path ~ '/ds=*/' ~ table ~ '.' ~ file_format -%}
+  {%- if '{ds}' not in partition -%}
+    {{ exceptions.raise_compiler_error("var partition must contain {ds}, got '" ~ partition ~ "'") }}
+  {%- endif -%}
+  {%- set file_name = landing_file_name(table) -%}
+  {%- set pattern = landing_path ~ '/' ~ partition.replace('{ds}', '*') ~ '/' ~ file_name -%}
+  {#- The day inside the partition folder's name: '/<partition with {ds} as a capture group>/<file>' at the end. -#}
+  {%- set day_regex = '/' ~ modules.re.escape(partition).replace(modules.re.escape('{ds}'), '(\\d{4}-\\d{2}-\\d{2})') ~ '/[^/]*$' -%}
   {%- if execute -%}
     {%- if not landing_path or not ds -%}
       {{ exceptions.raise_compiler_error("read_landing needs vars landing_path and ds (YYYY-MM-DD); got landing_path='" ~ landing_path ~ "', ds='" ~ ds ~ "'") }}
@@ -57,7 +80,7 @@
       with landed as (
           select
               file,
-              try_cast(regexp_extract(file, 'ds=(\d{4}-\d{2}-\d{2})', 1) as date) as file_ds
+              try_cast(regexp_extract(file, {{ loopline_literal(day_regex) }}, 1) as date) as file_ds
           from glob({{ loopline_literal(pattern) }})
       )
       select file
@@ -67,9 +90,9 @@
       order by file_ds = cast({{ loopline_literal(ds) }} as date) desc, file_ds
     {%- endset -%}
     {%- set files = run_query(listing).columns[0].values() | list -%}
-    {%- set own_file = landing_path ~ '/ds=' ~ ds ~ '/' ~ table ~ '.' ~ file_format -%}
+    {%- set own_file = landing_path ~ '/' ~ landing_partition(ds) ~ '/' ~ file_name -%}
     {%- if files | length == 0 or files[0] != own_file -%}
-      {{ exceptions.raise_compiler_error("no " ~ table ~ "." ~ file_format ~ " landed for ds=" ~ ds ~ ": expected " ~ own_file ~ "; land the day (files, then _SUCCESS) before building it") }}
+      {{ exceptions.raise_compiler_error("no " ~ file_name ~ " landed for ds=" ~ ds ~ ": expected " ~ own_file ~ "; land the day (files, then " ~ marker ~ ") before building it") }}
     {%- endif -%}
   {%- else -%}
     {#- Parsing only: the SQL is never run, and run_query is not available. -#}
@@ -79,10 +102,13 @@
     [{% for f in files %}{{ loopline_literal(f) }}{{ ", " if not loop.last }}{% endfor %}]
   {%- endset -%}
   {%- if file_format == 'parquet' -%}
-    read_parquet({{ file_list }}, hive_partitioning = true, hive_types = {'ds': 'DATE'})
+    {%- set reader = "read_parquet(" ~ file_list ~ ", filename = true, hive_partitioning = false)" -%}
   {%- else -%}
-    read_csv({{ file_list }}, header = true, all_varchar = true, hive_partitioning = true, hive_types = {'ds': 'DATE'})
+    {%- set reader = "read_csv(" ~ file_list ~ ", header = true, all_varchar = true, filename = true, hive_partitioning = false)" -%}
   {%- endif -%}
+  (select * exclude (filename),
+          cast(regexp_extract(filename, {{ loopline_literal(day_regex) }}, 1) as date) as ds
+   from {{ reader }}) as landed
 {%- endmacro %}
 
 
