@@ -79,7 +79,7 @@ def _doc(config: DriftCheckConfig, target: TargetAsset) -> str:
 
 | rail | setting | effect |
 |---|---|---|
-| dedupe | always | a DAG run emits at most once: a retry or a clear of the same run does not emit again |
+| dedupe | always | a DAG run emits exactly once: a retry or a clear of the same run does not emit again, and a retry of a try that died after claiming the emission completes it |
 | cap | `max_triggers_per_day: {g.max_triggers_per_day}` | at most {g.max_triggers_per_day} drift-triggered run(s) of `{target.dag_id}` per UTC day (0: report only) |
 | cooldown | `cooldown_hours: {g.cooldown_hours:g}` | no second trigger within {g.cooldown_hours:g} h of the last one |
 
@@ -127,13 +127,21 @@ def build_dag(config: DriftCheckConfig) -> DAG:
             from pipelines.drift import steps
             return steps.judge_drift(steps.resolve_run(config, params), evidence)
 
-        @task(task_id=f"emit_{target.action}", outlets=[trigger])
-        def emit(evidence: dict, verdict: dict, params=None, dag_run=None, ti=None, outlet_events=None) -> dict:
+        # The target is an inlet too, only so that a retry can read its events: did Airflow record this run's?
+        @task(task_id=f"emit_{target.action}", outlets=[trigger], inlets=[trigger])
+        def emit(evidence: dict, verdict: dict, params=None, dag_run=None, ti=None, outlet_events=None,
+                 inlet_events=None) -> dict:
             """Emit the target's Asset with the evidence, unless the policy or a guard rail says no."""
             from pipelines.drift import steps
+
+            def already_emitted() -> bool:
+                return any(e.source_dag_id == dag_run.dag_id and e.source_run_id == dag_run.run_id
+                           for e in inlet_events[trigger])
+
             with skipped_on(steps.NotEmitted):
                 extra = steps.emit_trigger(steps.resolve_run(config, params), target, evidence, verdict,
-                                           dag_run.run_id, dag_run.run_after, ti.try_number)
+                                           dag_run.run_id, dag_run.run_after, ti.try_number,
+                                           already_emitted=already_emitted)
             outlet_events[trigger].extra = extra
             return extra
 

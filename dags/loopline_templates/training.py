@@ -45,8 +45,10 @@ window, force promote).
 5. **evaluate_and_promote**: the challenger and the `champion` on the same holdout. Promotion needs ROC AUC
    ≥ {p.floor}, a gain of at least {p.min_improvement} over the champion, and no slice of `{p.slices.column}`
    losing more than {p.max_slice_regression}. Otherwise the version is tagged with the reason.
-6. **score_batch**: the newest day of features scored with `models:/{config.model_name}@champion`;
-   predictions, stamped with the model version, go under the data home.
+   The alias moves last, after the version's tags, and only if it still points at the champion judged
+   against; a champion that cannot be scored blocks the promotion (the task fails and retries).
+6. **score_batch**: the newest day of features scored with the version `@champion` names (loaded by number);
+   predictions, stamped with that version, go under the data home.
 
 A training set that fails its checks fails the run without retry: nothing is registered, the champion stays.
 Config: `dags/configs/{config.dag_id}.yaml`. Policy: docs/training.md.

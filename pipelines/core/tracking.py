@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipelines.core.faults import crash_point
 from pipelines.core.settings import LooplineSettings, get_settings
 
 if TYPE_CHECKING:
@@ -23,6 +24,22 @@ log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 RUN_KEY_TAG = "loopline.run_key"
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()
+
+
+class ChampionMoved(RuntimeError):
+    """The ``champion`` alias moved while a gate was judging against it (a person or another run moved it).
+
+    Retryable: nothing was recorded on the challenger, the alias stays where it was moved to, and the retry
+    judges the challenger against the champion that holds the alias then.
+    """
 
 
 def configure_mlflow(settings: LooplineSettings | None = None) -> str:
@@ -117,8 +134,27 @@ def log_to_run_by_key(experiment: str, run_key: str, run_name: str, *, params: d
 
 
 def apply_decision(model_name: str, version: str | int, decision: Decision,
-                   settings: LooplineSettings | None = None) -> ModelVersion | None:
-    """Promote ``version`` or keep the champion, as ``decision`` says; return the champion afterwards."""
+                   settings: LooplineSettings | None = None, *, expected_champion: str | None = UNSET,
+                   ) -> ModelVersion | None:
+    """Promote ``version`` or keep the champion, as ``decision`` says; return the champion afterwards.
+
+    Args:
+        expected_champion: the champion version the decision was judged against (None: there was none).
+            When given, the alias is compared with it first, and a changed alias (moved by hand, or by another
+            run) raises :class:`ChampionMoved` with nothing recorded: a verdict against one champion is never
+            applied over another. Callers that change the registry hold their instance lock, so this
+            check-then-set is atomic among Loopline writers; MLflow has no compare-and-set of its own, so a
+            person moving the alias in the very same instant is not covered.
+    """
+    if expected_champion is not UNSET:
+        now = champion(model_name, settings)
+        holder = str(now.version) if now is not None else None
+        expected = str(expected_champion) if expected_champion is not None else None
+        if holder != expected:
+            raise ChampionMoved(
+                f"the {CHAMPION} alias of {model_name} moved from {_describe(expected)} to {_describe(holder)} while "
+                f"version {version} was being judged: nothing was recorded and the alias stays on "
+                f"{_describe(holder)}; the retry judges version {version} against it")
     if decision.promote:
         promote(model_name, version, decision.reason, settings)
     else:
@@ -126,12 +162,22 @@ def apply_decision(model_name: str, version: str | int, decision: Decision,
     return champion(model_name, settings)
 
 
+def _describe(version: str | None) -> str:
+    return f"v{version}" if version is not None else "no version"
+
+
 def promote(model_name: str, version: str | int, reason: str, settings: LooplineSettings | None = None) -> None:
-    """Move the ``champion`` alias to ``version`` and record why on the version."""
+    """Record why on ``version``, then move the ``champion`` alias to it.
+
+    Tags first, alias last: the alias is the commit point. A crash in between leaves the alias where it was
+    (on a version whose tags say ``promoted``) and the challenger tagged with a verdict its retry carries
+    out; the alias never points at a version whose tags do not say why it is there.
+    """
     mlflow_client = client(settings)
-    mlflow_client.set_registered_model_alias(model_name, CHAMPION, str(version))
     mlflow_client.set_model_version_tag(model_name, str(version), "loopline.promotion", "promoted")
     mlflow_client.set_model_version_tag(model_name, str(version), "loopline.promotion_reason", reason)
+    crash_point("promotion:after_tags")
+    mlflow_client.set_registered_model_alias(model_name, CHAMPION, str(version))
     log.info("%s version %s is the champion now: %s", model_name, version, reason)
 
 

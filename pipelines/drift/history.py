@@ -6,9 +6,11 @@
   status (``drift``, ``no_drift``, ``skipped``, ``failed``), drift share and drifted columns, prediction
   drift, ROC AUC, hit rate, the report's URI, the MLflow run, the verdict and what was done about it.
 - ``emissions``: one row per Asset event (asset, DAG run, logical time, the event's extra). The guard
-  rails are computed from it, and its primary key (asset, DAG run) makes a second emission by the same
-  run impossible: :meth:`DriftHistory.claim_emission` checks the guard rails and records the emission in
-  one write transaction, so two runs cannot both pass the cap.
+  rails are computed from it, and its primary key (asset, DAG run) makes a second claim by the same run
+  impossible: :meth:`DriftHistory.claim_emission` checks the guard rails and records the emission in one
+  write transaction, so two runs cannot both pass the cap. A row is a *claim*: the run is entitled to emit.
+  Airflow records the event itself when the emit task succeeds, so a claim whose task died before that is
+  completed by the retry (``pipelines.drift.steps.emit_trigger``), never taken again by another run.
 
 Read it with ``sqlite3 .loopline/drift/history.db 'select * from checks'`` or :meth:`DriftHistory.checks`.
 """
@@ -154,6 +156,17 @@ class DriftHistory:
         for row in rows:
             row["extra"] = json.loads(row["extra"])
         return rows
+
+    def emission(self, asset: str, dag_run_id: str) -> dict[str, Any] | None:
+        """The emission claimed by one DAG run for ``asset`` (its extra decoded), or None."""
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM emissions WHERE asset = ? AND dag_run_id = ?",
+                             (asset, dag_run_id)).fetchone()
+        if row is None:
+            return None
+        found = dict(row)
+        found["extra"] = json.loads(found["extra"])
+        return found
 
     def claim_emission(self, asset: str, instance: str, dag_run_id: str, run_after: datetime, try_number: int | None,
                        extra: Mapping[str, Any], guard: Callable[[list[Emission]], GuardDecision]) -> GuardDecision:

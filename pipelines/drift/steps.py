@@ -9,8 +9,9 @@
    :class:`~pipelines.drift.tabular.SchemaMismatch`, the run fails and triggers nothing.
 2. :func:`judge_drift` applies the thresholds (:mod:`pipelines.drift.policy`).
 3. :func:`emit_trigger` applies the guard rails (dedupe by DAG run, daily cap, cooldown) on the drift
-   history and, when they allow, records the emission and returns the Asset event's extra; otherwise
-   :class:`NotEmitted` says why.
+   history and, when they allow, claims the emission and returns the Asset event's extra; otherwise
+   :class:`NotEmitted` says why. A claim whose task died before Airflow recorded the event is completed by
+   the retry: exactly one event per DAG run.
 
 Each step returns a plain dict (its XCom): :class:`~pipelines.drift.checks.TabularEvidence` or
 :class:`~pipelines.drift.checks.RagEvidence`, :class:`DriftVerdict`, :class:`EventExtra`. Every step is keyed
@@ -21,7 +22,7 @@ emission by the same run is impossible.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypedDict, cast
 
@@ -144,14 +145,26 @@ def event_extra(evidence: DriftEvidence, verdict: DriftVerdict, target: TargetAs
 
 def emit_trigger(config: DriftCheckConfig, target: TargetAsset, evidence: DriftEvidence, verdict: DriftVerdict,
                  run_id: str, run_after: datetime, try_number: int | None = None,
-                 settings: LooplineSettings | None = None) -> EventExtra:
-    """The extra of the Asset event to emit, after the guard rails; the emission is recorded.
+                 settings: LooplineSettings | None = None,
+                 already_emitted: Callable[[], bool] | None = None) -> EventExtra:
+    """The extra of the Asset event to emit, after the guard rails; the emission is claimed in the drift history.
+
+    Exactly once per DAG run, across a killed worker and its retry: the claim (a row keyed by Asset and DAG
+    run) is committed before Airflow records the event, which it does only when the task succeeds. So when a
+    retry finds this run's claim, it asks ``already_emitted`` whether Airflow holds an event of this run:
+    yes, the emission is done (dedupe, skipped); no, the earlier try died between the claim and the event,
+    and this one emits the claimed extra again, without judging the guard rails a second time (the claim
+    already counts in them). ``already_emitted=None`` (a caller that cannot ask Airflow) takes a claim as
+    emitted: at most once. The ``drift:<instance>`` instance lock is held from reading the claims to the
+    return.
 
     Raises:
         NotEmitted: no drift past the policy, or a guard rail (dedupe, cap, cooldown) says no.
     """
     from functools import partial
 
+    from pipelines.core.faults import crash_point
+    from pipelines.core.locks import instance_lock
     from pipelines.drift import policy
     from pipelines.drift.history import open_history
 
@@ -160,16 +173,27 @@ def emit_trigger(config: DriftCheckConfig, target: TargetAsset, evidence: DriftE
     if not verdict["drifted"]:
         history.set_action(config.instance, run_id, "none: no drift past the policy")
         raise NotEmitted(f"no drift past the policy, {target.name} not emitted: " + "; ".join(verdict["reasons"]))
-    extra = event_extra(evidence, verdict, target)
-    rails = config.guard_rails
-    decision = history.claim_emission(
-        target.name, config.instance, run_id, run_after, try_number, extra,
-        partial(policy.guard, target.name, run_id, run_after, cooldown_hours=rails.cooldown_hours,
-                max_triggers_per_day=rails.max_triggers_per_day))
-    if not decision.emit:
-        if not decision.reason.startswith("dedupe"):
-            history.set_action(config.instance, run_id, f"not emitted: {decision.reason}")
-        raise NotEmitted(f"drift found, but {target.name} is not emitted: {decision.reason}")
-    history.set_action(config.instance, run_id, f"emitted {target.name} → {target.dag_id}")
+    with instance_lock(f"drift:{config.instance}", settings=settings):
+        claimed = history.emission(target.name, run_id)
+        if claimed is not None:
+            if already_emitted is None or already_emitted():
+                raise NotEmitted(f"drift found, but {target.name} is not emitted: dedupe: this run ({run_id}) already "
+                                 f"emitted {target.name}; a retry or a clear does not emit twice")
+            log.warning("This run claimed %s in try %s, but Airflow holds no event of it (that try died before "
+                        "it finished): emitting the claimed event now", target.name, claimed["try_number"])
+            history.set_action(config.instance, run_id, f"emitted {target.name} → {target.dag_id}")
+            return cast(EventExtra, claimed["extra"])
+        extra = event_extra(evidence, verdict, target)
+        rails = config.guard_rails
+        decision = history.claim_emission(
+            target.name, config.instance, run_id, run_after, try_number, extra,
+            partial(policy.guard, target.name, run_id, run_after, cooldown_hours=rails.cooldown_hours,
+                    max_triggers_per_day=rails.max_triggers_per_day))
+        if not decision.emit:
+            if not decision.reason.startswith("dedupe"):
+                history.set_action(config.instance, run_id, f"not emitted: {decision.reason}")
+            raise NotEmitted(f"drift found, but {target.name} is not emitted: {decision.reason}")
+        crash_point("drift:after_claim")
+        history.set_action(config.instance, run_id, f"emitted {target.name} → {target.dag_id}")
     log.info("Emitting %s (starts %s): %s", target.name, target.dag_id, decision.reason)
     return extra

@@ -20,6 +20,7 @@ from typing import Any, NotRequired, TypedDict
 from pipelines.core.errors import NotRetryable
 from pipelines.core.files import write_atomic
 from pipelines.core.home import DataHome
+from pipelines.core.locks import instance_lock
 from pipelines.core.params import apply_form
 from pipelines.core.settings import REPO_ROOT, LooplineSettings, get_settings
 from pipelines.features.config import FeaturesConfig
@@ -152,13 +153,16 @@ def build_training_set(training: TrainingConfig, window: Window) -> TrainingSetI
     frame = dataset.split_by_time(joined, training.holdout_fraction)
     ordered = [features.feast.entity_key, dataset.ENTITY_TIMESTAMP, "label", "label_day", SPLIT, *columns.all]
     frame = frame[ordered].sort_values([dataset.ENTITY_TIMESTAMP, features.feast.entity_key]).reset_index(drop=True)
-    path = write_atomic(dataset.training_set_path(training, window, settings),
+    digest = dataset.dataset_digest(frame)
+    # Content-addressed: a second run of the window with other data (late labels, a new holdout share) writes a
+    # file of its own, and the file a champion's lineage names is never overwritten under it.
+    path = write_atomic(training_set_file(training, window, digest, settings),
                         lambda partial: frame.to_parquet(partial, index=False))
     info = TrainingSetInfo(
         path=str(path), window_start=str(window.start), window_end=str(window.end),
         rows=len(frame), train_rows=int((frame[SPLIT] == "train").sum()),
         holdout_rows=int((frame[SPLIT] == "holdout").sum()), label_rate=round(float(frame["label"].mean()), 4),
-        labels_without_features=len(labels) - len(joined), digest=dataset.dataset_digest(frame),
+        labels_without_features=len(labels) - len(joined), digest=digest,
         feature_service=service, feast_project=project,
         numeric=list(columns.numeric), categorical=list(columns.categorical),
         entity_key=features.feast.entity_key,
@@ -166,6 +170,19 @@ def build_training_set(training: TrainingConfig, window: Window) -> TrainingSetI
     log.info("Training set for %s: %d rows (%d train, %d holdout), label rate %.3f, digest %s…",
              window, info["rows"], info["train_rows"], info["holdout_rows"], info["label_rate"], info["digest"][:12])
     return info
+
+
+def training_set_file(training: TrainingConfig, window: Window, digest: str,
+                      settings: LooplineSettings | None = None) -> Path:
+    """The training set of a window with this content: ``window=<start>_<end>/training_set-<digest[:16]>.parquet``.
+
+    Keyed by the window and the dataset digest, so the same data lands on the same file (a re-run rewrites it
+    identically) and other data on another file.
+    """
+    from pipelines.training import dataset
+
+    path = dataset.training_set_path(training, window, settings)
+    return path.with_name(f"{path.stem}-{digest[:16]}{path.suffix}")
 
 
 def validate_training_set(training: TrainingConfig, info: TrainingSetInfo) -> TrainingSetChecked:
@@ -243,14 +260,22 @@ def train_and_evaluate(training: TrainingConfig, frame, numeric: list[str], cate
 
 def train_and_register(training: TrainingConfig, info: TrainingSetInfo, *,
                        settings: LooplineSettings | None = None) -> TrainedVersion:
-    """Train, log everything to MLflow and register a version, unless these inputs already have one."""
+    """Train, log everything to MLflow and register a version, unless these inputs already have one.
+
+    Holds the instance's lock (``training:<instance>``): two runs of the same inputs cannot both register.
+    """
+    settings = settings or get_settings()
+    with instance_lock(f"training:{training.instance}", settings=settings):
+        return _train_and_register(training, info, settings)
+
+
+def _train_and_register(training: TrainingConfig, info: TrainingSetInfo, settings: LooplineSettings) -> TrainedVersion:
     import mlflow
     import pandas as pd
 
     from pipelines.core import tracking
     from pipelines.training.families import family_params
 
-    settings = settings or get_settings()
     key = training_key(training, info)
     existing = tracking.find_version_by_tag(training.model_name, TRAINING_KEY_TAG, key, settings)
     if existing is not None:
@@ -339,43 +364,81 @@ def _pip_requirements(family: str) -> list[str]:
     return [f"{name}=={version(name)}" for name in packages]
 
 
+class ChampionUnscorable(RuntimeError):
+    """The champion could not be scored on the challenger's holdout, so the gate cannot compare: no promotion.
+
+    Retryable (an artifact store that was down comes back); the challenger is tagged ``rejected`` with the
+    reason meanwhile, and ``force_promote`` overrules it when the champion can never score this holdout
+    (a model trained on other features).
+    """
+
+
 def evaluate_and_promote(training: TrainingConfig, info: TrainingSetInfo, trained: TrainedVersion, *,
                          force: bool = False, settings: LooplineSettings | None = None) -> PromotionResult:
-    """Challenger against the current champion on the same holdout and slices; move the alias or say why not."""
+    """Challenger against the current champion on the same holdout and slices; move the alias or say why not.
+
+    Holds the instance's lock (``training:<instance>``) from reading the champion to moving the alias, and
+    moves it only if it still points at the version judged against (:class:`~pipelines.core.tracking.ChampionMoved`
+    otherwise, retryable). Both models are loaded by version number, never through the alias, so the scores
+    belong to the versions named in the verdict.
+
+    Raises:
+        ChampionUnscorable: the champion's model cannot be loaded or cannot score this holdout; nothing was
+            promoted (unless ``force``).
+        ChampionMoved: the alias moved during the evaluation; nothing was recorded.
+    """
+    settings = settings or get_settings()
+    with instance_lock(f"training:{training.instance}", settings=settings):
+        return _evaluate_and_promote(training, info, trained, force, settings)
+
+
+def _evaluate_and_promote(training: TrainingConfig, info: TrainingSetInfo, trained: TrainedVersion, force: bool,
+                          settings: LooplineSettings) -> PromotionResult:
     import mlflow
     import pandas as pd
 
     from pipelines.core import tracking
+    from pipelines.training import promotion
     from pipelines.training.evaluation import evaluation
-    from pipelines.training.promotion import decide
 
-    settings = settings or get_settings()
     tracking.configure_mlflow(settings)
     name, version = training.model_name, str(trained["version"])
     frame = pd.read_parquet(info["path"])
     holdout = frame[frame[SPLIT] == "holdout"]
     features = info["numeric"] + info["categorical"]
 
-    def score(model_uri: str):
-        model = mlflow.pyfunc.load_model(model_uri)
+    def score(model_version: str):
+        model = mlflow.pyfunc.load_model(f"models:/{name}/{model_version}")
         return evaluation(holdout, positive_scores(model.predict(holdout[features])), training.promotion.slices)
 
-    challenger = score(f"models:/{name}/{version}")
+    challenger = score(version)
     current = tracking.champion(name, settings)
-    champion_eval = None
-    if current is not None and str(current.version) == version:
+    champion_version = str(current.version) if current is not None else None
+    if champion_version == version:
         reason = f"version {version} is already the champion (same inputs as before)"
         return PromotionResult(version=version, promoted=False, champion=version, reason=reason,
                                challenger_roc_auc=challenger.metric)
-    if current is not None:
+    champion_eval = None
+    unscorable = None
+    if champion_version is not None:
         try:
-            champion_eval = score(f"models:/{name}@{tracking.CHAMPION}")
-        except Exception as exc:  # a champion trained on other features cannot score this holdout
-            log.warning("Champion v%s cannot score this holdout (%s): judging the challenger on the floor alone",
-                        current.version, str(exc).splitlines()[0])
-    decision = decide(challenger, champion_eval, training.promotion,
-                      champion_version=current.version if current else None, force=force)
-    champion_now = tracking.apply_decision(name, version, decision, settings)
+            champion_eval = score(champion_version)
+        except Exception as exc:  # the artifact is unavailable, or it was trained on other features
+            unscorable = (f"champion v{champion_version} could not be scored on this holdout "
+                          f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}), so version "
+                          f"{version} was not compared and is not promoted: restore the champion's model artifact "
+                          "and retry, or use force_promote")
+            log.warning("%s", unscorable)
+    if unscorable is not None:
+        decision = tracking.Decision(False, unscorable)
+        if force:
+            decision = tracking.Decision(True, f"forced by the force_promote param; the gate said: {unscorable}")
+    else:
+        decision = promotion.decide(challenger, champion_eval, training.promotion,
+                                    champion_version=champion_version, force=force)
+    champion_now = tracking.apply_decision(name, version, decision, settings, expected_champion=champion_version)
+    if unscorable is not None and not decision.promote:
+        raise ChampionUnscorable(unscorable)
     return PromotionResult(
         version=version, promoted=decision.promote, reason=decision.reason,
         champion=str(champion_now.version) if champion_now else None,
@@ -397,7 +460,8 @@ def positive_scores(predictions) -> Any:
 
 
 def score_latest(training: TrainingConfig, *, settings: LooplineSettings | None = None) -> ScoredBatch:
-    """Score the newest published day of features with ``models:/<name>@champion``; write predictions.
+    """Score the newest published day of features with the champion (the version ``@champion`` names); write
+    predictions.
 
     Predictions land in ``predictions/<instance>/ds=<day>/predictions.parquet`` (``DataHome.predictions``)
     with the model version, for the drift checks to read: columns ``<entity key>``, ``ds``,
@@ -426,7 +490,9 @@ def score_latest(training: TrainingConfig, *, settings: LooplineSettings | None 
     store = feature_store(features.feast.project, settings)
     service = store.get_feature_service(features.feast.feature_service)
     frame = store.get_historical_features(entity_df=entities, features=service).to_df()
-    model = mlflow.pyfunc.load_model(f"models:/{training.model_name}@{tracking.CHAMPION}")
+    # By number, not through the alias: the predictions are stamped with this version, which the alias may
+    # have left since it was read.
+    model = mlflow.pyfunc.load_model(f"models:/{training.model_name}/{champion.version}")
     columns = list(model.metadata.get_input_schema().input_names())
     scored = frame.dropna(subset=columns)
     out = pd.DataFrame({

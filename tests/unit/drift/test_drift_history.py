@@ -42,3 +42,43 @@ def test_an_emission_is_recorded_once_per_run_and_the_guard_sees_it(tmp_path):
     cooled = history.claim_emission("churn_retrain", "churn", "r2", later, 1, {}, rails("r2", later))
     assert not cooled.emit
     assert [(e["dag_run_id"], e["extra"]) for e in history.emissions("churn_retrain")] == [("r1", {"drift_share": 0.4})]
+
+
+def test_the_claim_of_one_run_is_found(tmp_path):
+    history = DriftHistory(tmp_path / "history.db")
+    assert history.emission("churn_retrain", "r1") is None
+    history.claim_emission("churn_retrain", "churn", "r1", T, 3, {"drift_share": 0.4}, rails("r1", T))
+    claim = history.emission("churn_retrain", "r1")
+    assert claim["try_number"] == 3 and claim["extra"] == {"drift_share": 0.4}
+    assert history.emission("docs_reindex", "r1") is None
+
+
+def test_a_retry_completes_a_claim_airflow_never_recorded_and_skips_one_it_did(tmp_path):
+    """emit_trigger after a claim: Airflow has no event of the run → the claimed extra again; has one → dedupe."""
+    import yaml
+
+    from pipelines.core.settings import LooplineSettings
+    from pipelines.drift import steps
+    from pipelines.drift.config import DriftCheckConfig
+    from pipelines.drift.targets import target_asset
+    from support.airflow_helpers import REPO
+
+    config = DriftCheckConfig.model_validate(
+        yaml.safe_load((REPO / "dags" / "configs" / "churn_drift_check.yaml").read_text()))
+    target, settings = target_asset(config), LooplineSettings(home=tmp_path)
+    evidence = {"kind": "tabular", "instance": "churn", "run_id": "r1", "drift_share": 0.4}
+    verdict = {"drifted": True, "signals": ["data_drift"], "reasons": ["data drift: 4 of 10"]}
+
+    def emit(try_number, already_emitted):
+        return steps.emit_trigger(config, target, evidence, verdict, "r1", T, try_number, settings=settings,
+                                  already_emitted=already_emitted)
+
+    first = emit(1, lambda: False)
+    assert first["drift_share"] == 0.4 and first["action"] == "retrain"
+    # Try 1 died before Airflow recorded its event; try 2 completes it with the claimed extra, without the guard
+    # rails counting the claim against itself.
+    assert emit(2, lambda: False) == first
+    for already_emitted in (lambda: True, None):  # Airflow holds the event, or the caller cannot tell
+        with pytest.raises(steps.NotEmitted, match=r"dedupe: this run \(r1\) already emitted churn_retrain"):
+            emit(3, already_emitted)
+    assert len(DriftHistory(tmp_path / "drift" / "history.db").emissions("churn_retrain")) == 1
