@@ -33,12 +33,13 @@ the drift checks emit it when retrieval drifts, so re-indexing happens on time o
 2. **embed_chunks**: sentence-transformers `{model}`, batches of {config.embedding.batch_size}; a full build
    writes into the new version, an incremental one into a staging folder. Readers never see a
    half-built index, and a retry resumes after the last committed batch.
-3. **evaluate_index**: a full build is scored on the frozen question set `{ev.questions}`: hit@{ev.k} and
+3. **evaluate_index**: the new version (full build), or a preview of the live version with the staged
+   changes applied (incremental), is scored on the frozen question set `{ev.questions}`: hit@{ev.k} and
    MRR@{ev.k} ({", ".join(ev.modes)} search). Neither may drop more than
-   {ev.max_hit_rate_drop} / {ev.max_mrr_drop} against the live version, or the run fails here and the alias
-   does not move.
+   {ev.max_hit_rate_drop} / {ev.max_mrr_drop} against the live version, or the run fails here and readers
+   keep what they have.
 4. **publish_index**: switches the alias to the new version in one atomic step, or applies the staged
-   changes to the live version (additions first); keeps {config.index.previous_versions_kept} previous
+   changes to the live version in one commit; keeps {config.index.previous_versions_kept} previous
    version(s) for rollback, drops the rest. Emits the Asset `{config.index_asset.name}` when readers see
    something new; skipped when nothing changed.
 5. **record_index**: hit@k and MRR of the live version, and its lineage (corpus digest, model, chunker,
@@ -46,7 +47,8 @@ the drift checks emit it when retrieval drifts, so re-indexing happens on time o
 
 Backend: **{config.index.backend}**. Bad input (an empty corpus, binary, undecodable or huge files) is
 skipped with a reason in the log (`bad_files: {config.corpus.bad_files}`) or fails the run; the live index is
-untouched either way. Roll back:
+untouched either way. Every step that writes holds the lock `rag:{config.instance}`, as the rollback does, so
+a backfill, `airflow dags test` or a rollback never writes at the same time. Roll back:
 `python -m pipelines.rag.versions dags/configs/{config.dag_id}.yaml rollback`. See docs/rag.md.
 """
 
@@ -58,7 +60,7 @@ def build_dag(config: RagIndexConfig) -> DAG:
     @dag(
         schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable(config.schedule, timezone="UTC"),
                                      assets=[config.reindex_request.asset()]),
-        max_active_runs=1,  # one writer per index
+        max_active_runs=1,  # fewer waits; the writer steps' instance lock is what keeps writers apart
         doc_md=_doc(config),
         **dag_arguments(config),
     )
@@ -79,7 +81,7 @@ def build_dag(config: RagIndexConfig) -> DAG:
 
         @task
         def evaluate_index(plan: dict, embedded: dict, run_id=None) -> dict:
-            """Gate a rebuilt candidate on hit@k and MRR against the live version."""
+            """Gate a rebuilt candidate, or the incremental update, on hit@k and MRR against the live version."""
             from pipelines.rag import steps
             with fail_without_retry():
                 return steps.evaluate_index(config, plan, run_id)

@@ -34,6 +34,10 @@ class PlanSuperseded(NotRetryable, IndexStateError):
     """A later run replaced this run's plan: re-running an old run must not undo a newer one."""
 
 
+class LiveVersionMoved(NotRetryable, IndexStateError):
+    """The alias moved since the plan was made (a rollback, or another run): the plan no longer applies."""
+
+
 @dataclass(frozen=True)
 class RagPaths:
     """Where one instance keeps its state, all under the data home."""
@@ -111,6 +115,17 @@ def staged_ids(folder: Path) -> set[str]:
 
     parts = sorted(folder.glob("part-*.parquet"))
     return {i for part in parts for i in pq.read_table(part, columns=["id"]).column("id").to_pylist()}
+
+
+def save_gate(folder: Path, verdict: dict[str, Any]) -> None:
+    """The evaluation gate's verdict on an incremental plan's update, beside its staged chunks."""
+    write_json_atomic(folder / "gate.json", verdict)
+
+
+def read_gate(folder: Path) -> dict[str, Any] | None:
+    """The verdict :func:`save_gate` wrote, or None when the update was not evaluated."""
+    path = folder / "gate.json"
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def read_staged(folder: Path) -> list[IndexedChunk]:

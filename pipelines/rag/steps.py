@@ -20,7 +20,8 @@ Each step returns a plain dict (its XCom), typed here: :class:`IndexPlan`, :clas
 :class:`IndexVerdict`, :class:`PublishedIndex`, :class:`IndexRunSummary`.
 
 All state is under ``<data home>/rag/<instance>/``. Every step can be re-run: ids are content hashes, the
-plan's id is a hash of what it does, and writes are upserts keyed by chunk id.
+plan's id is a hash of what it does, and writes are upserts keyed by chunk id. Every step that writes the
+index or the catalog holds the instance's lock (:func:`pipelines.rag.versions.index_lock`), as rollback does.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypedDict
 
 from pipelines.core import tracking
+from pipelines.core.faults import crash_point
 from pipelines.core.settings import LooplineSettings, get_settings
 from pipelines.rag import embeddings, plans
 from pipelines.rag.corpus import Corpus, load_corpus
@@ -51,8 +53,8 @@ from pipelines.rag.evaluation import (
     stored_evaluation,
 )
 from pipelines.rag.hashing import Chunk, IndexDiff, chunk_corpus, chunker_digest, diff_against_index
-from pipelines.rag.plans import IndexStateError
-from pipelines.rag.versions import VersionCatalog, fingerprint, retire_versions
+from pipelines.rag.plans import IndexStateError, LiveVersionMoved
+from pipelines.rag.versions import VersionCatalog, fingerprint, index_lock, retire_versions
 
 if TYPE_CHECKING:
     from pipelines.rag.config import RagIndexConfig
@@ -64,7 +66,6 @@ log = logging.getLogger(__name__)
 LISTED = 20  # names of documents listed in a step's result (the counts are always complete)
 
 PlanMode = Literal["full", "incremental", "unchanged"]
-
 
 # --- what the steps hand each other (XCom) ------------------------------------------------------------------
 
@@ -251,8 +252,16 @@ def plan_index(config: RagIndexConfig, run_id: str = "manual",
     settings = settings or get_settings()
     p = plans.paths(config, settings)
     now = _corpus_now(config, settings)
+    with index_lock(config, settings):
+        return _plan_locked(config, now, p, run_id, settings)
+
+
+def _plan_locked(config: RagIndexConfig, now: _CorpusNow, p: plans.RagPaths, run_id: str,
+                 settings: LooplineSettings) -> IndexPlan:
     with _open_store(config, settings) as store:
-        mode, target, live, diff = _compare_with_index(config, now, store, VersionCatalog(p.catalog), run_id)
+        catalog = VersionCatalog(p.catalog)
+        catalog.follow_alias(store.live_version())
+        mode, target, live, diff = _compare_with_index(config, now, store, catalog, run_id)
     plan_key = json.dumps([mode, target, live, now.fingerprint, now.corpus.digest,
                            [c.chunk_id for c in diff.chunks_to_embed], diff.chunk_ids_to_delete])
     plan_id = hashlib.sha256(plan_key.encode()).hexdigest()[:16]
@@ -300,6 +309,7 @@ def _embed_to(embedder: Any, chunks: Sequence[Chunk], write_batch: int,
         batch = ordered[offset:offset + write_batch]
         vectors = embedder.encode([c.text for c in batch])
         sink([IndexedChunk(c.chunk_id, c.doc_id, c.heading, c.text, v) for c, v in zip(batch, vectors, strict=True)])
+        crash_point("rag:embed:after_batch")
         done, elapsed = offset + len(batch), time.perf_counter() - started
         log.info("Embedded %d/%d chunks (%.0f%%) into %s, %.1f chunks/s", done, len(ordered),
                  100 * done / len(ordered), label, done / elapsed if elapsed else 0.0)
@@ -381,13 +391,15 @@ def embed_chunks(config: RagIndexConfig, plan: IndexPlan, settings: LooplineSett
     if mode == "unchanged":
         log.info("Index %s is up to date with the corpus: nothing to embed", config.instance)
         return result
-    if mode == "full":
-        embedded, seconds, stale = _embed_into_candidate(config, full, todo, settings)
-        result["written_to"], result["deleted_from_candidate"] = full["target_version"], stale
-    else:
-        folder = plans.paths(config, settings).staged(full["plan_id"])
-        embedded, seconds = _embed_into_staging(config, full, todo, folder)
-        result["written_to"] = str(folder)
+    with index_lock(config, settings):
+        plans.load_plan(plan["plan_path"], plan["plan_id"], plan["instance"])  # not superseded while we waited
+        if mode == "full":
+            embedded, seconds, stale = _embed_into_candidate(config, full, todo, settings)
+            result["written_to"], result["deleted_from_candidate"] = full["target_version"], stale
+        else:
+            folder = plans.paths(config, settings).staged(full["plan_id"])
+            embedded, seconds = _embed_into_staging(config, full, todo, folder)
+            result["written_to"] = str(folder)
     result["embedded"], result["resumed"], result["seconds"] = embedded, len(todo) - embedded, seconds
     if seconds:
         result["chunks_per_s"] = embedded / seconds
@@ -472,24 +484,37 @@ def evaluate_index(config: RagIndexConfig, plan: IndexPlan, run_id: str = "manua
                    settings: LooplineSettings | None = None) -> IndexVerdict:
     """Gate a full build: hit@k and MRR@k of the candidate against the live version, per search mode.
 
-    Incremental and unchanged runs have no candidate: they return at once (their live version is
-    evaluated after the update, by :func:`record_index`).
+    An incremental run is gated the same way: its update is applied to a preview copy of the live version
+    (LanceDB: a shallow clone, dropped afterwards), which is scored against the live version; the verdict is
+    saved beside the staged chunks and :func:`publish_index` applies only an update that passed. A store
+    that cannot preview (Weaviate) publishes the update ungated and says so in ``gate``. An unchanged run
+    returns at once.
 
     Returns:
         ``decision`` (switch, in_place, unchanged), ``candidate`` and ``live`` metrics (``{mode: {hit_rate,
         mrr}}``), ``gate`` (the verdict in words), ``k``.
 
     Raises:
-        GateBlocked: the candidate regresses beyond the bounds; it is kept as ``rejected``, the alias stays.
+        GateBlocked: the candidate (or the update) regresses beyond the bounds; the live version stays as it
+            is (a candidate is kept as ``rejected``, an update stays staged).
+        LiveVersionMoved: an incremental plan's live version is no longer live (a rollback moved the alias).
     """
     settings = settings or get_settings()
     mode, k = plan["mode"], config.evaluation.k
-    if mode != "full":
-        in_place = mode == "incremental"
-        return {"mode": mode, "decision": "in_place" if in_place else "unchanged", "candidate": None, "live": None,
-                "k": k, "gate": "no candidate: the live version is updated in place" if in_place
-                else "nothing changed"}
+    if mode == "unchanged":
+        return {"mode": mode, "decision": "unchanged", "candidate": None, "live": None, "k": k,
+                "gate": "nothing changed"}
     qs = _question_set(config, settings)
+    with index_lock(config, settings):
+        if mode == "incremental":
+            return _evaluate_update(config, plan, run_id, qs, settings)
+        return _evaluate_candidate(config, plan, run_id, qs, settings)
+
+
+def _evaluate_candidate(config: RagIndexConfig, plan: IndexPlan, run_id: str, qs: QuestionSet,
+                        settings: LooplineSettings) -> IndexVerdict:
+    """A full build: the new version against the live one."""
+    mode, k = plan["mode"], config.evaluation.k
     catalog = _catalog(config, settings)
     target, live = plan["target_version"], plan["live_version"]
     with _open_store(config, settings) as store:
@@ -519,20 +544,91 @@ def evaluate_index(config: RagIndexConfig, plan: IndexPlan, run_id: str = "manua
             "k": k, "unanswerable_sources": unanswerable[:LISTED]}
 
 
+def _check_live(plan: dict[str, Any], live: str | None) -> None:
+    """An incremental plan updates the version that was live when it was made, and only that one."""
+    if live != plan["target_version"]:
+        raise LiveVersionMoved(
+            f"plan {plan['plan_id']} updates {plan['target_version']} of index {plan['instance']} in place, but the "
+            f"live version is now {live} (a rollback or another run moved the alias): nothing was changed; run the "
+            "DAG again to plan against the live version")
+
+
+def _staged_for(plan: dict[str, Any], folder: Path, in_live: Mapping[str, str]) -> list[IndexedChunk]:
+    """The plan's staged chunks; every chunk of the plan must be staged or already in the live version."""
+    staged = plans.read_staged(folder) if folder.exists() else []
+    missing = {c[0] for c in plan["chunks_to_embed"]} - {r.chunk_id for r in staged} - set(in_live)
+    if missing:
+        raise IndexStateError(f"staging {folder} lacks {len(missing)} of the plan's chunks: clear embed_chunks "
+                              "of this run to embed them")
+    return staged
+
+
+def _evaluate_update(config: RagIndexConfig, plan: IndexPlan, run_id: str, qs: QuestionSet,
+                     settings: LooplineSettings) -> IndexVerdict:
+    """An incremental run: the live version with the staged update applied (a preview) against the live one."""
+    full, k = _full_plan(plan), config.evaluation.k
+    target = plan["target_version"]
+    folder = plans.paths(config, settings).staged(plan["plan_id"])
+    with _open_store(config, settings) as store:
+        _check_live(full, store.live_version())
+        catalog = _catalog(config, settings)
+        staged = _staged_for(full, folder, store.chunk_ids(target))
+        with store.preview(target, staged, full["chunk_ids_to_delete"]) as preview:
+            if preview is None:
+                summary = (f"not gated before publishing: the {config.index.backend} store cannot preview an "
+                           "update; record_index evaluates the live version after it")
+                plans.save_gate(folder, {"plan_id": plan["plan_id"], "promote": True, "gate": summary})
+                return {"mode": "incremental", "decision": "in_place", "candidate": None, "live": None,
+                        "gate": summary, "k": k}
+            candidate = _evaluate(store, preview, plan["model_path"], config, qs)
+            unanswerable = sorted({q.source for q in qs.questions} - set(store.chunk_ids(preview).values()))
+        live_metrics, live_note = _score_live(store, catalog, target, config, qs)
+    verdict = gate(candidate, live_metrics, config.evaluation)
+    summary = verdict.reason + live_note
+    plans.save_gate(folder, {"plan_id": plan["plan_id"], "promote": verdict.promote, "gate": summary})
+    decision: Literal["in_place", "blocked"] = "in_place" if verdict.promote else "blocked"
+    _log_run(config, plan, run_id, f"{target} {plan['mode']}", qs,
+             {**flat_metrics(candidate, k, "candidate_"), **flat_metrics(live_metrics, k, "live_"),
+              "unanswerable_questions": len(unanswerable)},
+             {"loopline.decision": decision, "loopline.gate": summary}, settings)
+    if not verdict.promote:
+        counts = plan["counts"]
+        raise GateBlocked(
+            f"the update of {target} of index {config.instance} (plan {plan['plan_id']}: {counts['docs_new']} new, "
+            f"{counts['docs_changed']} changed, {counts['docs_deleted']} deleted documents) is blocked by the "
+            f"evaluation gate: {summary}. {target} stays live as it was; the update stays staged in {folder}. Fix "
+            "the documents, or change the bounds under evaluation:, then run the DAG again")
+    log.info("The update of %s passes the gate: %s", target, summary)
+    return {"mode": plan["mode"], "decision": decision, "candidate": candidate, "live": live_metrics,
+            "gate": summary, "k": k, "unanswerable_sources": unanswerable[:LISTED]}
+
+
 # --- 4. publish ---------------------------------------------------------------------------------------------
 
 def _switch_to_candidate(config: RagIndexConfig, plan: IndexPlan, store: VectorStore, catalog: VersionCatalog,
                          run_id: str) -> PublishedIndex:
-    """A full build: move the alias to the candidate, which must have passed the gate."""
+    """A full build: move the alias to the candidate, which must have passed the gate, then record it.
+
+    The alias moves first (readers see the new version at once); a crash before the catalog records it is
+    repaired by the retry, which finds the alias on the candidate and records it as the one live version.
+    """
     target, live = plan["target_version"], store.live_version()
     record = catalog.get(target) or {}
+    if live not in (target, plan["live_version"]):
+        raise LiveVersionMoved(
+            f"plan {plan['plan_id']} switches index {config.instance} from {plan['live_version']} to {target}, "
+            f"but the live version is now {live} (a rollback or another run moved the alias since the plan; the "
+            f"gate compared {target} with {plan['live_version']}): nothing was switched. Run the DAG again to "
+            f"evaluate {target} against {live}")
     if live != target and record.get("status") != "approved":
         raise GateBlocked(f"candidate {target} of index {config.instance} has not passed the evaluation gate "
                           f"(status {record.get('status')}: {record.get('gate', 'not evaluated')}); it cannot go "
                           "live. Run evaluate_index for this plan first")
     if live != target:
         store.switch_live(target)
-        catalog.mark_live(target, live, reason=f"{run_id}: full rebuild passed the gate")
+        crash_point("rag:publish:after_switch")
+    if catalog.reload().live_versions() != [target]:
+        catalog.mark_live(target, plan["live_version"], reason=f"{run_id}: full rebuild passed the gate")
     catalog.put(target, corpus_digest=plan["corpus_digest"])
     return {"changed": live != target, "action": "switched", "live_version": target, "previous_version": live,
             "written": plan["counts"]["chunks_to_embed"], "deleted": 0, "retired_versions": []}
@@ -540,27 +636,34 @@ def _switch_to_candidate(config: RagIndexConfig, plan: IndexPlan, store: VectorS
 
 def _apply_staged(config: RagIndexConfig, full: dict[str, Any], store: VectorStore, catalog: VersionCatalog,
                   folder: Path) -> PublishedIndex:
-    """An incremental run: write the staged chunks into the live version, then delete the removed ones."""
-    target, live = full["target_version"], store.live_version()
-    if live != target:
-        raise IndexStateError(f"plan {full['plan_id']} updates {target} in place, but the live version is now "
-                              f"{live} (a rollback or another run moved the alias): run the DAG again")
-    staged = plans.read_staged(folder) if folder.exists() else []
-    missing = {c[0] for c in full["chunks_to_embed"]} - {r.chunk_id for r in staged}
-    if missing:
-        raise IndexStateError(f"staging {folder} lacks {len(missing)} of the plan's chunks: clear embed_chunks "
-                              "of this run to embed them")
-    batch = config.embedding.write_batch_chunks
-    for offset in range(0, len(staged), batch):  # additions first: no document is ever missing
-        store.write(target, staged[offset:offset + batch])
-    deleted = full["chunk_ids_to_delete"]
-    store.delete(target, deleted)
+    """An incremental run: apply the staged chunks and the deletions to the live version, as one commit.
+
+    LanceDB commits the upserts and deletions together (a reader sees the old or the new state, never both
+    texts of a changed chunk); other stores write first and delete after. A retry after a crash finds the
+    update applied (nothing to do but clean up) or not at all (applies it).
+    """
+    target = full["target_version"]
+    catalog.follow_alias(store.live_version())
+    _check_live(full, store.live_version())
+    in_live = store.chunk_ids(target)
+    planned, deleted = {c[0] for c in full["chunks_to_embed"]}, full["chunk_ids_to_delete"]
+    if not planned <= set(in_live) or set(deleted) & set(in_live):  # else applied before a crash
+        verdict = plans.read_gate(folder)
+        if not verdict or not verdict.get("promote"):
+            reason = verdict["gate"] if verdict else "not evaluated"
+            raise GateBlocked(f"the update of {target} of index {config.instance} (plan {full['plan_id']}) has not "
+                              f"passed the evaluation gate ({reason}); it cannot go live. Run evaluate_index for "
+                              "this plan first")
+        staged = _staged_for(full, folder, in_live)
+        crash_point("rag:publish:before_apply")
+        store.apply(target, staged, deleted)
+        crash_point("rag:publish:after_apply")
     store.finalize(target)
     catalog.put(target, corpus_digest=full["corpus_digest"])
     shutil.rmtree(folder, ignore_errors=True)
-    log.info("Updated %s in place: %d chunks written, %d deleted", target, len(staged), len(deleted))
+    log.info("Updated %s in place: %d chunks written, %d deleted", target, len(planned), len(deleted))
     return {"changed": True, "action": "updated_in_place", "live_version": target, "previous_version": target,
-            "written": len(staged), "deleted": len(deleted), "retired_versions": []}
+            "written": len(planned), "deleted": len(deleted), "retired_versions": []}
 
 
 def publish_index(config: RagIndexConfig, plan: IndexPlan, run_id: str = "manual",
@@ -573,7 +676,8 @@ def publish_index(config: RagIndexConfig, plan: IndexPlan, run_id: str = "manual
 
     Raises:
         GateBlocked: a full build's candidate has not passed the gate.
-        IndexStateError: the live version moved since the plan, or staged chunks are missing.
+        LiveVersionMoved: the live version moved since the plan (a rollback); nothing was changed.
+        IndexStateError: staged chunks are missing.
         PlanSuperseded: a later run replaced the plan.
     """
     settings = settings or get_settings()
@@ -582,9 +686,9 @@ def publish_index(config: RagIndexConfig, plan: IndexPlan, run_id: str = "manual
                               "retired_versions": []}
     if plan["mode"] == "unchanged":
         return result
-    full = _full_plan(plan)  # a superseded plan publishes nothing
-    catalog = _catalog(config, settings)
-    with _open_store(config, settings) as store:
+    with index_lock(config, settings), _open_store(config, settings) as store:
+        full = _full_plan(plan)  # a superseded plan publishes nothing
+        catalog = _catalog(config, settings)
         if plan["mode"] == "full":
             result = _switch_to_candidate(config, plan, store, catalog, run_id)
         else:
@@ -598,9 +702,10 @@ def publish_index(config: RagIndexConfig, plan: IndexPlan, run_id: str = "manual
 def _live_metrics(config: RagIndexConfig, plan: IndexPlan, qs: QuestionSet,
                   settings: LooplineSettings) -> tuple[str | None, ModeMetrics | None]:
     """The live version and its metrics on the plan's corpus: from the catalog, else evaluated (and recorded)."""
-    catalog = _catalog(config, settings)
-    with _open_store(config, settings) as store:
+    with index_lock(config, settings), _open_store(config, settings) as store:
+        catalog = _catalog(config, settings)
         live = store.live_version()
+        catalog.follow_alias(live)
         record = catalog.get(live) or {}
         metrics = _recorded(record, qs, config, plan["corpus_digest"]) if live else None
         if live and metrics is None:

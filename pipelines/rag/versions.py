@@ -13,6 +13,12 @@ Command line::
 
     python -m pipelines.rag.versions dags/configs/docs_rag_index.yaml list
     python -m pipelines.rag.versions dags/configs/docs_rag_index.yaml rollback [--to docs_v2]
+
+Writers (the ``rag_index`` steps and :func:`rollback`) hold :func:`index_lock`, the instance's lock, while
+they change the store or the catalog, and every change of the catalog re-reads the file first, so a
+rollback and a build never undo each other's record. The store's alias is the truth about which version is
+live: a crash between moving the alias and recording it is repaired by the next writer
+(:meth:`VersionCatalog.follow_alias`), so the catalog never has two live versions.
 """
 
 from __future__ import annotations
@@ -20,12 +26,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.core.errors import NotRetryable
 from pipelines.core.files import write_json_atomic
 from pipelines.core.home import DataHome
+from pipelines.core.locks import LockTimeout, instance_lock
 
 if TYPE_CHECKING:
     from pipelines.core.settings import LooplineSettings
@@ -37,6 +46,18 @@ log = logging.getLogger(__name__)
 
 class VersionError(NotRetryable, ValueError):
     """A version operation that cannot be done; the message says why and what to do."""
+
+
+@contextmanager
+def index_lock(config: RagIndexConfig, settings: LooplineSettings | None = None,
+               timeout_s: float = 600) -> Iterator[None]:
+    """Hold the lock ``rag:<instance>`` (one writer of the index and its catalog at a time).
+
+    Raises:
+        LockTimeout: another run, backfill or rollback held it for ``timeout_s`` (retryable; nothing changed).
+    """
+    with instance_lock(f"rag:{config.instance}", settings=settings, timeout_s=timeout_s):
+        yield
 
 
 def catalog_path(config: RagIndexConfig, settings: LooplineSettings | None = None) -> Path:
@@ -56,12 +77,23 @@ def version_number(name: str) -> int:
 
 
 class VersionCatalog:
-    """What each version of one index is; saved atomically on every change."""
+    """What each version of one index is; saved atomically on every change.
+
+    Every change re-reads the file before applying itself (under the instance lock, see :func:`index_lock`),
+    so a long step never writes back a stale copy over what a rollback recorded meanwhile.
+    """
 
     def __init__(self, path: Path):
         self.path = path
-        self.data: dict[str, Any] = (json.loads(path.read_text()) if path.exists()
-                                     else {"versions": {}, "history": [], "last_number": 0})
+        self.data: dict[str, Any] = self._read()
+
+    def _read(self) -> dict[str, Any]:
+        return (json.loads(self.path.read_text()) if self.path.exists()
+                else {"versions": {}, "history": [], "last_number": 0})
+
+    def reload(self) -> VersionCatalog:
+        self.data = self._read()
+        return self
 
     def save(self) -> None:
         write_json_atomic(self.path, self.data)
@@ -79,17 +111,20 @@ class VersionCatalog:
         return self.versions.get(version) if version else None
 
     def put(self, version: str, **fields: Any) -> dict[str, Any]:
+        self.reload()
         record = self.versions.setdefault(version, {})
         record.update(fields)
         self.save()
         return record
 
     def remove(self, version: str) -> None:
+        self.reload()
         self.versions.pop(version, None)
         self.save()
 
     def allocate_number(self, store_numbers: list[int]) -> int:
         """A version number never used before by this index (numbers only grow, even after drops)."""
+        self.reload()
         number = max([self.data.get("last_number", 0), *store_numbers]) + 1
         self.data["last_number"] = number
         self.save()
@@ -102,14 +137,35 @@ class VersionCatalog:
                  and record.get("status") in ("building", "approved", "rejected")]
         return max(names, key=version_number, default=None)
 
+    def live_versions(self) -> list[str]:
+        """The versions the catalog records as live: one, or none before the first switch."""
+        return [name for name, record in self.versions.items() if record.get("status") == "live"]
+
     def mark_live(self, version: str, previous: str | None, reason: str) -> None:
-        if previous and previous != version and previous in self.versions:
-            self.versions[previous]["status"] = "previous"
+        """Record ``version`` as the live one; every other version recorded live becomes ``previous``."""
+        self.reload()
+        for name in {previous, *self.live_versions()} - {None, version}:
+            if name in self.versions:
+                self.versions[name]["status"] = "previous"
         self.versions.setdefault(version, {})["status"] = "live"
         self.versions[version]["went_live_because"] = reason
         if not self.history or self.history[-1] != version:
             self.history.append(version)
         self.save()
+
+    def follow_alias(self, live: str | None) -> bool:
+        """Make the catalog agree with the store's alias (``live``), which is what readers see.
+
+        A writer that died between moving the alias and recording it leaves the catalog behind; the next
+        writer calls this under the lock. Returns whether anything had to be repaired.
+        """
+        self.reload()
+        if live is None or self.live_versions() == [live]:
+            return False
+        log.warning("Catalog %s records %s as live but the alias points at %s (a writer died between the two): "
+                    "recording %s as live", self.path, self.live_versions() or "nothing", live, live)
+        self.mark_live(live, None, reason="repaired: the alias pointed here")
+        return True
 
     def previous_versions(self, live: str | None) -> list[str]:
         """Versions that were live before, most recent first, without repeats and without ``live``."""
@@ -159,8 +215,12 @@ def list_versions(config: RagIndexConfig, settings: LooplineSettings | None = No
                  **(catalog.get(name) or {})} for name in store.list_versions()]
 
 
-def rollback(config: RagIndexConfig, to: str | None = None, settings: LooplineSettings | None = None) -> dict:
+def rollback(config: RagIndexConfig, to: str | None = None, settings: LooplineSettings | None = None,
+             lock_timeout_s: float = 600) -> dict:
     """Point the alias back at a previous version (the last one live before the current, or ``to``).
+
+    Holds the instance's lock, so it waits for a running step of the ``rag_index`` DAG to finish (up to
+    ``lock_timeout_s``) and no step starts while it moves the alias.
 
     The version rolled back from stays, as a previous version. Note that the next scheduled run compares
     the live version with the YAML: if the YAML still names the model or chunker you rolled back from, it
@@ -168,12 +228,15 @@ def rollback(config: RagIndexConfig, to: str | None = None, settings: LooplineSe
 
     Raises:
         VersionError: there is no version to roll back to, or ``to`` is not one.
+        LockTimeout: a run held the lock for ``lock_timeout_s``; nothing changed, try again.
     """
     from pipelines.rag.stores import open_store
 
-    catalog = VersionCatalog(catalog_path(config, settings))
-    with open_store(config.index.backend, config.instance, settings) as store:
+    with index_lock(config, settings, timeout_s=lock_timeout_s), \
+            open_store(config.index.backend, config.instance, settings) as store:
+        catalog = VersionCatalog(catalog_path(config, settings))
         live = store.live_version()
+        catalog.follow_alias(live)
         available = store.list_versions()
         if to is None:
             previous = [v for v in catalog.previous_versions(live) if v in available]
@@ -205,12 +268,15 @@ def load_rag_config(path: Path) -> RagIndexConfig:
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
+    import sys
 
     parser = argparse.ArgumentParser(description="List or roll back the versions of a rag_index instance.")
     parser.add_argument("config", type=Path,
                         help="the instance's YAML, e.g. dags/configs/docs_rag_index.yaml")
     parser.add_argument("action", choices=["list", "rollback"])
     parser.add_argument("--to", help="version to roll back to (default: the one live before the current)")
+    parser.add_argument("--wait", type=float, default=600,
+                        help="seconds to wait for a running rag_index step to release the index (default 600)")
     args = parser.parse_args(argv)
     config = load_rag_config(args.config)
     if args.action == "list":
@@ -219,7 +285,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"{row['rows']:>8} rows  model {row.get('model_id', '?')}  "
                   f"chunker {row.get('chunker', {})}")
         return 0
-    result = rollback(config, args.to)
+    try:
+        result = rollback(config, args.to, lock_timeout_s=args.wait)
+    except LockTimeout as exc:
+        print(f"{config.instance}: not rolled back, nothing changed: {exc}", file=sys.stderr)
+        return 75  # EX_TEMPFAIL: try again
     if result["changed"]:
         print(f"{config.instance}: rolled back from {result['from']} to {result['to']}")
     else:

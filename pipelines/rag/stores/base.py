@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -109,6 +110,25 @@ class VectorStore(ABC):
     @abstractmethod
     def delete(self, version: str, chunk_ids: Sequence[str]) -> None:
         """Delete rows by chunk id; ids that are not there are ignored."""
+
+    def apply(self, version: str, chunks: Sequence[IndexedChunk], delete_ids: Sequence[str]) -> None:
+        """Upsert ``chunks`` and delete ``delete_ids`` from ``version``: an incremental update of the live version.
+
+        ``atomic_apply`` says whether a reader sees the update whole or not at all. This default, for stores
+        without multi-row commits, writes first and deletes after, so no document is ever missing but a
+        reader may see a changed chunk's old and new text for a moment; re-applying is harmless.
+        """
+        self.write(version, chunks)
+        self.delete(version, [i for i in delete_ids if i not in {c.chunk_id for c in chunks}])
+
+    atomic_apply: bool = False
+
+    @contextmanager
+    def preview(self, version: str, chunks: Sequence[IndexedChunk],
+                delete_ids: Sequence[str]) -> Iterator[str | None]:
+        """A short-lived copy of ``version`` with :meth:`apply` done to it, to evaluate an update before readers
+        see it; dropped on exit. Yields None where the store cannot copy a version cheaply."""
+        yield None
 
     @abstractmethod
     def count(self, version: str) -> int:

@@ -4,14 +4,18 @@ hybrid (reciprocal rank fusion) search.
 LanceDB has no table aliases, so the alias is a small JSON file beside the tables (``aliases.json``),
 replaced atomically (:func:`pipelines.core.files.write_json_atomic`): a reader resolves it on every query
 and opens either the old or the new table, never a half-written one. Every LanceDB write (add, merge,
-delete) commits a new table version atomically, so an in-place update is seen whole or not at all.
+delete) commits a new table version atomically; an incremental update (:meth:`LanceDBStore.apply`) is one
+``merge_insert`` that upserts and deletes in a single commit, so it is seen whole or not at all, and a writer
+killed during it leaves the table as it was.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -118,9 +122,42 @@ class LanceDBStore(VectorStore):
     def write(self, version: str, chunks: Sequence[IndexedChunk]) -> None:
         if not chunks:
             return
+        table = self._table(version)
+        table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(
+            self._rows(table, version, chunks))
+
+    atomic_apply = True
+
+    def apply(self, version: str, chunks: Sequence[IndexedChunk], delete_ids: Sequence[str]) -> None:
+        """Upsert and delete in one commit (``merge_insert`` … ``when_not_matched_by_source_delete``)."""
+        upserted = {c.chunk_id for c in chunks}
+        doomed = [i for i in dict.fromkeys(delete_ids) if i not in upserted]
+        if not chunks and not doomed:
+            return
+        table = self._table(version)
+        merge = table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all()
+        if doomed:
+            merge = merge.when_not_matched_by_source_delete(_id_filter(doomed))
+        merge.execute(self._rows(table, version, chunks))
+
+    @contextmanager
+    def preview(self, version: str, chunks: Sequence[IndexedChunk],
+                delete_ids: Sequence[str]) -> Iterator[str | None]:
+        """A shallow clone of ``version`` (shares its files, copies nothing) with the update applied."""
+        prefix = f"{self.index_name}_preview_"
+        for leftover in [n for n in self._table_names() if n.startswith(prefix)]:
+            self.db.drop_table(leftover, ignore_missing=True)  # of an evaluation that was killed
+        name = f"{prefix}{uuid.uuid4().hex[:12]}"
+        self.db.clone_table(name, self._table(version).uri)
+        try:
+            self.apply(name, chunks, delete_ids)
+            yield name
+        finally:
+            self.db.drop_table(name, ignore_missing=True)
+
+    def _rows(self, table: Any, version: str, chunks: Sequence[IndexedChunk]):
         import pyarrow as pa
 
-        table = self._table(version)
         schema = table.schema
         dimension = schema.field("vector").type.list_size
         bad = [c.chunk_id for c in chunks if len(c.vector) != dimension]
@@ -129,21 +166,19 @@ class LanceDBStore(VectorStore):
                              f"{dimension} dimensions (first: {bad[0]}): the model changed under a running "
                              "build")
         vectors = pa.array([list(map(float, c.vector)) for c in chunks], type=schema.field("vector").type)
-        data = pa.table({
+        return pa.table({
             "id": [c.chunk_id for c in chunks],
             "doc_id": [c.doc_id for c in chunks],
             "heading": [c.heading for c in chunks],
             "text": [c.text for c in chunks],
             "vector": vectors,
         }, schema=schema)
-        table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(data)
 
     def delete(self, version: str, chunk_ids: Sequence[str]) -> None:
         table = self._table(version)
         ids = list(chunk_ids)
         for start in range(0, len(ids), DELETE_BATCH):
-            quoted = ", ".join("'" + i.replace("'", "''") + "'" for i in ids[start:start + DELETE_BATCH])
-            table.delete(f"id IN ({quoted})")
+            table.delete(_id_filter(ids[start:start + DELETE_BATCH]))
 
     def count(self, version: str) -> int:
         return self._table(version).count_rows()
@@ -181,6 +216,10 @@ class LanceDBStore(VectorStore):
                     .vector(list(vector)).text(text).distance_type("cosine").limit(k).to_list())
             return [_hit(r, float(r["_relevance_score"])) for r in rows]
         raise StoreError(f"unknown search mode {mode!r}: use vector, hybrid or text")
+
+
+def _id_filter(ids: Sequence[str]) -> str:
+    return "id IN (" + ", ".join("'" + i.replace("'", "''") + "'" for i in ids) + ")"
 
 
 def _hit(row: dict[str, Any], score: float) -> SearchHit:

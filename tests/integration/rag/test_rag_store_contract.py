@@ -160,26 +160,40 @@ def test_the_alias_names_the_live_version_and_moves_atomically(store):
 
 
 def test_readers_see_one_whole_version_while_the_alias_flips(store):
+    """Fault: the alias flips 30 times under a reader thread. Invariant: every read sees one whole version.
+
+    Each flip waits until the reader has finished a read since the flip before, so the reads really do
+    interleave with the flips: the test fails if the reader read nothing, or never saw one of the versions.
+    """
     v1, v2 = two_finalized_versions(store)
     store.switch_live(v1)
-    seen, errors, done = set(), [], threading.Event()
+    seen: list[str] = []
+    errors: list[Exception] = []
+    done, read_once = threading.Event(), threading.Event()
 
     def read() -> None:
         while not done.is_set():
             try:
                 ids = {h.chunk_id for h in store.search("Airflow", axis(0), 8, mode="vector")}
-                seen.add("v2" if all(i.endswith("-v2") for i in ids) else
-                         "v1" if not any(i.endswith("-v2") for i in ids) else "mixed")
+                seen.append("v2" if ids and all(i.endswith("-v2") for i in ids) else
+                            "v1" if ids and not any(i.endswith("-v2") for i in ids) else "mixed")
             except Exception as exc:  # noqa: BLE001 - any failure of a reader is what we look for
                 errors.append(exc)
+            read_once.set()
 
     reader = threading.Thread(target=read)
     reader.start()
-    for i in range(30):
-        store.switch_live(v2 if i % 2 == 0 else v1)
-    done.set()
-    reader.join()
+    try:
+        for i in range(30):
+            assert read_once.wait(timeout=30), "the reader thread made no read within 30 s"
+            read_once.clear()
+            store.switch_live(v2 if i % 2 == 0 else v1)
+        assert read_once.wait(timeout=30)
+    finally:
+        done.set()
+        reader.join()
     assert errors == [] and "mixed" not in seen
+    assert len(seen) >= 31 and {"v1", "v2"} <= set(seen), f"reads: {len(seen)}, versions seen: {set(seen)}"
 
 
 def test_the_live_version_cannot_be_dropped_others_can(store):
@@ -199,3 +213,24 @@ def test_vectors_of_the_wrong_length_are_refused(filled):
     with pytest.raises(StoreError):
         store.write(version, [IndexedChunk("odd#0", "odd.md", "Odd", "odd", [1.0, 0.0])])
     assert "odd#0" not in store.chunk_ids(version)
+
+
+def test_apply_upserts_and_deletes_and_a_preview_leaves_the_version_as_it_was(filled):
+    store, version = filled
+    before = store.chunk_ids(version)
+    new = IndexedChunk("feast.md#2", "feast.md", "Feast", "Feast materializes features into Redis.", axis(5))
+    with store.preview(version, [new], ["airflow.md#0"]) as preview:
+        if preview is not None:  # stores that cannot copy a version cheaply yield None
+            assert preview not in store.list_versions(), "readers and retirement never see a preview"
+            assert set(store.chunk_ids(preview)) == (set(before) - {"airflow.md#0"}) | {"feast.md#2"}
+            assert store.search("Redis", axis(5), 1, mode="vector", version=preview)[0].chunk_id == "feast.md#2"
+    assert store.chunk_ids(version) == before, "the preview changed nothing"
+    if preview is not None:
+        with pytest.raises(StoreError):
+            store.count(preview)  # dropped on exit
+    store.apply(version, [new], ["airflow.md#0", "not-there"])
+    store.apply(version, [new], ["airflow.md#0"])  # applying again changes nothing
+    store.finalize(version)
+    assert store.chunk_ids(version) == {**{i: d for i, d in before.items() if i != "airflow.md#0"},
+                                        "feast.md#2": "feast.md"}
+    assert store.count(version) == len(before)
