@@ -35,7 +35,8 @@ def config_for(dag_file: str | Path, template: str):
 
 
 def dag_arguments(config) -> dict:
-    """What every Loopline DAG sets the same way from its config: id, owner, retries, tags, no catch-up."""
+    """What every Loopline DAG sets the same way from its config: id, owner, retries, task timeout, tags, no
+    catch-up."""
     from datetime import timedelta
 
     return {
@@ -48,5 +49,6 @@ def dag_arguments(config) -> dict:
             "owner": config.owner,
             "retries": config.retries,
             "retry_delay": timedelta(minutes=config.retry_delay_minutes),
+            "execution_timeout": timedelta(minutes=config.task_timeout_minutes),
         },
     }

@@ -21,6 +21,10 @@ class PipelineBase(StrictModel):
     start_date: datetime = datetime(2026, 11, 1, tzinfo=UTC)
     retries: int = Field(1, ge=0, le=10)
     retry_delay_minutes: float = Field(5, ge=0)
+    task_timeout_minutes: float = Field(
+        120, gt=0, le=24 * 60,
+        description="Every task's execution_timeout: a task running longer (a hung connection, a stuck lock) fails "
+                    "and is retried instead of holding a worker slot forever.")
     tags: list[str] = Field(default_factory=list)
 
     @field_validator("start_date")

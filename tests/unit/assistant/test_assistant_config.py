@@ -48,7 +48,8 @@ def _models(model: type[BaseModel]):
 
 def test_every_field_says_what_it_does_and_numbers_are_bounded():
     problems = []
-    inherited = {"instance", "description", "owner", "start_date", "retries", "retry_delay_minutes", "tags"}
+    inherited = {"instance", "description", "owner", "start_date", "retries", "retry_delay_minutes",
+                 "task_timeout_minutes", "tags"}
     for model in set(_models(AssistantConfig)):
         schema = model.model_json_schema()
         for name, prop in schema["properties"].items():

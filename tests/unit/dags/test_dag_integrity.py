@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -56,7 +57,7 @@ def test_each_dag_file_imports_only_its_own_template_builder():
     assert problems == []
 
 
-@pytest.mark.parametrize("rule", ["doc_md", "tags", "owner", "retries", "catchup"])
+@pytest.mark.parametrize("rule", ["doc_md", "tags", "owner", "retries", "timeout", "catchup"])
 def test_every_dag_follows_the_house_rules(dagbag, rule):
     for dag_id, dag in dagbag.dags.items():
         if rule == "doc_md":
@@ -67,8 +68,25 @@ def test_every_dag_follows_the_house_rules(dagbag, rule):
             assert all(t.owner not in ("", "airflow") for t in dag.tasks), dag_id
         elif rule == "retries":
             assert all(t.retries >= 1 for t in dag.tasks), dag_id
+        elif rule == "timeout":  # a hung connection or lock fails the task (and retries) instead of hanging
+            assert all(t.execution_timeout == timedelta(minutes=120) for t in dag.tasks), dag_id
         elif rule == "catchup":
             assert dag.catchup is False, dag_id
+
+
+def test_the_task_timeout_comes_from_the_yaml():
+    import yaml
+
+    from pipelines.templates import load_config
+
+    if str(DAGS) not in sys.path:
+        sys.path.insert(0, str(DAGS))
+    from loopline_templates.training import build_dag
+
+    raw = yaml.safe_load((DAGS / "configs" / "churn_training.yaml").read_text())
+    config = type(load_config(DAGS / "configs" / "churn_training.yaml", template="training")).model_validate(
+        {**raw, "task_timeout_minutes": 7})
+    assert {t.execution_timeout for t in build_dag(config).tasks} == {timedelta(minutes=7)}
 
 
 def test_every_task_has_a_one_line_docstring(dagbag):
