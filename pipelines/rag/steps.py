@@ -471,6 +471,16 @@ def _log_run(config: RagIndexConfig, plan: IndexPlan, run_id: str, run_name: str
         metrics=dict(metrics), tags=tags, start_tags={"loopline.instance": config.instance}, settings=settings)
 
 
+def _log_gate(config: RagIndexConfig, plan: IndexPlan, run_id: str, run_name: str, qs: QuestionSet,
+              candidate, live_metrics, k: int, unanswerable: int, decision: str, summary: str,
+              settings: LooplineSettings) -> str:
+    """Log a gate's evidence (candidate and live metrics) and its decision, full build or incremental alike."""
+    return _log_run(config, plan, run_id, run_name, qs,
+                    {**flat_metrics(candidate, k, "candidate_"), **flat_metrics(live_metrics, k, "live_"),
+                     "unanswerable_questions": unanswerable},
+                    {"loopline.decision": decision, "loopline.gate": summary}, settings)
+
+
 def _blocked(config: RagIndexConfig, plan: IndexPlan, summary: str) -> GateBlocked:
     chunker = f"{plan['chunker']['size_chars']}/{plan['chunker']['overlap_chars']} chars"
     return GateBlocked(
@@ -533,10 +543,8 @@ def _evaluate_candidate(config: RagIndexConfig, plan: IndexPlan, run_id: str, qs
     catalog.put(target, status="approved" if verdict.promote else "rejected", gate=summary,
                 evaluation=evaluation_record(candidate, plan["corpus_digest"], qs, k))
     decision: Literal["switch", "blocked"] = "switch" if verdict.promote else "blocked"
-    _log_run(config, plan, run_id, f"{target} {mode}", qs,
-             {**flat_metrics(candidate, k, "candidate_"), **flat_metrics(live_metrics, k, "live_"),
-              "unanswerable_questions": len(unanswerable)},
-             {"loopline.decision": decision, "loopline.gate": summary}, settings)
+    _log_gate(config, plan, run_id, f"{target} {mode}", qs, candidate, live_metrics, k, len(unanswerable),
+              decision, summary, settings)
     if not verdict.promote:
         raise _blocked(config, plan, summary)
     log.info("Candidate %s passes the gate: %s", target, summary)
@@ -587,10 +595,8 @@ def _evaluate_update(config: RagIndexConfig, plan: IndexPlan, run_id: str, qs: Q
     summary = verdict.reason + live_note
     plans.save_gate(folder, {"plan_id": plan["plan_id"], "promote": verdict.promote, "gate": summary})
     decision: Literal["in_place", "blocked"] = "in_place" if verdict.promote else "blocked"
-    _log_run(config, plan, run_id, f"{target} {plan['mode']}", qs,
-             {**flat_metrics(candidate, k, "candidate_"), **flat_metrics(live_metrics, k, "live_"),
-              "unanswerable_questions": len(unanswerable)},
-             {"loopline.decision": decision, "loopline.gate": summary}, settings)
+    _log_gate(config, plan, run_id, f"{target} {plan['mode']}", qs, candidate, live_metrics, k, len(unanswerable),
+              decision, summary, settings)
     if not verdict.promote:
         counts = plan["counts"]
         raise GateBlocked(

@@ -17,9 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.core.settings import get_settings
 from support.airflow_helpers import build_and_register
-from support.churn_world import land, publish, train_champion
+from support.churn_world import land, own_data_home, publish, train_champion
 
 pytestmark = pytest.mark.faults
 
@@ -43,16 +42,11 @@ def raw_config() -> dict:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, airflow_db):
     home = tmp_path_factory.mktemp("drift-fault-home")
-    before = os.environ.get("LOOPLINE_HOME")
-    os.environ["LOOPLINE_HOME"] = str(home)
-    get_settings.cache_clear()
-    settings = get_settings()
-    land(settings, T0, 37, drift_start=DRIFT_START)
-    publish(settings, [T0 + timedelta(days=n) for n in range(28, 37)])
-    train_champion(settings, T0 + timedelta(days=21), 14)
-    yield settings
-    os.environ["LOOPLINE_HOME"] = before or ""
-    get_settings.cache_clear()
+    with own_data_home(home) as settings:
+        land(settings, T0, 37, drift_start=DRIFT_START)
+        publish(settings, [T0 + timedelta(days=n) for n in range(28, 37)])
+        train_champion(settings, T0 + timedelta(days=21), 14)
+        yield settings
 
 
 def asset_events(name: str, dag_id: str) -> list[tuple[str, str]]:

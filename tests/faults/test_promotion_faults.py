@@ -23,8 +23,7 @@ from urllib.parse import urlparse
 import pytest
 
 from pipelines.core import tracking
-from pipelines.core.settings import get_settings
-from support.churn_world import configs, land, train_champion
+from support.churn_world import configs, land, own_data_home, train_champion
 
 pytestmark = pytest.mark.faults
 
@@ -40,25 +39,20 @@ def world(tmp_path_factory):
     from pipelines.training.steps import train_and_register
 
     home = tmp_path_factory.mktemp("promotion-home")
-    before = os.environ.get("LOOPLINE_HOME")
-    os.environ["LOOPLINE_HOME"] = str(home)
-    get_settings.cache_clear()
-    settings = get_settings()
-    land(settings, T0, 31)
-    champion = train_champion(settings, TRAIN_END, 21)
-    _, training = configs()
-    info = {k: champion[k] for k in ("path", "window_start", "window_end", "rows", "train_rows", "holdout_rows",
-                                     "digest", "feature_service", "feast_project", "numeric", "categorical")}
-    challengers = []
-    for seed in (1, 2):
-        config = training.model_copy(update={
-            "seed": seed, "hyperparameters": training.hyperparameters.model_copy(update={"max_iter": 40})})
-        challengers.append(train_and_register(config, info, settings=settings))
-    assert [champion["version"], *(c["version"] for c in challengers)] == ["1", "2", "3"]
-    yield {"settings": settings, "home": home, "training": training, "info": info,
-           "v2": challengers[0], "v3": challengers[1]}
-    os.environ["LOOPLINE_HOME"] = before or ""
-    get_settings.cache_clear()
+    with own_data_home(home) as settings:
+        land(settings, T0, 31)
+        champion = train_champion(settings, TRAIN_END, 21)
+        _, training = configs()
+        info = {k: champion[k] for k in ("path", "window_start", "window_end", "rows", "train_rows", "holdout_rows",
+                                         "digest", "feature_service", "feast_project", "numeric", "categorical")}
+        challengers = []
+        for seed in (1, 2):
+            config = training.model_copy(update={
+                "seed": seed, "hyperparameters": training.hyperparameters.model_copy(update={"max_iter": 40})})
+            challengers.append(train_and_register(config, info, settings=settings))
+        assert [champion["version"], *(c["version"] for c in challengers)] == ["1", "2", "3"]
+        yield {"settings": settings, "home": home, "training": training, "info": info,
+               "v2": challengers[0], "v3": challengers[1]}
 
 
 @pytest.fixture

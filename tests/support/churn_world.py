@@ -11,10 +11,13 @@ after real ``churn_features`` runs; :func:`train_champion` registers a champion 
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
 
-from pipelines.core.settings import REPO_ROOT, LooplineSettings
+from pipelines.core.settings import REPO_ROOT, LooplineSettings, get_settings
 from pipelines.demo import simulator
 
 CUSTOMERS = 1500  # the drift tests' world; the browser tests ask for 3,000
@@ -22,6 +25,22 @@ NUMERIC = ["sessions_7d", "sessions_30d", "purchases_30d", "spend_30d", "support
            "days_since_last_session", "tenure_days", "monthly_charges"]
 CATEGORICAL = ["plan", "region"]
 DRIFT = simulator.CovariateDrift(session_rate_factor=0.4, charges_shift=30.0, purchase_amount_factor=2.5)
+
+
+@contextmanager
+def own_data_home(home: Path) -> Iterator[LooplineSettings]:
+    """The settings of a data home of its own for the block (MLflow, drift history, reports); the session's after."""
+    before = os.environ.get("LOOPLINE_HOME")
+    os.environ["LOOPLINE_HOME"] = str(home)
+    get_settings.cache_clear()
+    try:
+        yield get_settings()
+    finally:
+        if before is None:
+            os.environ.pop("LOOPLINE_HOME", None)
+        else:
+            os.environ["LOOPLINE_HOME"] = before
+        get_settings.cache_clear()
 
 
 def configs():

@@ -7,7 +7,6 @@ a champion trained on 21 label days and registered in MLflow. Covariate drift st
 
 from __future__ import annotations
 
-import os
 import sys
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -16,8 +15,7 @@ import pandas as pd
 import pytest
 
 from pipelines.core.home import DataHome
-from pipelines.core.settings import get_settings
-from support.churn_world import land, publish, train_champion
+from support.churn_world import land, own_data_home, publish, train_champion
 
 pytestmark = pytest.mark.integration
 
@@ -46,15 +44,10 @@ def drift_config(**changes):
 def world(tmp_path_factory):
     """A data home of its own (MLflow, drift history, reports), the session's Airflow database."""
     home = tmp_path_factory.mktemp("drift-home")
-    before = os.environ.get("LOOPLINE_HOME")
-    os.environ["LOOPLINE_HOME"] = str(home)
-    get_settings.cache_clear()
-    settings = get_settings()
-    land(settings, T0, 66, drift_start=DRIFT_START)
-    publish(settings, [T0 + timedelta(days=n) for n in range(39, 66)])
-    yield settings
-    os.environ["LOOPLINE_HOME"] = before or ""
-    get_settings.cache_clear()
+    with own_data_home(home) as settings:
+        land(settings, T0, 66, drift_start=DRIFT_START)
+        publish(settings, [T0 + timedelta(days=n) for n in range(39, 66)])
+        yield settings
 
 
 @pytest.fixture(scope="module")
