@@ -16,6 +16,16 @@ Everything here reads; nothing creates a store. Every value a page shows passes 
 the secrets of the environment (passwords in URLs, values of ``*PASSWORD*``/``*SECRET*``/``*TOKEN*``/``*KEY*``
 variables): the page can be shown to anyone who may log in to Airflow.
 
+Who sees what: :func:`gather` takes the DAGs the viewer may read (``allowed_dag_ids``, from Airflow's auth
+manager) and keeps, per use case, only the pipelines of those DAGs (their models, drift checks, index versions,
+assistants and runs); a use case without a readable DAG is left out. A report under ``reports/`` belongs to the
+DAGs that write its folder (:func:`report_owners`).
+
+Asset-event extras are untrusted: any DAG, and any user of Airflow's REST API who may create asset events, can
+post one with any JSON. They are read one by one (an unreadable one is reported, not fatal), bounded in size
+and depth (:func:`bounded`), a report path in them is linked only when it lies inside the data home's
+``reports/`` (:func:`report_link`), and the page escapes everything it shows.
+
 Heavy libraries (mlflow, sqlalchemy, airflow) are imported inside the functions that need them, so the
 Airflow processes that load the plugin do not pay for them.
 """
@@ -24,14 +34,15 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from pipelines.core.home import DataHome
 from pipelines.core.settings import LooplineSettings, get_settings, passwords_in
@@ -52,6 +63,13 @@ HEADLINE_PARAMS = {
                  "window_start", "window_end", "train_rows", "holdout_rows"),
     "lora_tune": ("lora_rank", "lora_alpha", "epochs", "learning_rate", "max_steps", "train_pairs", "eval_pairs"),
 }
+# Bounds on what an Asset event's extra (untrusted JSON) may put on the page: characters per string, items per
+# list or mapping, nesting depth. The drift checks' own extras stay well inside them.
+MAX_EXTRA_TEXT = 1000
+MAX_EXTRA_ITEMS = 50
+MAX_EXTRA_DEPTH = 4
+MAX_REASON_CHARS = 600
+MAX_PATH_CHARS = 4096
 SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|API_KEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIAL", re.I)
 MIN_SECRET_CHARS = 4  # shorter values ("1", "true") would blank out ordinary text
 
@@ -232,15 +250,51 @@ def model_summary(model_name: str, template: str, settings: LooplineSettings | N
 
 # --- drift (history under the data home) --------------------------------------------------------------------
 
-def report_link(report_uri: str | None, settings: LooplineSettings) -> str | None:
-    """The path of a report under the data home's ``reports/`` (what the page links to), or None."""
-    if not report_uri:
+# reports/<instance>/<kind>/…: which template's DAGs write the reports of a kind (pipelines/core/home.py).
+REPORT_WRITERS = {"drift": "drift_check", "validation": "features"}
+
+
+def report_link(report_uri: Any, settings: LooplineSettings) -> str | None:
+    """The path below the data home's ``reports/`` of an HTML report (what the page links to), or None.
+
+    ``report_uri`` may come from an Asset event's extra, which anyone may write: only a string that is a
+    ``file://`` URI (no host) or an absolute path, ends in ``.html`` and lies inside ``reports/`` once symlinks
+    and ``..`` are resolved gives a link; anything else is None (the page shows it as text).
+    """
+    if not isinstance(report_uri, str) or not report_uri or len(report_uri) > MAX_PATH_CHARS:
         return None
-    path = Path(report_uri.removeprefix("file://"))
     try:
-        return path.resolve().relative_to(DataHome(settings).reports.resolve()).as_posix()
+        parts = urlsplit(report_uri)
     except ValueError:
         return None
+    if parts.scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            return None
+        raw = unquote(parts.path)  # Path.as_uri() percent-encodes
+    elif not parts.scheme:
+        raw = report_uri
+    else:
+        return None
+    if "\x00" in raw or not Path(raw).is_absolute():  # a relative path would resolve against the cwd
+        return None
+    try:
+        relative = Path(raw).resolve().relative_to(DataHome(settings).reports.resolve())
+    except (ValueError, OSError, RuntimeError):
+        return None
+    return relative.as_posix() if relative.suffix == ".html" else None
+
+
+def report_owners(path: str, cases: Iterable[UseCase]) -> set[str]:
+    """The DAGs that write the report at ``path`` (below ``reports/``: ``<instance>/<kind>/<file>``).
+
+    The drift checks of ``<instance>`` write ``drift/``, its features DAGs ``validation/``; any other folder has
+    no owner (an empty set), and nobody is shown what is in it.
+    """
+    parts = PurePosixPath(path).parts
+    template = REPORT_WRITERS.get(parts[1]) if len(parts) >= 3 else None
+    if template is None:
+        return set()
+    return {c.dag_id for case in cases if case.name == parts[0] for c in case.of(template)}
 
 
 def drift_verdicts(instance: str, settings: LooplineSettings | None = None,
@@ -288,40 +342,96 @@ def index_versions(rag_config, settings: LooplineSettings | None = None) -> list
 
 # --- asset-triggered runs (Airflow's metadata database) -----------------------------------------------------
 
-def asset_triggered_runs(dag_ids: Iterable[str], limit: int = RECENT_RUNS, session=None) -> list[dict[str, Any]]:
+def bounded(value: Any, depth: int = 0) -> Any:
+    """A JSON value from an untrusted source, cut to what a page can show: strings to ``MAX_EXTRA_TEXT``
+    characters, lists and mappings to ``MAX_EXTRA_ITEMS`` items and ``MAX_EXTRA_DEPTH`` levels (a cut says so),
+    non-finite floats as text (a JSON response refuses NaN). A small, well-formed value comes back unchanged."""
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, str):
+        return _clip(value, MAX_EXTRA_TEXT)
+    if isinstance(value, (Mapping, list, tuple)) and depth >= MAX_EXTRA_DEPTH:
+        return f"({type(value).__name__} nested deeper than {MAX_EXTRA_DEPTH} levels, not shown)"
+    if isinstance(value, Mapping):
+        items = list(value.items())
+        out = {_clip(str(k), 200): bounded(v, depth + 1) for k, v in items[:MAX_EXTRA_ITEMS]}
+        if len(items) > MAX_EXTRA_ITEMS:
+            out["…"] = f"{len(items) - MAX_EXTRA_ITEMS} more keys not shown"
+        return out
+    if isinstance(value, (list, tuple)):
+        out = [bounded(v, depth + 1) for v in value[:MAX_EXTRA_ITEMS]]
+        if len(value) > MAX_EXTRA_ITEMS:
+            out.append(f"… {len(value) - MAX_EXTRA_ITEMS} more items not shown")
+        return out
+    return _clip(str(value), MAX_EXTRA_TEXT)
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters, cut)"
+
+
+def read_extra(raw: str | None) -> tuple[Any, str | None]:
+    """An Asset event's extra from its stored JSON text: ``(bounded value, None)``, or ``({}, why)`` when the text
+    does not parse (``why``: nested too deep for the parser, a number too long, not JSON)."""
+    if raw is None:
+        return {}, None
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        return {}, f"extra is not readable JSON ({type(exc).__name__}, {len(raw):,} characters)"
+    return bounded(value), None
+
+
+def asset_triggered_runs(dag_ids: Iterable[str], limit: int = RECENT_RUNS, session=None,
+                         settings: LooplineSettings | None = None) -> list[dict[str, Any]]:
     """The latest asset-triggered runs of ``dag_ids``, newest first, with the events they consumed.
 
     Each run: ``dag_id, run_id, state, queued_at, start_date, end_date`` and ``events``: for each consumed
-    Asset event ``asset, source_dag_id, source_run_id, source_task_id, timestamp, extra`` and ``reason``
-    (:func:`trigger_reason`). Reads Airflow's ORM; pass the api-server's session or let one be created.
+    Asset event ``asset, source_dag_id, source_run_id, source_task_id, timestamp``, ``extra`` (bounded, see
+    :func:`bounded`: any JSON value, a mapping when its producer behaved), ``reason`` (:func:`trigger_reason`)
+    and ``report``: the extra's ``report_uri`` as a path below ``reports/`` when it lies there (:func:`report_link`),
+    else None. Reads Airflow's ORM; pass the api-server's session or let one be created.
     """
     from airflow.models.asset import AssetEvent
     from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session
     from airflow.utils.types import DagRunType
-    from sqlalchemy import select
-    from sqlalchemy.orm import configure_mappers, selectinload
+    from sqlalchemy import Text, cast, select
+    from sqlalchemy.orm import configure_mappers, defer, selectinload
 
     configure_mappers()  # DagRun.consumed_asset_events is a backref: it exists once the mappers are configured
+    settings = settings or get_settings()
     dag_ids = list(dag_ids)
     if not dag_ids:
         return []
+    # The extras are not loaded with the events: one that the JSON parser cannot read (nested 100,000 deep)
+    # would fail the whole query. They are read as text and parsed one by one.
     query = (select(DagRun).where(DagRun.dag_id.in_(dag_ids), DagRun.run_type == DagRunType.ASSET_TRIGGERED)
              .order_by(DagRun.run_after.desc(), DagRun.id.desc()).limit(limit)
-             .options(selectinload(DagRun.consumed_asset_events).selectinload(AssetEvent.asset)))
+             .options(selectinload(DagRun.consumed_asset_events).options(defer(AssetEvent.extra),
+                                                                         selectinload(AssetEvent.asset))))
 
     def read(s) -> list[dict[str, Any]]:
         runs = []
-        for run in s.scalars(query):
+        dag_runs = list(s.scalars(query))
+        event_ids = [e.id for run in dag_runs for e in run.consumed_asset_events]
+        raw_extras = dict(s.execute(select(AssetEvent.id, cast(AssetEvent.extra, Text))
+                                    .where(AssetEvent.id.in_(event_ids))).all()) if event_ids else {}
+        for run in dag_runs:
             events = []
             for event in sorted(run.consumed_asset_events, key=lambda e: e.timestamp):
-                extra = dict(event.extra or {})
+                extra, unreadable = read_extra(raw_extras.get(event.id))
+                report_uri = extra.get("report_uri") if isinstance(extra, Mapping) else None
                 events.append({
                     "asset": event.asset.name if event.asset else str(event.asset_id),
                     "uri": event.asset.uri if event.asset else None,
                     "source_dag_id": event.source_dag_id, "source_run_id": event.source_run_id,
                     "source_task_id": event.source_task_id, "timestamp": _iso(event.timestamp),
-                    "extra": extra, "reason": trigger_reason(extra),
+                    "extra": extra, "reason": f"an Asset event whose {unreadable}" if unreadable
+                    else trigger_reason(extra),
+                    "report": report_link(report_uri, settings),
                 })
             runs.append({"dag_id": run.dag_id, "run_id": run.run_id, "state": str(run.state),
                          "queued_at": _iso(run.queued_at), "start_date": _iso(run.start_date),
@@ -338,27 +448,52 @@ def _iso(value) -> str | None:
     return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else None
 
 
-def trigger_reason(extra: Mapping[str, Any]) -> str:
-    """One line a person reads: why an Asset event asked for a run, from what its producer put in its extra."""
+def _texts(value: Any) -> list[str]:
+    """A field of an extra that should be a list of strings, as one: a lone string or number is one item."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, (list, tuple)):
+        return [v if isinstance(v, str) else json.dumps(v, default=str) for v in value[:MAX_EXTRA_ITEMS]]
+    return [value if isinstance(value, str) else json.dumps(value, default=str)]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def trigger_reason(extra: Any) -> str:
+    """One line a person reads: why an Asset event asked for a run, from what its producer put in its extra.
+
+    The extra is untrusted: a value of an unexpected type is shown as text (``drift share 'abc' (not a
+    number)``), never raised on; the line is at most ``MAX_REASON_CHARS`` characters.
+    """
+    if not isinstance(extra, Mapping):
+        if extra in (None, "", []):
+            return "an Asset event without details"
+        shown = json.dumps(extra, default=str)
+        return _clip(f"an Asset event whose extra is not a mapping: {_clip(shown, 300)}", MAX_REASON_CHARS)
     if not extra:
         return "an Asset event without details"
     parts = []
-    if extra.get("reasons"):
-        parts.append("; ".join(str(r) for r in extra["reasons"]))
-    elif extra.get("signals"):
-        parts.append("signals: " + ", ".join(str(s) for s in extra["signals"]))
-    if extra.get("drift_share") is not None and not any("share" in p for p in parts):
-        parts.append(f"drift share {extra['drift_share']:.2f}")
-    columns = [str(c) for c in extra.get("drifted_columns") or []]
+    reasons, signals = _texts(extra.get("reasons")), _texts(extra.get("signals"))
+    if reasons:
+        parts.append("; ".join(reasons))
+    elif signals:
+        parts.append("signals: " + ", ".join(signals))
+    share = extra.get("drift_share")
+    if share is not None and not any("share" in p for p in parts):
+        parts.append(f"drift share {share:.2f}" if _is_number(share)
+                     else f"drift share {_clip(json.dumps(share, default=str), 60)} (not a number)")
+    columns = _texts(extra.get("drifted_columns"))
     if columns and not any(columns[0] in p for p in parts):
         parts.append("drifted: " + ", ".join(columns))
     if not parts and extra.get("version") and extra.get("mode"):  # an index went live (rag_index's event)
-        mode = {"full": "a full build", "incremental": "an in-place update"}.get(extra["mode"], extra["mode"])
+        mode = {"full": "a full build", "incremental": "an in-place update"}.get(str(extra["mode"]), extra["mode"])
         parts.append(f"index version {extra['version']} went live after {mode}"
                      + (f" with {extra['model_id']}" if extra.get("model_id") else ""))
     if not parts:
-        parts.append(json.dumps(extra, sort_keys=True, default=str)[:300])
-    return "; ".join(parts)
+        parts.append(_clip(json.dumps(extra, sort_keys=True, default=str), 300))
+    return _clip("; ".join(parts), MAX_REASON_CHARS)
 
 
 # --- assistants (query log under the data home, feedback on MLflow traces) ---------------------------------
@@ -463,26 +598,54 @@ def _section(errors: list[str], what: str, call, *args, **kwargs):
         return None
 
 
+def json_ready(value: Any) -> Any:
+    """``value`` with every non-finite float as text: a JSON response refuses NaN and infinities."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    return value
+
+
 def gather(settings: LooplineSettings | None = None, *, config_dir: Path = CONFIG_DIR,
            allowed_dag_ids: set[str] | None = None, session=None,
            environ: Mapping[str, str] | None = None, today: date | None = None) -> dict[str, Any]:
-    """Everything the page shows, JSON-ready and scrubbed of secrets.
+    """Everything the page shows to a viewer, JSON-ready and scrubbed of secrets.
 
     Args:
-        allowed_dag_ids: the DAGs the viewer may read; runs of other DAGs are left out (None: all).
+        allowed_dag_ids: the DAGs the viewer may read (None: all). Each use case keeps only the pipelines of
+            these DAGs: their DAG chips, models, drift checks, index versions, assistants and runs, and a report
+            link only when the viewer may read a DAG that writes it; a use case with none is left out. Configs
+            that do not load are listed only to a viewer who may read every DAG of the configs that do.
         session: a SQLAlchemy session of Airflow's metadata database (the api-server's), or None to open one.
         today: the last UTC day of the assistants' accounting (default: today).
     """
     settings = settings or get_settings()
     today = today or datetime.now(UTC).date()
-    cases, config_errors = use_cases(config_dir)
+    all_cases, config_errors = use_cases(config_dir)
+
+    def readable(dag_id: str) -> bool:
+        return allowed_dag_ids is None or dag_id in allowed_dag_ids
+
+    # A broken config has no DAG in Airflow's database, so no auth manager can grant it: its error (which names
+    # the file and its fields) goes only to those who may read every DAG of the configs that load.
+    sees_all = all(readable(d) for case in all_cases for d in case.dag_ids)
+    cases = [UseCase(case.name, [c for c in case.configs if readable(c.dag_id)]) for case in all_cases]
     page: dict[str, Any] = {
         "data_home": str(settings.data_home),
         "mlflow": redact_uri(settings.mlflow_uri),
-        "errors": list(config_errors),
+        "errors": list(config_errors) if sees_all else [],
         "use_cases": [],
     }
+
+    def linkable(report: str | None) -> str | None:  # no link to a report the viewer would be refused
+        return report if report and any(readable(d) for d in report_owners(report, all_cases)) else None
+
     for case in cases:
+        if not case.configs:
+            continue
         errors: list[str] = []
         entry: dict[str, Any] = {"name": case.name, "dags": [], "models": [], "drift": [], "indexes": [],
                                  "assistants": [], "runs": [], "errors": errors}
@@ -496,16 +659,21 @@ def gather(settings: LooplineSettings | None = None, *, config_dir: Path = CONFI
                 summary["dag_id"] = config.dag_id
                 entry["models"].append(summary)
         for config in case.of("drift_check"):
-            verdicts = _section(errors, f"drift history of {config.dag_id}", drift_verdicts, config.instance, settings)
-            entry["drift"].append({"dag_id": config.dag_id, "kind": config.kind, "checks": verdicts or []})
+            verdicts = _section(errors, f"drift history of {config.dag_id}", drift_verdicts, config.instance,
+                                settings) or []
+            for verdict in verdicts:
+                verdict["report"] = linkable(verdict.get("report"))
+            entry["drift"].append({"dag_id": config.dag_id, "kind": config.kind, "checks": verdicts})
         for config in case.of("rag_index"):
             versions = _section(errors, f"index versions of {config.dag_id}", index_versions, config, settings)
             entry["indexes"].append({"dag_id": config.dag_id, "backend": config.index.backend,
                                      "versions": versions or []})
         for config in case.of("assistant"):
             entry["assistants"].append(assistant_summary(config, settings, errors, today=today))
-        dag_ids = [d for d in case.dag_ids if allowed_dag_ids is None or d in allowed_dag_ids]
-        entry["runs"] = _section(errors, "asset-triggered runs", asset_triggered_runs, dag_ids,
-                                 session=session) or []
+        entry["runs"] = _section(errors, "asset-triggered runs", asset_triggered_runs, case.dag_ids,
+                                 session=session, settings=settings) or []
+        for run in entry["runs"]:
+            for event in run["events"]:
+                event["report"] = linkable(event["report"])
         page["use_cases"].append(entry)
-    return scrub(page, secrets_of(settings, environ))
+    return json_ready(scrub(page, secrets_of(settings, environ)))

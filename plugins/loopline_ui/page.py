@@ -6,6 +6,10 @@ Two tabs: *Overview* (the use cases) and *Ask* (a question to the docs assistant
 ``:target`` of their anchors; the only JavaScript is :data:`ASK_SCRIPT`, inline, which posts the question to
 ``api/ask`` and a thumb to ``api/feedback`` with ``fetch`` (same origin: Airflow's login cookie goes along) and
 writes what comes back as text, never as HTML.
+
+Every value goes through :func:`html.escape` (attribute values included), and a report is linked only through
+the path :mod:`pipelines.cockpit` checked (``report``: below the data home's ``reports/``): a report path in an
+Asset event's extra that is not there is shown as text.
 """
 
 from __future__ import annotations
@@ -68,6 +72,7 @@ ASK_SCRIPT = """
   };
   window.addEventListener("hashchange", showTab);
   showTab();
+  if (!$("ask-form")) { return; }  // the user may not read the assistant's DAG: the tab says so, no form
 
   async function post(path, body) {
     const response = await fetch(base + path, {
@@ -184,9 +189,11 @@ class _Links:
                 f'{_e(run_id)}</a>')
 
     def report(self, path: str | None, text: str = "report") -> str:
+        """A link to a report; ``path`` must be one that :func:`pipelines.cockpit.report_link` returned."""
         if not path:
             return ""
-        return f'<a target="_blank" rel="noopener" href="{_e(self.base)}/reports/{quote(path)}">{_e(text)}</a>'
+        return (f'<a target="_blank" rel="noopener noreferrer" href="{_e(self.base)}/reports/{quote(path)}">'
+                f"{_e(text)}</a>")
 
 
 def _model(model: dict[str, Any], links: _Links) -> str:
@@ -229,8 +236,8 @@ def _drift(drift: dict[str, Any], links: _Links) -> str:
         return "".join(out) + '<p class="empty">No drift check has run yet.</p>'
     rows = []
     for c in drift["checks"]:
-        status = "drift" if (c.get("verdict") or "").startswith("DRIFT") else c["status"]
-        columns = ", ".join(c.get("drifted_columns") or [])
+        status = "drift" if str(c.get("verdict") or "").startswith("DRIFT") else c.get("status")
+        columns = ", ".join(str(col) for col in c.get("drifted_columns") or [])
         rows.append(
             f'<tr data-drift-run="{_e(c["dag_run_id"])}"><td>{_e(c.get("check_day"))}</td><td>{_badge(status)}</td>'
             f'<td class="num">{_num(c.get("drift_share"), 2)}</td><td>{_e(columns)}</td>'
@@ -295,8 +302,14 @@ def _assistant(assistant: dict[str, Any], links: _Links) -> str:
     return "".join(out)
 
 
-def _ask(assistant: str) -> str:
-    """The Ask tab: a question box, and where the script puts the answer, its sources and the thumbs."""
+def _ask(assistant: str, ask: dict[str, Any] | None = None) -> str:
+    """The Ask tab: a question box, and where the script puts the answer, its sources and the thumbs; for a
+    user who may not read the assistant's DAG (``ask["allowed"]`` false), only what to do about it."""
+    if ask and ask.get("allowed") is False:
+        return (f'<section class="usecase" id="ask" data-assistant="{_e(assistant)}"><h2>Ask the docs</h2>'
+                f'<p class="errors" id="ask-refused">You may not ask <code>{_e(assistant)}</code>: it needs read '
+                f'access to the DAG <code>{_e(ask.get("dag_id") or assistant)}</code>; ask an Airflow admin for '
+                "it.</p></section>")
     return (
         f'<section class="usecase" id="ask" data-assistant="{_e(assistant)}"><h2>Ask the docs</h2>'
         f'<p class="muted">The assistant <code>{_e(assistant)}</code> answers from the live docs index with a small '
@@ -329,7 +342,7 @@ def _runs(runs: list[dict[str, Any]], links: _Links) -> str:
             f'{" / " + links.run(e["source_dag_id"], e["source_run_id"]) if e.get("source_run_id") else ""}'
             for e in events)
         reasons = "<br>".join(_e(e["reason"]) for e in events)
-        reports = " ".join(links.report(_report_path(e.get("extra", {}).get("report_uri"))) for e in events)
+        reports = " ".join(links.report(e["report"]) if e.get("report") else _unlinked_report(e) for e in events)
         rows.append(
             f'<tr data-run="{_e(run["run_id"])}"><td>{links.run(run["dag_id"], run["run_id"])}</td>'
             f'<td>{links.dag(run["dag_id"])}</td><td>{_badge(run["state"])}</td><td>{_e(run.get("start_date"))}</td>'
@@ -337,22 +350,27 @@ def _runs(runs: list[dict[str, Any]], links: _Links) -> str:
     return "".join(out) + _table(["run", "DAG", "state", "started", "triggered by", "reason"], rows)
 
 
-def _report_path(uri: str | None) -> str | None:
-    """A report URI's path below ``reports/`` (the cockpit already checked where it lies for the history)."""
-    if not uri or "/reports/" not in uri:
-        return None
-    return uri.rsplit("/reports/", 1)[1]
+def _unlinked_report(event: dict[str, Any]) -> str:
+    """A ``report_uri`` of an event's extra that is not a report under ``reports/`` (or that the viewer may not
+    read): shown as text, so that an extra cannot make the page link anywhere."""
+    extra = event.get("extra")
+    uri = extra.get("report_uri") if isinstance(extra, dict) else None
+    if not uri:
+        return ""
+    return f'<span class="muted unlinked-report">report (not linked): <code>{_e(uri)}</code></span>'
 
 
 def render(summary: dict[str, Any], *, base: str = "/loopline", airflow_base: str = "", user: str = "",
            assistant: str = ASK_ASSISTANT) -> str:
     """The whole page. ``base``: where this app is mounted; ``airflow_base``: the Airflow UI's root;
-    ``assistant``: the assistant the Ask tab asks (the app's ``api/ask`` route)."""
+    ``assistant``: the assistant the Ask tab asks (the app's ``api/ask`` route); ``summary["ask"]``, when there,
+    says whether the user may ask it (``{"dag_id", "allowed"}``)."""
     links = _Links(base, airflow_base)
     body = [f'<h1>Loopline</h1><div class="meta">Signed in as <b>{_e(user)}</b> · data home '
             f'<code>{_e(summary["data_home"])}</code> · MLflow <code>{_e(summary["mlflow"])}</code></div>',
             '<nav class="tabs" role="tablist"><a role="tab" href="#overview">Overview</a>'
-            '<a role="tab" href="#ask" id="tab-ask">Ask</a></nav>', _ask(assistant), '<div id="overview">']
+            '<a role="tab" href="#ask" id="tab-ask">Ask</a></nav>', _ask(assistant, summary.get("ask")),
+            '<div id="overview">']
     if summary.get("errors"):
         body.append('<div class="errors">' + "<br>".join(_e(e) for e in summary["errors"]) + "</div>")
     nav = " ".join(f'<a class="chip" href="#uc-{_e(c["name"])}">{_e(c["name"])}</a>' for c in summary["use_cases"])

@@ -1,24 +1,23 @@
 """The Loopline plugin inside Airflow's own API app (no server process): registered through the plugin manager,
 mounted at /loopline, behind Airflow's login, and showing MLflow's champion, the drift history with its
-reports and the asset-triggered runs from Airflow's metadata database, with no secret on the page.
+reports and the asset-triggered runs from Airflow's metadata database, with no secret on the page, and only
+what the DAGs a user may read show.
 
 The page reads a data home of its own (a real MLflow store with a registered model, a drift history, a report)
-and the session's Airflow database, where an asset-triggered run and the event it consumed are written.
+and the session's Airflow database, where Loopline's DAGs, an asset-triggered run and the event it consumed are
+written. Users other than ``admin`` get tokens signed by the auth manager itself (``loopline_app.token_for``);
+DAGs are hidden from them by Airflow's own team ownership of a DAG bundle (``loopline_app.dags_of_team``).
 """
 
 from __future__ import annotations
 
-import json
-import os
 from datetime import UTC, date, datetime
 from html import escape
-from pathlib import Path
 
 import pytest
+from integration.cockpit.loopline_app import airflow_client, bearer, dags_of_team, register_loopline_dags, token_for
 
 from pipelines.core.home import DataHome
-from pipelines.core.settings import REPO_ROOT, get_settings
-from pipelines.templates import load_config
 
 pytestmark = pytest.mark.integration
 
@@ -68,8 +67,8 @@ def home(tmp_path_factory, airflow_db):
 def asset_run(airflow_db):
     """An asset-triggered run of churn_training and the churn_retrain event it consumed, in Airflow's ORM.
 
-    The DAG is written to the database first, as the dag-processor would: the page shows only runs of DAGs
-    the auth manager lets the user read, and it knows only DAGs that are there.
+    Loopline's DAGs are written to the database first, as the dag-processor would: the page shows only what
+    the DAGs the auth manager lets the user read show, and it knows only DAGs that are there.
     """
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.models.dagrun import DagRun
@@ -78,13 +77,11 @@ def asset_run(airflow_db):
     from airflow.utils.types import DagRunType
     from sqlalchemy import delete
 
-    from support.airflow_helpers import build_and_register
-
     extra = {"action": "retrain", "signals": ["data_drift"], "drift_share": 0.5,
              "reasons": ["data drift: 2 of 10 feature columns drifted (share 0.50 >= 0.30)"],
              "drifted_columns": ["sessions_7d", "spend_30d"],
              "report_uri": "file:///anywhere/reports/churn/drift/2026-11-28.html"}
-    build_and_register(load_config(REPO_ROOT / "dags" / "configs" / "churn_training.yaml"))
+    register_loopline_dags()
     now = datetime.now(UTC)
     with create_session() as session:
         asset = AssetModel(name="churn_retrain_plugin_test", uri="loopline://retrain/plugin-test")
@@ -107,28 +104,11 @@ def asset_run(airflow_db):
 @pytest.fixture(scope="module")
 def api(home, asset_run):
     """Airflow's API app with its plugins, serving the test data home, with secrets in the environment."""
-    from airflow.api_fastapi.app import create_app, purge_cached_app
-    from fastapi.testclient import TestClient
-
-    saved = dict(os.environ)
-    os.environ.update({
-        "LOOPLINE_HOME": str(home.data_home),
+    with airflow_client(home.data_home, {
         "LOOPLINE_FEAST_REGISTRY_URL": f"postgresql+psycopg://feast:{DB_PASSWORD}@db:5432/feast",
         "MLFLOW_TRACKING_PASSWORD": MLFLOW_PASSWORD,
-    })
-    get_settings.cache_clear()
-    try:
-        with TestClient(create_app("core"), follow_redirects=False) as client:
-            passwords = Path(os.environ["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json.generated"
-            password = json.loads(passwords.read_text())["admin"]
-            token = client.post("/auth/token", json={"username": "admin", "password": password}).json()["access_token"]
-            client.headers["Authorization"] = f"Bearer {token}"
-            yield client
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-        get_settings.cache_clear()
-        purge_cached_app()
+    }) as client:
+        yield client
 
 
 def test_the_plugin_is_registered_with_its_app_and_nav_entry(api):
@@ -148,7 +128,8 @@ def test_without_login_nothing_is_shown(api, path):
     answer = api.get(path, headers={**anonymous, "Accept": "application/json"})
     assert answer.status_code == 401 and answer.json() == {"detail": "Not authenticated"}
     forged = api.get(path, headers={"Authorization": "Bearer not.a.jwt", "Accept": "application/json"})
-    assert forged.status_code == 403
+    assert forged.status_code == 401 and forged.json() == {"detail": "Invalid JWT token"}
+    assert forged.headers["www-authenticate"] == "Bearer"
     browser = api.get(path, headers={**anonymous, "Accept": "text/html,application/xhtml+xml"})
     assert browser.status_code == 302
     assert browser.headers["location"].startswith("/auth/login?next=")
@@ -181,6 +162,10 @@ def test_reports_are_served_from_the_data_home_only(api, home):
     (home.data_home / "outside.html").write_text("not a report")
     answer = api.get("/loopline/reports/churn/drift/2026-11-28.html")
     assert answer.status_code == 200 and "Evidently report of 2026-11-28" in answer.text
+    # Evidently's scripts run, in an opaque origin: no login cookie, no access to Airflow's API or this page.
+    assert answer.headers["content-security-policy"] == "sandbox allow-scripts"
+    assert answer.headers["x-content-type-options"] == "nosniff"
+    assert answer.headers["content-type"].startswith("text/html")
     # Encoded, so that the client does not normalise the dots away before the route sees them.
     for bad in ["%2E%2E/%2E%2E/%2E%2E/%2E%2E/etc/passwd", "..%2F..%2Fmlflow%2Fmlflow.db", "churn/drift/2026-11-27.html",
                 "%2E%2E%2Foutside.html", "%2E%2E/outside.html"]:
@@ -226,7 +211,7 @@ def test_asking_and_feedback_need_a_login(api, path, body):
         answer = api.post(path, json=body, headers={"Authorization": "", "Accept": accept})
         assert answer.status_code == 401 and answer.json() == {"detail": "Not authenticated"}
     forged = api.post(path, json=body, headers={"Authorization": "Bearer not.a.jwt"})
-    assert forged.status_code == 403
+    assert forged.status_code == 401
 
 
 def test_a_bad_question_is_refused_with_its_message(api, home):
@@ -300,3 +285,70 @@ def test_the_page_counts_todays_answers_and_thumbs(api, answer_trace):
     html = api.get("/loopline/").text
     assert 'data-assistant="docs_assistant"' in html and f'<tr data-day="{today["day"]}">' in html
     assert 'id="ask-form"' in html
+
+
+# --- what a user who may read only some DAGs sees ---------------------------------------------------------------
+
+# The team that owns the hidden DAGs: the whole docs use case, and churn's drift check.
+HIDDEN = ["churn_drift_check", "docs_assistant", "docs_drift_check", "docs_rag_index"]
+
+
+@pytest.fixture()
+def viewer(api):
+    """A viewer outside the team that owns HIDDEN; the DAGs go back to their bundle afterwards."""
+    with dags_of_team("loopline-platform", HIDDEN):
+        yield bearer(token_for("vic", "viewer"))
+
+
+def test_a_viewer_sees_only_what_the_dags_they_may_read_show(api, viewer, asset_run):
+    summary = api.get("/loopline/api/summary", headers=viewer).json()
+    by_name = {c["name"]: c for c in summary["use_cases"]}
+    assert sorted(by_name) == ["assistant", "churn"]  # docs: not one readable DAG, so not there at all
+    churn = by_name["churn"]
+    assert sorted(d["dag_id"] for d in churn["dags"]) == ["churn_features", "churn_training"]
+    assert churn["drift"] == []  # the drift check's verdicts, verdict text and report link are gone
+    assert [m["dag_id"] for m in churn["models"]] == ["churn_training"]
+    (run,) = [r for r in churn["runs"] if r["run_id"] == RUN_ID]  # a run of a DAG they may read: there
+    assert run["events"][0]["extra"] == asset_run
+    assert summary["ask"] == {"dag_id": "docs_assistant", "allowed": False}
+
+    html = api.get("/loopline/", headers=viewer).text
+    # No drift, index or assistant section (each belongs to a hidden DAG), and no link to a hidden DAG's report.
+    for hidden in ("Drift verdicts", "Index versions", "Assistant answers per day", 'href="/loopline/reports/',
+                   "postgresql://loop:"):
+        assert hidden not in html, hidden
+    assert 'id="ask-refused"' in html and 'id="ask-form"' not in html
+    assert 'data-use-case="docs"' not in html and 'data-use-case="churn"' in html
+
+    # The admin, in no team, still sees everything.
+    everything = api.get("/loopline/api/summary").json()
+    assert {"churn", "docs", "assistant"} <= {c["name"] for c in everything["use_cases"]}
+    assert everything["ask"]["allowed"] is True
+
+
+def test_a_viewer_may_not_ask_give_feedback_or_open_a_hidden_dags_report(api, viewer, answer_trace):
+    import mlflow
+
+    asked = api.post("/loopline/api/ask", json={"question": "How do I roll the index back?"}, headers=viewer)
+    assert asked.status_code == 403
+    assert asked.json()["detail"] == ("user vic may not read the DAG docs_assistant, so may not ask its assistant or "
+                                      "give feedback on its answers: ask an Airflow admin for read access to "
+                                      "docs_assistant")
+    before = [a.assessment_id for a in mlflow.get_trace(answer_trace, flush=True).info.assessments]
+    thumbs = api.post("/loopline/api/feedback", json={"trace_id": answer_trace, "up": False}, headers=viewer)
+    assert thumbs.status_code == 403
+    assert [a.assessment_id for a in mlflow.get_trace(answer_trace, flush=True).info.assessments] == before
+
+    report = api.get("/loopline/reports/churn/drift/2026-11-28.html", headers=viewer)
+    assert report.status_code == 403 and "Evidently" not in report.text
+    assert report.json()["detail"].startswith("user vic may not read churn_drift_check, which writes this report")
+    # Whether a report of a hidden DAG exists is not told either.
+    assert api.get("/loopline/reports/churn/drift/1999-01-01.html", headers=viewer).status_code == 403
+
+
+def test_a_report_folder_no_pipeline_writes_is_not_served(api, home):
+    stray = DataHome(home).reports / "scratch" / "drift" / "notes.html"
+    stray.parent.mkdir(parents=True)
+    stray.write_text("<html>nobody's report</html>")
+    answer = api.get("/loopline/reports/scratch/drift/notes.html")
+    assert answer.status_code == 404 and "under the data home's reports/" in answer.json()["detail"]

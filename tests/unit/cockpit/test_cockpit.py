@@ -154,7 +154,7 @@ def test_gather_never_shows_a_secret(tmp_path):
     settings = LooplineSettings(home=tmp_path, mlflow_tracking_uri=f"postgresql://mlflow:{PASSWORD}@127.0.0.1:9/mlflow",
                                 feast_registry_url=f"postgresql+psycopg://feast:{PASSWORD}x@db/feast")
     environ = {"LOOPLINE_WEAVIATE_API_KEY": "wv-key-1234"}
-    summary = cockpit.gather(settings, environ=environ, allowed_dag_ids=set())
+    summary = cockpit.gather(settings, environ=environ, allowed_dag_ids={"churn_training"})
     text = repr(summary) + render(summary)
     assert PASSWORD not in text and "wv-key-1234" not in text
     assert summary["mlflow"] == "postgresql://mlflow:***@127.0.0.1:9/mlflow"
