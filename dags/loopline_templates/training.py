@@ -100,20 +100,23 @@ def build_dag(config: TrainingConfig) -> DAG:
         def train_and_register(info: dict, params=None) -> dict:
             """Train, log to MLflow and register a version (or reuse the one these inputs made)."""
             from pipelines.training import steps
-            return steps.train_and_register(run_config(params), info)
+            with fail_without_retry():
+                return steps.train_and_register(run_config(params), info)
 
         @task(outlets=[config.champion_asset.asset()])
         def evaluate_and_promote(info: dict, trained: dict, params=None) -> dict:
             """Challenger against champion on the same holdout; move the alias or record why not."""
             from pipelines.training import steps
-            return steps.evaluate_and_promote(run_config(params), info, trained,
-                                          force=bool(params.get("force_promote")))
+            with fail_without_retry():
+                return steps.evaluate_and_promote(run_config(params), info, trained,
+                                                  force=bool(params.get("force_promote")))
 
         @task
         def score_batch(decision: dict) -> dict:
             """Score the newest features with the champion; write predictions with its version."""
             from pipelines.training import steps
-            return steps.score_latest(config)
+            with fail_without_retry():
+                return steps.score_latest(config)
 
         info = build_training_set()
         checked = validate_training_set(info)

@@ -24,10 +24,20 @@ Loopline page, a drift check reading training's predictions) and the writer alwa
 
 from __future__ import annotations
 
+import os
 from datetime import date
 from pathlib import Path
 
+from pipelines.core.errors import NotRetryable
 from pipelines.core.settings import LooplineSettings, get_settings
+
+
+class PathOutsideDataHome(NotRetryable, ValueError):
+    """A path handed between steps (an XCom, an Asset event's extra, a run's lineage) lies outside the data home.
+
+    Loopline writes every such path under the data home, so one elsewhere was altered or comes from another
+    deployment; reading or writing it could reach any file the worker can. A retry reads the same value.
+    """
 
 
 class DataHome:
@@ -39,6 +49,32 @@ class DataHome:
 
     def path(self, *parts: str) -> Path:
         return self.root.joinpath(*parts)
+
+    def contains(self, path: str | os.PathLike[str]) -> bool:
+        """Whether ``path`` is an absolute path that resolves (``..`` and symlinks followed) inside the data home."""
+        candidate = Path(path)
+        if not candidate.is_absolute():  # Loopline hands on absolute paths only; a relative one depends on the cwd
+            return False
+        return candidate.resolve().is_relative_to(self.root.resolve())
+
+    def require_inside(self, path: str | os.PathLike[str], what: str) -> Path:
+        """``path`` resolved, if it lies inside the data home; else :class:`PathOutsideDataHome`.
+
+        Args:
+            path: a path read from an XCom, an Asset event's extra or a run's lineage.
+            what: where it was read, for the message (``"XCom build_training_set.path"``).
+
+        Raises:
+            PathOutsideDataHome: ``path`` is relative, or resolves (through ``..`` or a symlink) outside the
+                data home. Nothing was read or written.
+        """
+        if not self.contains(path):
+            shown = Path(path).resolve() if Path(path).is_absolute() else "a relative path"
+            raise PathOutsideDataHome(
+                f"{what} is {str(path)!r} ({shown}), outside the data home {self.root}: refusing to read or write "
+                "it. Loopline only hands on paths under the data home, so this value was altered or comes from "
+                "another deployment; clear the upstream task so that it writes the path again")
+        return Path(path).resolve()
 
     # --- features ---------------------------------------------------------------------------------------
     def warehouse(self, instance: str) -> Path:

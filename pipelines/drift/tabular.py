@@ -229,11 +229,14 @@ def _training_set_source(run) -> str | None:
 
 
 def _load_model(model_name: str, version: str, settings: LooplineSettings):
-    import mlflow
+    """The champion through Loopline's trusted-types allowlist (never pickle, never the artifact's own list).
 
-    from pipelines.core import tracking
-    tracking.configure_mlflow(settings)
-    return mlflow.pyfunc.load_model(f"models:/{model_name}/{version}")
+    Raises:
+        UntrustedModel: the version is pickle-only or holds untrusted types; nothing from it ran.
+    """
+    from pipelines.core.trusted_models import load_registered_model
+
+    return load_registered_model(model_name, version, settings)
 
 
 def _predict(model, frame, features: list[str]):
@@ -264,11 +267,13 @@ def _model_features(model_name: str, version: str, frame, settings: LooplineSett
     return [c for c in frame.columns[2:] if c not in META_COLUMNS]
 
 
-def _champion_training_set(training, champion, run) -> tuple[str, str, Any]:
+def _champion_training_set(training, champion, run,
+                           settings: LooplineSettings | None = None) -> tuple[str, str, Any]:
     """The training set the champion's lineage names, checked against its digest: (path, digest, frame).
 
     Raises:
         ReferenceUnavailable: the run names no training set or digest, or the file is gone or changed.
+        PathOutsideDataHome: the path it names lies outside the data home; nothing was read.
     """
     import pandas as pd
 
@@ -280,6 +285,8 @@ def _champion_training_set(training, champion, run) -> tuple[str, str, Any]:
     if not path or not digest:
         raise ReferenceUnavailable(f"{where} logged no training-set input or dataset_digest: retrain it with "
                                    f"{training.dag_id} so that its lineage names its data")
+    # The registry is writable by more than Loopline: read only a training set under the data home.
+    DataHome(settings).require_inside(path, f"the training-set input of {where}")
     if not Path(path).exists():
         raise ReferenceUnavailable(f"the training set of {where}, {path}, is gone: restore it, or retrain with "
                                    f"{training.dag_id} to make a champion whose data exists")
@@ -299,6 +306,8 @@ def champion_reference(training, thresholds: TabularDrift, settings: LooplineSet
     Raises:
         NothingToCheck: the model has no champion yet.
         ReferenceUnavailable: the champion's run names no training set, or the file is gone or changed.
+        PathOutsideDataHome: the champion's run names a training set outside the data home.
+        UntrustedModel: the champion is pickle-only or holds untrusted types (loaded through the allowlist).
     """
     import pandas as pd
 
@@ -309,7 +318,7 @@ def champion_reference(training, thresholds: TabularDrift, settings: LooplineSet
         raise NothingToCheck(f"{training.model_name} has no champion yet, so there is no reference to compare "
                              f"with: run {training.dag_id} first; this check runs again on its schedule")
     run = tracking.client(settings).get_run(champion.run_id)
-    path, digest, frame = _champion_training_set(training, champion, run)
+    path, digest, frame = _champion_training_set(training, champion, run, settings)
     features = _model_features(training.model_name, champion.version, frame, settings)
     numeric = [c for c in features if _is_numeric(frame[c])]
     categorical = [c for c in features if c not in numeric]

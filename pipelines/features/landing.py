@@ -148,7 +148,13 @@ def _move_whole(partition: Path, target: Path) -> None:
         if exc.errno != errno.EXDEV:
             raise
     partial = target.parent / f".{target.name}.{uuid.uuid4().hex}.partial"
-    shutil.copytree(partition, partial)
+    try:
+        shutil.copytree(partition, partial)
+    except OSError:
+        # A full disk or an I/O error half-way: the original is whole in landing, so the half copy is only
+        # our own scratch; remove it so that it holds no space, and let the task retry.
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     os.rename(partial, target)
     crash_point("quarantine:after-copy")
     shutil.rmtree(partition)

@@ -24,10 +24,12 @@ class CorpusConfig(StrictModel):
     include: list[str] = Field(default_factory=lambda: list(DEFAULT_INCLUDE), min_length=1,
                                description="Glob patterns, relative to the folder, of the files to index.")
     exclude: list[str] = Field(default_factory=list, description="Glob patterns of files to leave out.")
-    max_file_mb: float = Field(5.0, gt=0, description="Larger files are bad input (skipped or failed).")
+    max_file_mb: float = Field(5.0, gt=0, description="Larger files are bad input, never read: their size is "
+                                                      "checked first (skipped or failed).")
     bad_files: Literal["skip", "fail"] = Field(
-        "skip", description="Binary, undecodable, empty or oversized files: skip them (their indexed chunks "
-                            "stay) or fail the run before anything is written.")
+        "skip", description="Binary, undecodable, empty or oversized files, and symlinks whose target lies outside "
+                            "the folder: skip them (their indexed chunks stay) or fail the run before anything is "
+                            "written.")
 
 
 class ChunkerConfig(StrictModel):

@@ -10,6 +10,12 @@ also kept as metadata.
 
 Bad input (binary, undecodable, empty or oversized files) is skipped with a reason, or fails the load when
 ``bad_files="fail"``; a corpus with no readable document is an error. Nothing here writes anywhere.
+
+The folder is untrusted input too: a file's size is checked on the open file before a byte is read (an
+oversized file is skipped, never read), and a symlinked file or folder whose target lies outside the corpus
+folder is skipped with a warning naming it (one whose target lies inside is read as usual). ``**`` does not
+descend into symlinked folders (Python's own glob); a pattern naming one (``linked/*.md``) does, and the
+files found there are checked like any other.
 """
 
 from __future__ import annotations
@@ -17,7 +23,9 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import logging
+import os
 import re
+import stat
 import unicodedata
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -52,10 +60,11 @@ class Document:
 
 @dataclass(frozen=True)
 class SkippedFile:
-    """A file that was not indexed, and why."""
+    """A file that was not indexed, and why; ``kind`` is ``bad_input``, ``too_large`` or ``outside_corpus``."""
 
     doc_id: str
     reason: str
+    kind: str = "bad_input"
 
 
 @dataclass
@@ -65,6 +74,13 @@ class Corpus:
     root: Path
     documents: list[Document]
     skipped: list[SkippedFile] = field(default_factory=list)
+
+    def skipped_by_kind(self) -> dict[str, int]:
+        """How many files were skipped, per :attr:`SkippedFile.kind`."""
+        counts: dict[str, int] = {}
+        for item in self.skipped:
+            counts[item.kind] = counts.get(item.kind, 0) + 1
+        return counts
 
     @property
     def digest(self) -> str:
@@ -114,11 +130,47 @@ def corpus_files(root: Path, include: list[str], exclude: list[str]) -> list[tup
     return [(rel, found[rel]) for rel in sorted(found) if not _matches(rel, exclude)]
 
 
+def _too_large(doc_id: str, size: int, max_bytes: int) -> SkippedFile:
+    return SkippedFile(doc_id, f"is {size / 1e6:.1f} MB, over corpus.max_file_mb ({max_bytes / 1e6:g} MB): not "
+                               "read; split it or raise the limit", kind="too_large")
+
+
+def read_file(doc_id: str, path: Path, root: Path, max_bytes: int) -> Document | SkippedFile:
+    """Read one corpus file, if it lies inside ``root`` (symlinks resolved) and is at most ``max_bytes``.
+
+    Args:
+        root: the corpus folder, resolved.
+
+    Returns:
+        The document, or why it was skipped: outside the folder and oversized files are never opened for reading
+        past their size, and the size is taken from the open file, so a file swapped after the check is caught.
+    """
+    target = path.resolve()
+    if not target.is_relative_to(root):
+        return SkippedFile(doc_id, f"is a symlink (or lies under one) to {target}, outside the corpus folder {root}: "
+                                   "not read; copy the file into the folder if it belongs in the index",
+                           kind="outside_corpus")
+    # O_NOFOLLOW: the checked path is the real one, so a symlink there now was put in since; O_NONBLOCK: a
+    # FIFO put in its place does not hang the open (it is refused below as not a regular file).
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(target, flags)
+    except OSError as exc:
+        return SkippedFile(doc_id, f"cannot be opened ({exc.strerror}): fix its permissions or exclude it")
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            return SkippedFile(doc_id, "is not a regular file: exclude it with corpus.exclude")
+        if info.st_size > max_bytes:
+            return _too_large(doc_id, info.st_size, max_bytes)
+        raw = handle.read(max_bytes + 1)  # never more than the limit, even if the file grew since fstat
+    return read_document(doc_id, raw, max_bytes)
+
+
 def read_document(doc_id: str, raw: bytes, max_bytes: int) -> Document | SkippedFile:
     """Decode and normalise one file's bytes, or say why it cannot be a document."""
     if len(raw) > max_bytes:
-        return SkippedFile(doc_id, f"is {len(raw) / 1e6:.1f} MB, over corpus.max_file_mb "
-                                   f"({max_bytes / 1e6:g} MB): split it or raise the limit")
+        return _too_large(doc_id, len(raw), max_bytes)
     if not raw.strip():
         return SkippedFile(doc_id, "is empty")
     if b"\x00" in raw[:8192]:
@@ -144,9 +196,9 @@ def load_corpus(root: Path, include: list[str], exclude: list[str] | None = None
         root: The corpus folder.
         include: Glob patterns relative to ``root``.
         exclude: Glob patterns of files to leave out.
-        max_bytes: Files larger than this are bad input.
+        max_bytes: Files larger than this are bad input, skipped without being read.
         bad_files: ``skip`` (log and leave out) or ``fail`` (raise) for binary, undecodable, empty and
-            oversized files.
+            oversized files, and for symlinks whose target lies outside ``root``.
 
     Raises:
         CorpusError: the folder is missing, holds no readable document, or (``fail``) holds a bad file.
@@ -155,8 +207,9 @@ def load_corpus(root: Path, include: list[str], exclude: list[str] | None = None
         raise CorpusError(f"corpus folder {root} does not exist or is not a folder: point corpus.path at a "
                           "folder of .md, .html or .txt documents")
     documents, skipped = [], []
+    real_root = root.resolve()
     for doc_id, path in corpus_files(root, include, exclude or []):
-        item = read_document(doc_id, path.read_bytes(), max_bytes)
+        item = read_file(doc_id, path, real_root, max_bytes)
         if isinstance(item, SkippedFile):
             log.warning("Skipped %s: %s", path, item.reason)
             skipped.append(item)
@@ -172,8 +225,10 @@ def load_corpus(root: Path, include: list[str], exclude: list[str] | None = None
             f"{s.doc_id} {s.reason}" for s in skipped[:5]) if skipped else ""
         raise CorpusError(f"corpus {root} has no readable document matching {include}{why}. Nothing was "
                           "indexed and the live index is untouched: add documents or fix corpus.path/include")
-    log.info("Corpus %s: %d documents, %d files skipped", root, len(documents), len(skipped))
-    return Corpus(root, documents, skipped)
+    corpus = Corpus(root, documents, skipped)
+    log.info("Corpus %s: %d documents, %d files skipped %s", root, len(documents), len(skipped),
+             corpus.skipped_by_kind() or "")
+    return corpus
 
 
 # --- normalising --------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipelines.core.errors import NotRetryable
 from pipelines.core.files import write_atomic, write_json_atomic
-from pipelines.core.home import DataHome
+from pipelines.core.home import DataHome, PathOutsideDataHome
 from pipelines.rag.versions import catalog_path
 
 if TYPE_CHECKING:
@@ -48,11 +49,28 @@ class RagPaths:
     catalog: Path
 
     def plan_file(self, plan_id: str) -> Path:
-        return self.plans / f"{plan_id}.json"
+        return self.plans / f"{check_plan_id(plan_id)}.json"
 
     def staged(self, plan_id: str) -> Path:
-        """The folder of the chunks an incremental plan embedded, before they are applied."""
-        return self.staging / plan_id
+        """The folder of the chunks an incremental plan embedded, before they are applied (and removed)."""
+        return self.staging / check_plan_id(plan_id)
+
+
+PLAN_ID = re.compile(r"[0-9a-f]{16}")
+
+
+def check_plan_id(plan_id: str) -> str:
+    """``plan_id`` if it is one (16 hex digits, what :func:`~pipelines.rag.steps.plan_index` makes).
+
+    A plan id comes back through XCom and names a folder that publish removes: ``../..`` must never get there.
+
+    Raises:
+        PathOutsideDataHome: it is not a plan id; no path was built from it.
+    """
+    if not isinstance(plan_id, str) or not PLAN_ID.fullmatch(plan_id):
+        raise PathOutsideDataHome(f"XCom plan_index.plan_id is {plan_id!r}, not a plan id (16 hex digits): refusing "
+                                  "to build a path from it. Clear plan_index so that it plans again")
+    return plan_id
 
 
 def paths(config: RagIndexConfig, settings: LooplineSettings | None = None) -> RagPaths:
@@ -68,13 +86,19 @@ def save_plan(path: Path, plan: dict[str, Any]) -> None:
     write_json_atomic(path, plan, indent=None, sort_keys=False)
 
 
-def load_plan(plan_path: str | Path, plan_id: str, instance: str) -> dict[str, Any]:
-    """The whole plan a step's summary points at.
+def load_plan(plan_path: str | Path, plan_id: str, instance: str,
+              settings: LooplineSettings | None = None) -> dict[str, Any]:
+    """The whole plan a step's summary (its XCom) points at, read only from the instance's plans folder.
 
     Raises:
+        PathOutsideDataHome: ``plan_path`` resolves outside the data home, or ``plan_id`` is not a plan id.
         PlanSuperseded: the file is gone, because a later run planned again.
     """
-    path = Path(plan_path)
+    check_plan_id(plan_id)
+    path = DataHome(settings).require_inside(plan_path, "XCom plan_index.plan_path")
+    if path.name != f"{plan_id}.json":
+        raise PathOutsideDataHome(f"XCom plan_index.plan_path is {str(plan_path)!r}, not the file of plan {plan_id}: "
+                                  "refusing to read it. Clear plan_index so that it plans again")
     if not path.exists():
         raise PlanSuperseded(f"plan {plan_id} of index {instance} is gone: a later run planned again and "
                              "superseded it. Nothing to do here; run the DAG again to index the corpus as it is "

@@ -179,8 +179,9 @@ def _catalog(config: RagIndexConfig, settings: LooplineSettings) -> VersionCatal
     return VersionCatalog(plans.paths(config, settings).catalog)
 
 
-def _full_plan(plan: IndexPlan) -> dict[str, Any]:
-    return plans.load_plan(plan["plan_path"], plan["plan_id"], plan["instance"])
+def _full_plan(plan: IndexPlan, settings: LooplineSettings) -> dict[str, Any]:
+    """The plan file the XCom names; its path and id are checked to lie in the data home (:func:`plans.load_plan`)."""
+    return plans.load_plan(plan["plan_path"], plan["plan_id"], plan["instance"], settings)
 
 
 # --- 1. plan ------------------------------------------------------------------------------------------------
@@ -383,7 +384,7 @@ def embed_chunks(config: RagIndexConfig, plan: IndexPlan, settings: LooplineSett
         ``deleted_from_candidate``, ``seconds``, ``chunks_per_s``, ``written_to``.
     """
     settings = settings or get_settings()
-    full = _full_plan(plan)
+    full = _full_plan(plan, settings)
     mode = full["mode"]
     todo = [Chunk(*fields) for fields in full["chunks_to_embed"]]
     result: EmbeddedChunks = {"mode": mode, "embedded": 0, "resumed": 0, "deleted_from_candidate": 0,
@@ -392,7 +393,7 @@ def embed_chunks(config: RagIndexConfig, plan: IndexPlan, settings: LooplineSett
         log.info("Index %s is up to date with the corpus: nothing to embed", config.instance)
         return result
     with index_lock(config, settings):
-        plans.load_plan(plan["plan_path"], plan["plan_id"], plan["instance"])  # not superseded while we waited
+        _full_plan(plan, settings)  # not superseded while we waited
         if mode == "full":
             embedded, seconds, stale = _embed_into_candidate(config, full, todo, settings)
             result["written_to"], result["deleted_from_candidate"] = full["target_version"], stale
@@ -574,7 +575,7 @@ def _staged_for(plan: dict[str, Any], folder: Path, in_live: Mapping[str, str]) 
 def _evaluate_update(config: RagIndexConfig, plan: IndexPlan, run_id: str, qs: QuestionSet,
                      settings: LooplineSettings) -> IndexVerdict:
     """An incremental run: the live version with the staged update applied (a preview) against the live one."""
-    full, k = _full_plan(plan), config.evaluation.k
+    full, k = _full_plan(plan, settings), config.evaluation.k
     target = plan["target_version"]
     folder = plans.paths(config, settings).staged(plan["plan_id"])
     with _open_store(config, settings) as store:
@@ -693,7 +694,7 @@ def publish_index(config: RagIndexConfig, plan: IndexPlan, run_id: str = "manual
     if plan["mode"] == "unchanged":
         return result
     with index_lock(config, settings), _open_store(config, settings) as store:
-        full = _full_plan(plan)  # a superseded plan publishes nothing
+        full = _full_plan(plan, settings)  # a superseded plan publishes nothing
         catalog = _catalog(config, settings)
         if plan["mode"] == "full":
             result = _switch_to_candidate(config, plan, store, catalog, run_id)

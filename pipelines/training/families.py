@@ -75,11 +75,7 @@ class TorchMLPClassifier:
         features = torch.as_tensor(np.asarray(X, dtype=np.float32), device=device)
         target = torch.as_tensor(np.asarray(y, dtype=np.float32).reshape(-1, 1), device=device)
         self.classes_ = np.array([0, 1])
-        self.network_ = nn.Sequential(
-            nn.Linear(features.shape[1], self.hidden_units), nn.ReLU(), nn.Dropout(0.2),
-            nn.Linear(self.hidden_units, self.hidden_units), nn.ReLU(), nn.Dropout(0.2),
-            nn.Linear(self.hidden_units, 1),
-        ).to(device)
+        self.network_ = self._network(features.shape[1]).to(device)
         # Weight decay and dropout: churn tables are small, and an unregularised network memorises them.
         optimizer = torch.optim.Adam(self.network_.parameters(), lr=self.learning_rate, weight_decay=1e-2)
         loss_fn = nn.BCEWithLogitsLoss()
@@ -92,6 +88,51 @@ class TorchMLPClassifier:
                 log.info("torch_mlp epoch %d/%d: training loss %.4f", epoch, self.epochs, loss.item())
         self.network_ = self.network_.cpu().eval()
         return self
+
+    # skops saves what __getstate__ returns and hands it to __setstate__ on load: plain numbers and numpy arrays
+    # only, so the model is stored as skops (no pickle) and loading it runs no code but this rebuild.
+    def __getstate__(self) -> dict[str, Any]:
+        state: dict[str, Any] = self.get_params()
+        if hasattr(self, "network_"):
+            state["classes_"] = self.classes_
+            state["n_features_in_"] = int(self.network_[0].in_features)
+            state["weights"] = {name: tensor.detach().cpu().numpy()
+                                for name, tensor in self.network_.state_dict().items()}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        import numpy as np
+
+        state = dict(state)
+        weights = state.pop("weights", None)
+        n_features = state.pop("n_features_in_", None)
+        classes = state.pop("classes_", None)
+        self.set_params(**{k: state[k] for k in ("hidden_units", "epochs", "learning_rate", "seed") if k in state})
+        if weights is None:
+            return
+        import torch
+
+        # The shapes first, from the arrays the file holds: a crafted size allocates nothing the file did not.
+        n, h = int(n_features), int(self.hidden_units)
+        expected = {"0.weight": (h, n), "0.bias": (h,), "3.weight": (h, h), "3.bias": (h,), "6.weight": (1, h),
+                    "6.bias": (1,)}
+        found = {name: tuple(np.shape(value)) for name, value in weights.items()}
+        if found != expected:
+            raise ValueError(f"TorchMLPClassifier weights do not fit its {n} inputs and {h} hidden units: {found}")
+        self.classes_ = np.asarray(classes)
+        self.network_ = self._network(n)
+        self.network_.load_state_dict({name: torch.as_tensor(np.asarray(value, dtype=np.float32))
+                                       for name, value in weights.items()}, strict=True)
+        self.network_.eval()
+
+    def _network(self, n_features: int):
+        from torch import nn
+
+        return nn.Sequential(
+            nn.Linear(n_features, self.hidden_units), nn.ReLU(), nn.Dropout(0.2),
+            nn.Linear(self.hidden_units, self.hidden_units), nn.ReLU(), nn.Dropout(0.2),
+            nn.Linear(self.hidden_units, 1),
+        )
 
     def predict_proba(self, X):
         import numpy as np

@@ -23,6 +23,7 @@ from pipelines.core.home import DataHome
 from pipelines.core.locks import instance_lock
 from pipelines.core.params import apply_form
 from pipelines.core.settings import REPO_ROOT, LooplineSettings, get_settings
+from pipelines.core.trusted_models import UntrustedModel, load_registered_model, serialization_format
 from pipelines.features.config import FeaturesConfig
 from pipelines.templates import load_named
 from pipelines.training.config import TRAINING_FORM, TrainingConfig
@@ -185,14 +186,25 @@ def training_set_file(training: TrainingConfig, window: Window, digest: str,
     return path.with_name(f"{path.stem}-{digest[:16]}{path.suffix}")
 
 
-def validate_training_set(training: TrainingConfig, info: TrainingSetInfo) -> TrainingSetChecked:
+def training_set_path(info: TrainingSetInfo, what: str, settings: LooplineSettings | None = None) -> Path:
+    """The training set file an XCom names, if it lies inside the data home.
+
+    Raises:
+        PathOutsideDataHome: the path is relative or resolves (``..``, a symlink) outside the data home; nothing
+            was read.
+    """
+    return DataHome(settings).require_inside(info["path"], what)
+
+
+def validate_training_set(training: TrainingConfig, info: TrainingSetInfo, *,
+                          settings: LooplineSettings | None = None) -> TrainingSetChecked:
     """Great Expectations checks of the training set: schema, row count, label balance."""
     import pandas as pd
 
     from pipelines.core.expectations import validate_dataframe
     from pipelines.training.dataset import FeatureColumns, validation_suite
 
-    frame = pd.read_parquet(info["path"])
+    frame = pd.read_parquet(training_set_path(info, "XCom build_training_set.path", settings))
     columns = FeatureColumns(tuple(info["numeric"]), tuple(info["categorical"]))
     suite = validation_suite(training, columns, info["entity_key"])
     report = validate_dataframe(frame, suite, batch_name=f"training set {training.dag_id} "
@@ -279,11 +291,17 @@ def _train_and_register(training: TrainingConfig, info: TrainingSetInfo, setting
     key = training_key(training, info)
     existing = tracking.find_version_by_tag(training.model_name, TRAINING_KEY_TAG, key, settings)
     if existing is not None:
-        log.info("These inputs were trained before: reusing %s version %s (training key %s…)",
-                 training.model_name, existing.version, key[:12])
-        return TrainedVersion(version=str(existing.version), run_id=existing.run_id, reused=True, training_key=key)
+        saved_as = serialization_format(training.model_name, existing.version, settings)
+        if saved_as == "skops":
+            log.info("These inputs were trained before: reusing %s version %s (training key %s…)",
+                     training.model_name, existing.version, key[:12])
+            return TrainedVersion(version=str(existing.version), run_id=existing.run_id, reused=True,
+                                  training_key=key)
+        # An older Loopline's pickle, which workers refuse to load: these inputs get a skops version of their own.
+        log.warning("These inputs were trained before as %s version %s, saved as %s, which Loopline no longer "
+                    "loads: training a new version saved as skops", training.model_name, existing.version, saved_as)
 
-    frame = pd.read_parquet(info["path"])
+    frame = pd.read_parquet(training_set_path(info, "XCom build_training_set.path", settings))
     experiment = tracking.experiment_id(f"{training.instance}_training", settings)
     with mlflow.start_run(experiment_id=experiment,
                           run_name=f"{training.family} {info['window_start']}…{info['window_end']}") as run, \
@@ -334,7 +352,7 @@ def _log_model(training: TrainingConfig, model: Any, example) -> str:
             model, name="model", input_example=example,
             signature=mlflow.models.infer_signature(example, model.predict_proba(example)),
             pyfunc_predict_fn="predict_proba", pip_requirements=_pip_requirements(training.family),
-            **_serialization(training.family),
+            **_serialization(),
         )
     return model_info.model_uri
 
@@ -343,24 +361,24 @@ def _metric_name(slice_name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in slice_name).strip("_")
 
 
-def _serialization(family: str) -> dict[str, Any]:
-    """skops (no arbitrary code on load) where it can hold the model; cloudpickle for the torch network."""
-    if family == "torch_mlp":
-        return {"serialization_format": "cloudpickle"}
-    # Our own trees, written by this task: safe to load (skops asks us to say so explicitly).
-    return {"serialization_format": "skops",
-            "skops_trusted_types": ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]}
+def _serialization() -> dict[str, Any]:
+    """skops for every family: loading it builds plain data and the allowlisted types, never runs pickled code.
+
+    ``skops_trusted_types`` only lets ``log_model`` check its own file; workers never read it back: they load
+    through :mod:`pipelines.core.trusted_models` and Loopline's own allowlist.
+    """
+    from pipelines.core.trusted_models import TRUSTED_TYPES
+
+    return {"serialization_format": "skops", "skops_trusted_types": list(TRUSTED_TYPES)}
 
 
 def _pip_requirements(family: str) -> list[str]:
     """The model's runtime requirements, pinned from this environment (saves MLflow inferring them)."""
     from importlib.metadata import version
 
-    packages = ["scikit-learn", "pandas", "numpy"]
-    if family == "torch_mlp":  # the pickled network's class lives in this package
-        packages += ["cloudpickle", "torch", "loopline"]
-    else:
-        packages += ["skops"]
+    packages = ["scikit-learn", "pandas", "numpy", "skops"]
+    if family == "torch_mlp":  # the network's class (TorchMLPClassifier) lives in this package
+        packages += ["torch", "loopline"]
     return [f"{name}=={version(name)}" for name in packages]
 
 
@@ -373,6 +391,13 @@ class ChampionUnscorable(RuntimeError):
     """
 
 
+class ChampionUntrusted(NotRetryable, ChampionUnscorable):
+    """The champion's artifact is one Loopline will not load (pickle-only, or untrusted types): no comparison.
+
+    Not retryable: the artifact stays what it is. ``force_promote`` replaces such a champion after a review.
+    """
+
+
 def evaluate_and_promote(training: TrainingConfig, info: TrainingSetInfo, trained: TrainedVersion, *,
                          force: bool = False, settings: LooplineSettings | None = None) -> PromotionResult:
     """Challenger against the current champion on the same holdout and slices; move the alias or say why not.
@@ -382,9 +407,13 @@ def evaluate_and_promote(training: TrainingConfig, info: TrainingSetInfo, traine
     otherwise, retryable). Both models are loaded by version number, never through the alias, so the scores
     belong to the versions named in the verdict.
 
+    Both are loaded through Loopline's trusted-types allowlist (:mod:`pipelines.core.trusted_models`).
+
     Raises:
+        UntrustedModel: the challenger is pickle-only or holds untrusted types; it is tagged ``rejected`` with
+            the reason, nothing from it ran and the alias stays (``force`` does not overrule this).
         ChampionUnscorable: the champion's model cannot be loaded or cannot score this holdout; nothing was
-            promoted (unless ``force``).
+            promoted (unless ``force``). ``ChampionUntrusted`` (not retryable) when its artifact is untrusted.
         ChampionMoved: the alias moved during the evaluation; nothing was recorded.
     """
     settings = settings or get_settings()
@@ -394,7 +423,6 @@ def evaluate_and_promote(training: TrainingConfig, info: TrainingSetInfo, traine
 
 def _evaluate_and_promote(training: TrainingConfig, info: TrainingSetInfo, trained: TrainedVersion, force: bool,
                           settings: LooplineSettings) -> PromotionResult:
-    import mlflow
     import pandas as pd
 
     from pipelines.core import tracking
@@ -403,15 +431,23 @@ def _evaluate_and_promote(training: TrainingConfig, info: TrainingSetInfo, train
 
     tracking.configure_mlflow(settings)
     name, version = training.model_name, str(trained["version"])
-    frame = pd.read_parquet(info["path"])
+    frame = pd.read_parquet(training_set_path(info, "XCom build_training_set.path", settings))
     holdout = frame[frame[SPLIT] == "holdout"]
     features = info["numeric"] + info["categorical"]
 
     def score(model_version: str):
-        model = mlflow.pyfunc.load_model(f"models:/{name}/{model_version}")
+        model = load_registered_model(name, model_version, settings)
         return evaluation(holdout, positive_scores(model.predict(holdout[features])), training.promotion.slices)
 
-    challenger = score(version)
+    try:
+        challenger = score(version)
+    except UntrustedModel as exc:
+        # Not even force_promote moves the alias to a model Loopline will not load; the tags say why (unless it
+        # holds the alias already, an older Loopline's champion: its tags keep saying why it got there).
+        holder = tracking.champion(name, settings)
+        if holder is None or str(holder.version) != version:
+            tracking.keep_champion(name, version, f"not loaded: {exc}", settings)
+        raise
     current = tracking.champion(name, settings)
     champion_version = str(current.version) if current is not None else None
     if champion_version == version:
@@ -420,9 +456,15 @@ def _evaluate_and_promote(training: TrainingConfig, info: TrainingSetInfo, train
                                challenger_roc_auc=challenger.metric)
     champion_eval = None
     unscorable = None
+    untrusted_champion = False
     if champion_version is not None:
         try:
             champion_eval = score(champion_version)
+        except UntrustedModel as exc:  # a retry reads the same artifact: only a person can decide
+            unscorable = (f"champion v{champion_version} cannot be loaded safely ({exc}), so version {version} was "
+                          "not compared and is not promoted: promote it with force_promote after reviewing it")
+            untrusted_champion = True
+            log.warning("%s", unscorable)
         except Exception as exc:  # the artifact is unavailable, or it was trained on other features
             unscorable = (f"champion v{champion_version} could not be scored on this holdout "
                           f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}), so version "
@@ -438,7 +480,7 @@ def _evaluate_and_promote(training: TrainingConfig, info: TrainingSetInfo, train
                                     champion_version=champion_version, force=force)
     champion_now = tracking.apply_decision(name, version, decision, settings, expected_champion=champion_version)
     if unscorable is not None and not decision.promote:
-        raise ChampionUnscorable(unscorable)
+        raise (ChampionUntrusted if untrusted_champion else ChampionUnscorable)(unscorable)
     return PromotionResult(
         version=version, promoted=decision.promote, reason=decision.reason,
         champion=str(champion_now.version) if champion_now else None,
@@ -463,11 +505,13 @@ def score_latest(training: TrainingConfig, *, settings: LooplineSettings | None 
     """Score the newest published day of features with the champion (the version ``@champion`` names); write
     predictions.
 
+    The champion is loaded through Loopline's trusted-types allowlist: a pickle-only version, or one holding
+    untrusted types, fails the task with :class:`~pipelines.core.trusted_models.UntrustedModel` and writes nothing.
+
     Predictions land in ``predictions/<instance>/ds=<day>/predictions.parquet`` (``DataHome.predictions``)
     with the model version, for the drift checks to read: columns ``<entity key>``, ``ds``,
     ``churn_probability``, ``model_name``, ``model_version``, ``model_run_id``.
     """
-    import mlflow
     import pandas as pd
 
     from pipelines.core import tracking
@@ -491,9 +535,9 @@ def score_latest(training: TrainingConfig, *, settings: LooplineSettings | None 
     service = store.get_feature_service(features.feast.feature_service)
     frame = store.get_historical_features(entity_df=entities, features=service).to_df()
     # By number, not through the alias: the predictions are stamped with this version, which the alias may
-    # have left since it was read.
-    model = mlflow.pyfunc.load_model(f"models:/{training.model_name}/{champion.version}")
-    columns = list(model.metadata.get_input_schema().input_names())
+    # have left since it was read. Through the allowlist: an untrusted artifact is refused before it runs.
+    model = load_registered_model(training.model_name, str(champion.version), settings)
+    columns = model.input_names
     scored = frame.dropna(subset=columns)
     out = pd.DataFrame({
         key: scored[key].to_numpy(), "ds": latest,

@@ -39,6 +39,7 @@ from pipelines.core.faults import CRASH_AT_ENV, CRASH_EXIT_CODE
 from pipelines.core.settings import get_settings
 from pipelines.demo import simulator
 from pipelines.templates import load_config
+from support import services
 
 pytestmark = pytest.mark.faults
 
@@ -223,12 +224,8 @@ def test_a_held_duckdb_lock_during_build_mart_is_retryable_and_quarantines_nothi
 @pytest.fixture
 def postgres_home(home, monkeypatch):
     """The data home with dbt on a fresh Postgres database ``<prefix>_warehouse`` (dropped afterwards)."""
-    psycopg = pytest.importorskip("psycopg")
     prefix = f"llfault{uuid.uuid4().hex[:8]}"
-    try:
-        admin = psycopg.connect(f"{POSTGRES}/postgres", autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"no Postgres on 127.0.0.1:5432: {exc}")
+    admin = services.postgres_admin()
     admin.execute(f'create database "{prefix}_warehouse"')
     monkeypatch.setenv("LOOPLINE_DBT_TARGET", "postgres")
     monkeypatch.setenv("LOOPLINE_DATABASE_PREFIX", prefix)
@@ -328,12 +325,7 @@ def test_two_overlapping_build_mart_windows_stage_each_file_once(postgres_home):
 def online_store(request, home, monkeypatch):
     """The data home with Feast's online store on SQLite, or on Redis database REDIS_DB (flushed after)."""
     if request.param == "redis":
-        redis = pytest.importorskip("redis")
-        client = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB)
-        try:
-            client.ping()
-        except redis.ConnectionError as exc:
-            pytest.skip(f"no Redis on 127.0.0.1:6379: {exc}")
+        client = services.redis_client(REDIS_DB)
         client.flushdb()
         monkeypatch.setenv("LOOPLINE_FEAST_ONLINE_STORE", "redis")
         monkeypatch.setenv("LOOPLINE_FEAST_REDIS_CONNECTION", f"127.0.0.1:6379,db={REDIS_DB}")

@@ -10,6 +10,10 @@ Collections are ``Loopline_<index>_v<n>``, the alias ``Loopline_<index>``; vecto
 server-side vectorizer) in a named vector ``default`` with cosine distance. Object UUIDs are uuid5 of the
 chunk id, so importing a chunk twice replaces it.
 
+The API key is a secret: inside an Airflow task it is registered with Airflow's secrets masker when it is
+read (a log line that shows it shows ``***``), and it is kept out of this module's error messages and reprs
+(as is a password in the URL).
+
 No Weaviate server can be started on the machines this repository is developed on, so this backend is
 exercised by the contract tests only where ``WEAVIATE_URL`` is set; see docs/rag.md.
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlparse
@@ -39,6 +44,33 @@ def weaviate_url() -> str | None:
     return os.environ.get("LOOPLINE_WEAVIATE_URL") or os.environ.get("WEAVIATE_URL") or None
 
 
+def weaviate_api_key() -> str | None:
+    """The API key from ``LOOPLINE_WEAVIATE_API_KEY`` or ``WEAVIATE_API_KEY``, or None; masked in task logs.
+
+    Inside an Airflow task the key is registered with Airflow's secrets masker as it is read, the way
+    :func:`pipelines.core.settings.get_settings` registers URL passwords: a log line that shows it shows ``***``.
+    """
+    key = os.environ.get("LOOPLINE_WEAVIATE_API_KEY") or os.environ.get("WEAVIATE_API_KEY") or None
+    if key and "airflow.sdk.execution_time.task_runner" in sys.modules:
+        from airflow.sdk.log import mask_secret
+
+        mask_secret(key)
+    return key
+
+
+def _secrets(url: str | None, api_key: str | None) -> set[str]:
+    from pipelines.core.settings import passwords_in
+
+    return {s for s in ({api_key} | passwords_in(url or "")) if s}
+
+
+def redacted(text: str, secrets: set[str]) -> str:
+    """``text`` with each of ``secrets`` replaced by ``***`` (for messages that quote a client's error or the URL)."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
 def connect(url: str | None = None):
     """A connected ``weaviate.WeaviateClient`` for ``url`` (default: from the environment).
 
@@ -52,29 +84,38 @@ def connect(url: str | None = None):
     if not url:
         raise StoreError("index.backend is weaviate but neither LOOPLINE_WEAVIATE_URL nor WEAVIATE_URL is "
                          "set: set one to the server's URL, e.g. http://weaviate:8080")
+    api_key = weaviate_api_key()
+    secrets = _secrets(url, api_key)
+    shown = redacted(url, secrets)
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise StoreError(f"Weaviate URL {url!r} is not an http(s) URL like http://weaviate:8080")
+        raise StoreError(f"Weaviate URL {shown!r} is not an http(s) URL like http://weaviate:8080")
     secure = parsed.scheme == "https"
     port = parsed.port or (443 if secure else 8080)
     env = os.environ.get
     default_grpc_port = 443 if port == 443 else 50051
     grpc_port = int(env("LOOPLINE_WEAVIATE_GRPC_PORT") or env("WEAVIATE_GRPC_PORT") or default_grpc_port)
     grpc_host = env("LOOPLINE_WEAVIATE_GRPC_HOST") or parsed.hostname
-    api_key = env("LOOPLINE_WEAVIATE_API_KEY") or env("WEAVIATE_API_KEY")
     auth = Auth.api_key(api_key) if api_key else None
-    if parsed.hostname in ("localhost", "127.0.0.1") and not secure and grpc_host == parsed.hostname:
-        client = weaviate.connect_to_local(host=parsed.hostname, port=port, grpc_port=grpc_port,
-                                           auth_credentials=auth)
-    else:
-        client = weaviate.connect_to_custom(http_host=parsed.hostname, http_port=port, http_secure=secure,
-                                            grpc_host=grpc_host, grpc_port=grpc_port, grpc_secure=secure,
-                                            auth_credentials=auth)
-    version = str(client.get_meta().get("version", "0"))
+    try:
+        if parsed.hostname in ("localhost", "127.0.0.1") and not secure and grpc_host == parsed.hostname:
+            client = weaviate.connect_to_local(host=parsed.hostname, port=port, grpc_port=grpc_port,
+                                               auth_credentials=auth)
+        else:
+            client = weaviate.connect_to_custom(http_host=parsed.hostname, http_port=port, http_secure=secure,
+                                                grpc_host=grpc_host, grpc_port=grpc_port, grpc_secure=secure,
+                                                auth_credentials=auth)
+        version = str(client.get_meta().get("version", "0"))
+    except Exception as exc:
+        # The client's error (and its chained causes) may quote the request, headers included: say what
+        # failed with the secrets taken out, and leave the original unchained.
+        raise StoreError(f"cannot connect to Weaviate at {shown} (gRPC {grpc_host}:{grpc_port}): "
+                         f"{type(exc).__name__}: {redacted(str(exc), secrets)}. Check the URL, that the server is "
+                         "up, and its API key (LOOPLINE_WEAVIATE_API_KEY)") from None
     numbers = tuple(int(part) for part in version.split("-")[0].split(".")[:2] if part.isdigit())
     if numbers < MIN_VERSION:
         client.close()
-        raise StoreError(f"Weaviate at {url} is version {version}; Loopline needs 1.32 or later for "
+        raise StoreError(f"Weaviate at {shown} is version {version}; Loopline needs 1.32 or later for "
                          "collection aliases (blue/green switches). Upgrade the server")
     return client
 
@@ -109,6 +150,9 @@ class WeaviateStore(VectorStore):
     def __init__(self, index_name: str, url: str | None = None, client: Any = None):
         super().__init__(index_name)
         self.client = client or connect(url)
+
+    def __repr__(self) -> str:  # never the client's: its connection parameters hold the API key
+        return f"WeaviateStore(index={self.index_name!r})"
 
     @property
     def alias_name(self) -> str:

@@ -155,19 +155,20 @@ def test_an_empty_window_is_refused(trained):
     assert _state() == before
 
 
-def test_a_single_class_label_is_refused_by_the_checks(trained, tmp_path):
+def test_a_single_class_label_is_refused_by_the_checks(trained):
     _, run = trained
     before = _state()
     config = load_config(REPO / "dags" / "configs" / "churn_training.yaml")
     info = xcom(run, "build_training_set")
     frame = pd.read_parquet(info["path"])
     frame["label"] = 0
-    one_class = tmp_path / "one_class.parquet"
+    one_class = Path(info["path"]).with_name("one_class.parquet")  # steps read only inside the data home
     frame.to_parquet(one_class, index=False)
     with pytest.raises(steps.TrainingSetRejected,
                        match=r"label has mean 0, expected between 0.02 and 0.8; "
                              r"nothing was trained and the champion is unchanged"):
         steps.validate_training_set(config, {**info, "path": str(one_class)})
+    one_class.unlink()
     assert _state() == before
 
 

@@ -187,3 +187,76 @@ def test_an_empty_corpus_is_an_error_that_names_the_folder(tmp_path):
 def test_a_missing_folder_is_an_error(tmp_path):
     with pytest.raises(CorpusError, match=r"corpus folder .*nope does not exist"):
         load_corpus(tmp_path / "nope", ["*.md"])
+
+
+# --- the folder as untrusted input: symlinks out of it, oversized files -----------------------------------------
+
+def test_symlinks_that_leave_the_corpus_folder_are_skipped_and_named(tmp_path, caplog):
+    corpus, outside = tmp_path / "corpus", tmp_path / "outside"
+    write(corpus, "guide.md", "# Guide\n\ninside")
+    write(outside, "secret.md", "# Secret\n\nthe worker's private notes")
+    write(outside, "more/keys.md", "# Keys\n\nprivate")
+    (corpus / "leak.md").symlink_to(outside / "secret.md")
+    (corpus / "linked").symlink_to(outside / "more", target_is_directory=True)
+    with caplog.at_level("WARNING", logger="pipelines.rag.corpus"):
+        loaded = load_corpus(corpus, ["**/*.md", "linked/*.md"])
+    assert [d.doc_id for d in loaded.documents] == ["guide.md"]
+    assert all("private" not in d.text for d in loaded.documents)
+    reasons = {s.doc_id: s for s in loaded.skipped}
+    assert sorted(reasons) == ["leak.md", "linked/keys.md"]
+    assert reasons["leak.md"].kind == "outside_corpus"
+    assert reasons["leak.md"].reason.startswith(f"is a symlink (or lies under one) to {outside / 'secret.md'}, "
+                                                f"outside the corpus folder {corpus}: not read")
+    assert loaded.skipped_by_kind() == {"outside_corpus": 2}
+    assert "Skipped " + str(corpus / "leak.md") in caplog.text and str(corpus / "linked" / "keys.md") in caplog.text
+    with pytest.raises(CorpusError, match=r"2 bad file\(s\): leak.md is a symlink"):
+        load_corpus(corpus, ["**/*.md", "linked/*.md"], bad_files="fail")
+
+
+def test_symlinks_that_stay_inside_the_corpus_folder_are_read(tmp_path):
+    corpus = tmp_path / "corpus"
+    write(corpus, "shared/intro.md", "# Intro\n\nshared text")
+    (corpus / "alias.md").symlink_to(corpus / "shared" / "intro.md")
+    (corpus / "also").symlink_to(corpus / "shared", target_is_directory=True)
+    loaded = load_corpus(corpus, ["*.md", "shared/*.md", "also/*.md"])
+    assert [d.doc_id for d in loaded.documents] == ["alias.md", "also/intro.md", "shared/intro.md"]
+    assert loaded.skipped == []
+    # The corpus folder itself may be a symlink: its files are inside it.
+    entry = tmp_path / "corpus-link"
+    entry.symlink_to(corpus, target_is_directory=True)
+    assert [d.doc_id for d in load_corpus(entry, ["shared/*.md"]).documents] == ["shared/intro.md"]
+
+
+def _reads_update_atime(tmp_path) -> bool:
+    import os
+    import time
+
+    probe = tmp_path / "probe.txt"
+    probe.write_text("x")
+    old = time.time() - 3 * 86400
+    os.utime(probe, (old, old))
+    probe.read_bytes()
+    return probe.stat().st_atime > old + 86400
+
+
+def test_an_oversized_file_is_skipped_from_its_size_and_never_read(tmp_path):
+    import os
+    import time
+
+    corpus = tmp_path / "corpus"
+    write(corpus, "good.md", "# Good\n\ntext")
+    big = corpus / "dump.md"
+    with open(big, "wb") as handle:  # a real 3 GB file (sparse: no disk spent), text where it is read from
+        handle.write(b"# Dump\n\n")
+        handle.truncate(3_000_000_000)
+    old = time.time() - 3 * 86400
+    os.utime(big, (old, old))
+    loaded = load_corpus(corpus, ["*.md"], max_bytes=5_000_000)
+    assert [d.doc_id for d in loaded.documents] == ["good.md"]
+    (skipped,) = loaded.skipped
+    assert (skipped.doc_id, skipped.kind) == ("dump.md", "too_large")
+    assert skipped.reason == ("is 3000.0 MB, over corpus.max_file_mb (5 MB): not read; split it or raise the "
+                              "limit")
+    assert loaded.skipped_by_kind() == {"too_large": 1}
+    if _reads_update_atime(tmp_path):  # relatime/strictatime: a read would have moved the access time
+        assert big.stat().st_atime == pytest.approx(old, abs=1)
