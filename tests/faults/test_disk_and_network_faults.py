@@ -26,6 +26,7 @@ from test_features_faults import (  # the same churn world as the other features
     landing_root,
     online_values,
     quarantine_root,
+    two_days_offline_with_day1_online,
 )
 
 from pipelines.core.errors import NotRetryable
@@ -134,18 +135,10 @@ def test_redis_connections_reset_during_materialize_then_the_retry_serves_the_da
     Invariant: the error is retryable (a connection error, not NotRetryable); once the network heals the
     retried day is served online for every customer, with the day's own values."""
     from pipelines.features import steps
-    from pipelines.features.feast_store import offline_day_path
 
     proxy = redis_through_proxy
     config = load_config(CONFIG_FILE)
-    simulator.land_days(landing_root(config), DAY1, 2, n_customers=CUSTOMERS)
-    offline = steps.FeaturePaths(config).offline
-    offline.mkdir(parents=True, exist_ok=True)
-    truth = {day: simulator.expected_customer_daily_features(landing_root(config), day) for day in (DAY1, DAY2)}
-    for day, frame in truth.items():
-        frame.to_parquet(offline_day_path(offline, day), index=False)
-    steps.apply_definitions(config)
-    steps.materialize_day(config, DAY1, CUSTOMERS)
+    truth, _ = two_days_offline_with_day1_online(config)
     day1_online = online_values(config)
 
     proxy.reset_after(bytes_from_server=12)

@@ -345,6 +345,26 @@ def online_values(config) -> list[dict]:
     return frame.sort_values("customer_id").drop(columns=["customer_id"]).to_dict("records")
 
 
+def two_days_offline_with_day1_online(config):
+    """DAY1 and DAY2 landed, their true features written as Feast's offline files, DAY1 materialized online.
+
+    Returns:
+        The true features by day, and the offline folder.
+    """
+    from pipelines.features import steps
+    from pipelines.features.feast_store import offline_day_path
+
+    simulator.land_days(landing_root(config), DAY1, 2, n_customers=CUSTOMERS)
+    offline = steps.FeaturePaths(config).offline
+    offline.mkdir(parents=True, exist_ok=True)
+    truth = {day: simulator.expected_customer_daily_features(landing_root(config), day) for day in (DAY1, DAY2)}
+    for day, frame in truth.items():
+        frame.to_parquet(offline_day_path(offline, day), index=False)
+    steps.apply_definitions(config)
+    steps.materialize_day(config, DAY1, CUSTOMERS)
+    return truth, offline
+
+
 def test_kill_between_materialize_and_ledger_then_rerun_an_older_day(online_store, home):
     """Fault: the worker dies (os._exit) after Feast wrote DAY2 online, before the ledger records it.
     Where: materialize_interval, point "materialize:before-ledger", in a child process.
@@ -356,14 +376,7 @@ def test_kill_between_materialize_and_ledger_then_rerun_an_older_day(online_stor
     from pipelines.features.feast_store import offline_day_path
 
     config = churn_config()
-    simulator.land_days(landing_root(config), DAY1, 2, n_customers=CUSTOMERS)
-    offline = steps.FeaturePaths(config).offline
-    offline.mkdir(parents=True, exist_ok=True)
-    truth = {day: simulator.expected_customer_daily_features(landing_root(config), day) for day in (DAY1, DAY2)}
-    for day, frame in truth.items():
-        frame.to_parquet(offline_day_path(offline, day), index=False)
-    steps.apply_definitions(config)
-    steps.materialize_day(config, DAY1, CUSTOMERS)
+    truth, offline = two_days_offline_with_day1_online(config)
     day1_online = online_values(config)
 
     code = textwrap.dedent(f"""
