@@ -20,7 +20,8 @@ Each run handles one day, the run's data interval (`ds` = its start, UTC):
    {config.sensor.timeout_hours} h) for `{config.landing.path}/{config.landing.partition}` to be complete.
 2. **check_landing**: every raw file exists, reads as {config.landing.format} and has the contract's columns and types.
 3. **build_mart**: `dbt build` of `{config.dbt.project}` for the day (staging → `{config.dbt.mart}`, dbt tests).
-4. **validate_mart**: Great Expectations suite `{config.validation.suite}` on the day's mart rows.
+4. **validate_mart**: one row per entity per day (`{', '.join(config.feast.join_keys)}`, `ds`), then the Great
+   Expectations suite `{config.validation.suite}` on the day's mart rows.
 5. **publish_features**: the validated day is written where Feast's offline source reads it.
 6. **apply_definitions**: `feast apply` of `{config.feast.repo}`, only when the definitions changed.
 7. **materialize_interval**: exactly the day goes online (project `{config.feast.project}`), then the Asset
@@ -72,7 +73,7 @@ def build_dag(config: FeaturesConfig) -> DAG:
 
         @task
         def validate_mart(data_interval_start=None) -> dict:
-            """Great Expectations validation of the day's mart rows."""
+            """One row per entity per day, then Great Expectations, on the day's mart rows."""
             from pipelines.features import steps
             with fail_without_retry():
                 return steps.validate_mart(config, data_interval_start.date())

@@ -56,7 +56,21 @@ class FeastConfig(StrictModel):
     project: str = Field(pattern=IDENTIFIER)
     feature_views: list[str] = Field(min_length=1)
     feature_service: str
-    entity_key: str
+    entity_key: str | list[str] = Field(
+        description="The Feast entity's join key, or its join keys in order when it has several (a composite key).")
+
+    @field_validator("entity_key")
+    @classmethod
+    def _keys_named(cls, value: str | list[str]) -> str | list[str]:
+        keys = [value] if isinstance(value, str) else value
+        if not keys or len(set(keys)) != len(keys) or not all(keys):
+            raise ValueError("must name one join key, or several distinct ones")
+        return value
+
+    @property
+    def join_keys(self) -> list[str]:
+        """The entity's join keys in order: ``[entity_key]`` for a single key."""
+        return [self.entity_key] if isinstance(self.entity_key, str) else list(self.entity_key)
 
 
 class FeaturesConfig(PipelineBase):

@@ -11,6 +11,7 @@ functions that use them.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -20,11 +21,18 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipelines.core.errors import NotRetryable
+
 if TYPE_CHECKING:
     import pandas as pd
 
+log = logging.getLogger(__name__)
+
 DEFAULT_MART = "customer_daily_features"
 DUCKDB_PATH_ENV = "LOOPLINE_DBT_DUCKDB_PATH"
+# The var of dbt_project.yml naming the longest window (days ending on ds) a model reads from landing.
+LOOKBACK_VAR = "loopline_lookback_days"
+DEFAULT_LOOKBACK_DAYS = 30
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -98,6 +106,39 @@ def _build_error(ds: date, failures: list[str], log_path: Path, *, data_fault: b
         log_path=log_path,
         data_fault=data_fault,
     )
+
+
+class DbtProjectError(NotRetryable, ValueError):
+    """The dbt project breaks Loopline's contract (docs/adding-a-use-case.md); fix the project, then clear the run."""
+
+
+def staging_window_days(project_dir: Path) -> int:
+    """How many days of landing, ending on ``ds``, the project's models read: var ``loopline_lookback_days``.
+
+    Postgres cannot read the landing files, so ``build_mart`` stages exactly this window before dbt runs;
+    the ``read_landing`` macro refuses a model that reads further back. Read from ``dbt_project.yml``'s
+    ``vars`` (top level or under the project's name); a project without it gets 30 days.
+
+    Raises:
+        DbtProjectError: the file is missing or the var is not a whole number of days, 1 or more.
+    """
+    import yaml
+
+    path = Path(project_dir) / "dbt_project.yml"
+    if not path.exists():
+        raise DbtProjectError(f"no dbt project at {project_dir}: expected {path}; fix dbt.project in the YAML")
+    project = yaml.safe_load(path.read_text()) or {}
+    project_vars = project.get("vars") or {}
+    scoped = project_vars.get(project.get("name"))
+    value = project_vars.get(LOOKBACK_VAR, (scoped or {}).get(LOOKBACK_VAR) if isinstance(scoped, dict) else None)
+    if value is None:
+        log.warning("%s sets no vars.%s: staging %d days of landing per build", path, LOOKBACK_VAR,
+                    DEFAULT_LOOKBACK_DAYS)
+        return DEFAULT_LOOKBACK_DAYS
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise DbtProjectError(f"{path}: vars.{LOOKBACK_VAR} must be a whole number of days, 1 or more (the longest "
+                              f"window a model reads from landing, ending on ds), got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -348,16 +389,25 @@ def delete_mart_day(warehouse_path: Path, ds: date, mart: str = DEFAULT_MART) ->
         return int(row[0]) if row else 0
 
 
-def read_mart_day(warehouse_path: Path, ds: date, mart: str = DEFAULT_MART) -> pd.DataFrame:
+def sort_by_keys(frame: pd.DataFrame, keys: Sequence[str] = ()) -> pd.DataFrame:
+    """Rows in a stable order: by ``keys`` when given and present, else by ``customer_id`` when present."""
+    order = [key for key in keys if key in frame] if keys else [c for c in ("customer_id",) if c in frame]
+    if order:
+        frame = frame.sort_values(order, kind="stable").reset_index(drop=True)
+    return frame
+
+
+def read_mart_day(warehouse_path: Path, ds: date, mart: str = DEFAULT_MART, keys: Sequence[str] = ()) -> pd.DataFrame:
     """Read one day of a mart from the DuckDB warehouse.
 
     Args:
         warehouse_path: the DuckDB file.
         ds: the day to read.
         mart: the mart table.
+        keys: the entity's join keys, which the rows are sorted by (``customer_id`` when none are given).
 
     Returns:
-        The mart's columns as built by dbt, sorted by ``customer_id`` when present; for
+        The mart's columns as built by dbt, sorted by ``keys``; for
         ``customer_daily_features`` these are ``customer_id`` (int64), ``ds``
         (``datetime.date``), ``feature_timestamp`` (``datetime64[us, UTC]``), ``tenure_days``
         (int64), ``plan``, ``region``, ``monthly_charges`` (float64), ``sessions_7d``,
@@ -384,6 +434,4 @@ def read_mart_day(warehouse_path: Path, ds: date, mart: str = DEFAULT_MART) -> p
     for column in frame.columns:
         if isinstance(frame[column].dtype, pd.DatetimeTZDtype):
             frame[column] = frame[column].dt.tz_convert("UTC")
-    if "customer_id" in frame:
-        frame = frame.sort_values("customer_id", kind="stable").reset_index(drop=True)
-    return frame
+    return sort_by_keys(frame, keys)

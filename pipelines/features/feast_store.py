@@ -245,18 +245,25 @@ def materialize_interval(
 
 
 def read_online(
-    project: str, feature_service: str, entity_key: str, keys: list[Any],
+    project: str, feature_service: str, entity_key: str | list[str], keys: list[Any],
     settings: LooplineSettings | None = None,
 ) -> pd.DataFrame:
     """Online features of a feature service for some entities.
 
+    Args:
+        entity_key: the entity's join key (``feast.entity_key``), or its join keys for a composite key.
+        keys: one value per entity, in the key's own type (``"S01"`` for a string key, never ``int()``-ed); a
+            tuple of values, one per join key, for a composite key.
+
     Returns:
-        One row per key: the entity key column, then one column per feature of the service.
+        One row per key: the entity key column(s), then one column per feature of the service.
     """
+    from pipelines.features.entity import entity_rows
+
     store = feature_store(project, settings)
     service = store.get_feature_service(feature_service)
-    rows = [{entity_key: key} for key in keys]
-    return store.get_online_features(features=service, entity_rows=rows).to_df()
+    join_keys = [entity_key] if isinstance(entity_key, str) else list(entity_key)
+    return store.get_online_features(features=service, entity_rows=entity_rows(join_keys, keys)).to_df()
 
 
 def day_bounds(ds: date) -> tuple[datetime, datetime]:

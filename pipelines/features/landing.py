@@ -56,7 +56,15 @@ def partition_ready(landing: LandingConfig, landing_root: Path, ds: date) -> boo
     return all(table_file(landing, partition, t).exists() for t in landing.tables)
 
 
-def _read_schema(path: Path, file_format: str) -> tuple[dict[str, str], int]:
+def _csv_options(columns: dict[str, str]):  # -> pyarrow.csv.ConvertOptions
+    """CSV has no types: a contract ``string`` column is read as text, so a key like ``007`` stays ``"007"``."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    return pacsv.ConvertOptions(column_types={c: pa.string() for c, t in columns.items() if t == "string"})
+
+
+def _read_schema(path: Path, file_format: str, columns: dict[str, str]) -> tuple[dict[str, str], int]:
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
@@ -64,7 +72,7 @@ def _read_schema(path: Path, file_format: str) -> tuple[dict[str, str], int]:
         meta = pq.ParquetFile(path)
         schema = meta.schema_arrow
         return {f.name: str(f.type) for f in schema}, meta.metadata.num_rows
-    table = pacsv.read_csv(path)
+    table = pacsv.read_csv(path, convert_options=_csv_options(columns))
     return {f.name: str(f.type) for f in table.schema}, table.num_rows
 
 
@@ -99,7 +107,7 @@ def check_partition(landing: LandingConfig, landing_root: Path, ds: date) -> Lan
             problems.append(f"{path.name} is an empty file (0 bytes)")
             continue
         try:
-            columns, rows[table] = _read_schema(path, landing.format)
+            columns, rows[table] = _read_schema(path, landing.format, spec.columns)
         except OSError as exc:
             if _is_machine_fault(exc):
                 raise  # an I/O error, a full disk, a lost mount: retried, the partition stays in landing
@@ -220,4 +228,6 @@ def read_landed_table(landing: LandingConfig, landing_root: Path, ds: date, tabl
     single = landing.model_copy(update={"tables": {table: spec}})
     check = check_partition(single, landing_root, ds)
     path = table_file(landing, check.partition, table)
-    return pq.read_table(path) if landing.format == "parquet" else pacsv.read_csv(path)
+    if landing.format == "parquet":
+        return pq.read_table(path)
+    return pacsv.read_csv(path, convert_options=_csv_options(spec.columns))

@@ -188,7 +188,7 @@ def build_mart(config: FeaturesConfig, ds: date) -> MartBuild:
     """Run ``dbt build`` for the day (staging → marts, with dbt's tests)."""
     from dataclasses import replace
 
-    from pipelines.features.dbt import DbtBuildError, run_dbt_build
+    from pipelines.features.dbt import DbtBuildError, run_dbt_build, staging_window_days
     from pipelines.features.landing import LandingContractError
 
     p = FeaturePaths(config)
@@ -196,12 +196,13 @@ def build_mart(config: FeaturesConfig, ds: date) -> MartBuild:
     already = _already_quarantined(config, p, ds)
     if already is not None:
         _raise_already_quarantined(ds, already)
+    window_days = staging_window_days(p.dbt_project)  # a project fault: raised before anything is touched
     log.info("dbt build of %s for %s into %s", config.dbt.mart, ds, warehouse.describe())
     # Only the day's data is quarantined. A DuckDB lock, a dropped connection, a full disk or an I/O error
     # (DbtBuildError.data_fault False, OSError, psycopg's OperationalError) propagates and is retried.
     with _lock(config):
         try:
-            warehouse.stage_landing(config.landing, p.landing, ds)
+            warehouse.stage_landing(config.landing, p.landing, ds, window_days=window_days)
             result = run_dbt_build(
                 p.dbt_project, ds=ds, landing_path=p.landing, file_format=config.landing.format,
                 target=warehouse.dbt_target, work_dir=p.dbt_work, mart=config.dbt.mart,
@@ -221,19 +222,30 @@ def build_mart(config: FeaturesConfig, ds: date) -> MartBuild:
 
 
 def validate_mart(config: FeaturesConfig, ds: date) -> MartValidation:
-    """Validate the day's mart rows with the Great Expectations suite kept in the repo.
+    """Validate the day's mart rows: one row per entity per day, then the Great Expectations suite in the repo.
 
-    On failure the partition is quarantined, the day leaves the mart, and the error lists every
-    failed expectation. The report is saved as JSON either way.
+    On failure the partition is quarantined, the day leaves the mart, and the error names the repeated keys
+    (with their count and examples) or lists every failed expectation. The suite's report is saved as JSON
+    whenever the suite runs.
     """
     from pipelines.core.expectations import DataValidationError, raise_for_failures, validate_dataframe
+    from pipelines.features.entity import duplicate_entity_days
 
     p = FeaturePaths(config)
     already = _already_quarantined(config, p, ds)
     if already is not None:
         # A cleared validate_mart of a day quarantined before: its copy stays as it is.
         _raise_already_quarantined(ds, already)
-    frame = p.warehouse.read_day(ds, config.dbt.mart)
+    frame = p.warehouse.read_day(ds, config.dbt.mart, keys=config.feast.join_keys)
+    # The grain is the template's, whatever the user's suite checks: Feast would serve an arbitrary one of
+    # two rows of the same entity and day, and training would join both.
+    duplicates = duplicate_entity_days(frame, config.feast.join_keys)
+    if duplicates is not None:
+        reason = f"mart {config.dbt.mart} for {ds} is not one row per entity per day: {duplicates}"
+        with _lock(config):
+            where = _quarantine(config, p, ds, reason)
+        raise BatchQuarantined(f"{reason}; fix the mart model's grain or the day's data; quarantined to {where}",
+                               where)
     report = validate_dataframe(frame, p.suite, batch_name=f"{config.instance} {ds}")
     write_json_atomic(p.reports / f"{ds}.json", report.to_dict(), sort_keys=False)
     if not report.success:
@@ -252,7 +264,7 @@ def publish_features(config: FeaturesConfig, ds: date) -> PublishedDay:
     from pipelines.features.feast_store import publish_offline_day
 
     p = FeaturePaths(config)
-    frame = p.warehouse.read_day(ds, config.dbt.mart)
+    frame = p.warehouse.read_day(ds, config.dbt.mart, keys=config.feast.join_keys)
     path = publish_offline_day(frame, p.offline, ds)
     log.info("Published %d rows of %s to %s", len(frame), ds, path)
     return PublishedDay(rows=len(frame), path=str(path))

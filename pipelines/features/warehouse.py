@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -20,15 +21,15 @@ from pipelines.core.faults import crash_point
 from pipelines.core.home import DataHome
 from pipelines.core.settings import LooplineSettings, get_settings
 from pipelines.features.config import LandingConfig
-from pipelines.features.dbt import DUCKDB_PATH_ENV, checked_identifier
+from pipelines.features.dbt import DEFAULT_LOOKBACK_DAYS, DUCKDB_PATH_ENV, checked_identifier
 
 if TYPE_CHECKING:
     import pandas as pd
 
 log = logging.getLogger(__name__)
 
-# The longest window a staging model reads (stg_events: 30 days ending on ds).
-LANDING_WINDOW_DAYS = 30
+# The staging window of a dbt project that does not name one (var loopline_lookback_days, read by build_mart).
+LANDING_WINDOW_DAYS = DEFAULT_LOOKBACK_DAYS
 
 _POSTGRES_TYPES = {"int64": "bigint", "float64": "double precision", "string": "text", "date": "date",
                    "timestamp": "timestamptz"}
@@ -43,10 +44,12 @@ class Warehouse(Protocol):
     def dbt_vars(self) -> dict[str, str]:
         """Extra dbt vars for this target."""
 
-    def stage_landing(self, landing: LandingConfig, landing_root: Path, ds: date) -> None:
-        """Make the day's landing window readable by the staging models."""
+    def stage_landing(self, landing: LandingConfig, landing_root: Path, ds: date,
+                      window_days: int = LANDING_WINDOW_DAYS) -> None:
+        """Make the ``window_days`` days of landing ending on ``ds`` readable by the staging models."""
 
-    def read_day(self, ds: date, mart: str) -> pd.DataFrame: ...
+    def read_day(self, ds: date, mart: str, keys: Sequence[str] = ()) -> pd.DataFrame:
+        """The day's mart rows, sorted by ``keys`` (the entity's join keys) when given."""
 
     def delete_day(self, ds: date, mart: str) -> int: ...
 
@@ -69,14 +72,15 @@ class DuckDBWarehouse:
     def dbt_vars(self) -> dict[str, str]:
         return {}
 
-    def stage_landing(self, landing: LandingConfig, landing_root: Path, ds: date) -> None:
+    def stage_landing(self, landing: LandingConfig, landing_root: Path, ds: date,
+                      window_days: int = LANDING_WINDOW_DAYS) -> None:
         """DuckDB reads the landing files in place: only the warehouse file's folder must exist."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
-    def read_day(self, ds: date, mart: str) -> pd.DataFrame:
+    def read_day(self, ds: date, mart: str, keys: Sequence[str] = ()) -> pd.DataFrame:
         from pipelines.features.dbt import read_mart_day
 
-        return read_mart_day(self.path, ds, mart=mart)
+        return read_mart_day(self.path, ds, mart=mart, keys=keys)
 
     def delete_day(self, ds: date, mart: str) -> int:
         from pipelines.features.dbt import delete_mart_day
@@ -123,8 +127,12 @@ class PostgresWarehouse:
     def dbt_vars(self) -> dict[str, str]:
         return {"landing_schema": self.landing_schema}
 
-    def stage_landing(self, landing: LandingConfig, landing_root: Path, ds: date) -> None:
+    def stage_landing(self, landing: LandingConfig, landing_root: Path, ds: date,
+                      window_days: int = LANDING_WINDOW_DAYS) -> None:
         """Load the window's landing files into ``<instance>_landing`` tables, each file once per digest.
+
+        The window is the ``window_days`` days ending on ``ds``: the dbt project's ``loopline_lookback_days``
+        (:func:`pipelines.features.dbt.staging_window_days`), the longest window its models read.
 
         Re-running a day reloads nothing unchanged; a re-landed (changed) file replaces its day's rows. The
         tables are named after the YAML's tables (what ``read_landing('<table>')`` reads), whatever their files
@@ -140,7 +148,7 @@ class PostgresWarehouse:
         from pipelines.core.locks import advisory_key
         from pipelines.features.landing import LandingContractError, partition_dir, table_file
 
-        days = [ds - timedelta(days=offset) for offset in range(LANDING_WINDOW_DAYS)]
+        days = [ds - timedelta(days=offset) for offset in range(window_days)]
         loaded = skipped = 0
         with self._connect() as connection:
             connection.execute("select pg_advisory_xact_lock(%s)", (advisory_key(f"landing:{self.landing_schema}"),))
@@ -183,8 +191,8 @@ class PostgresWarehouse:
                         "on conflict (landing_table, ds) do update set digest = excluded.digest",
                         (table_name, day, digest))
                     loaded += 1
-        log.info("Landing window of %s staged in %s.%s: %d file(s) loaded, %d unchanged",
-                 ds, self.describe(), self.landing_schema, loaded, skipped)
+        log.info("Landing window of %s (%d days) staged in %s.%s: %d file(s) loaded, %d unchanged",
+                 ds, window_days, self.describe(), self.landing_schema, loaded, skipped)
 
     def _load_file(self, connection: Any, landing: LandingConfig, table_name: str, columns: list[str],
                    path: Path, day: date) -> None:
@@ -208,8 +216,10 @@ class PostgresWarehouse:
             (self.schema, mart)).fetchone()
         return bool(row and row[0])
 
-    def read_day(self, ds: date, mart: str) -> pd.DataFrame:
+    def read_day(self, ds: date, mart: str, keys: Sequence[str] = ()) -> pd.DataFrame:
         import pandas as pd
+
+        from pipelines.features.dbt import sort_by_keys
 
         mart = checked_identifier(mart)
         with self._connect() as connection:
@@ -224,9 +234,7 @@ class PostgresWarehouse:
                 frame[column] = frame[column].astype("float64")
             elif column != "ds" and len(frame) and hasattr(frame[column].iloc[0], "tzinfo"):
                 frame[column] = pd.to_datetime(frame[column], utc=True).astype("datetime64[us, UTC]")
-        if "customer_id" in frame:
-            frame = frame.sort_values("customer_id", kind="stable").reset_index(drop=True)
-        return frame
+        return sort_by_keys(frame, keys)
 
     def delete_day(self, ds: date, mart: str) -> int:
         mart = checked_identifier(mart)

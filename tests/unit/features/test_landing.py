@@ -105,7 +105,7 @@ def test_a_machine_fault_reading_a_file_is_not_a_contract_error(tmp_path, monkey
 
     simulator.land_day(tmp_path, DAY, n_customers=5)
 
-    def failing_read(path, file_format):
+    def failing_read(path, file_format, columns):
         raise error
 
     monkeypatch.setattr(landing, "_read_schema", failing_read)

@@ -1,6 +1,7 @@
 {#-
   read_landing(table, window_days=1): the landing rows of `table` for the `window_days` days ending
-  on var('ds'), with the partition day as a DATE column `ds`. On DuckDB a table function over the
+  on var('ds'), with the partition day as a DATE column `ds`. window_days may not exceed
+  var('loopline_lookback_days'), the staging window Loopline reads from dbt_project.yml. On DuckDB a table function over the
   landing files (read_landing_files); on Postgres the tables staged from them (read_landing_postgres).
 
   Why the files are listed here instead of passing the glob `ds=*/<table>.<ext>` straight to
@@ -13,6 +14,11 @@
   might guess differently from one day to the next.
 -#}
 {% macro read_landing(table, window_days=1) -%}
+  {#- On Postgres only var('loopline_lookback_days') days are staged: a longer window would silently miss days. -#}
+  {%- set lookback = var('loopline_lookback_days', 30) | int -%}
+  {%- if window_days > lookback -%}
+    {{ exceptions.raise_compiler_error("read_landing('" ~ table ~ "', window_days=" ~ window_days ~ ") reads further back than var loopline_lookback_days (" ~ lookback ~ " days): raise loopline_lookback_days in dbt_project.yml, the window Loopline stages") }}
+  {%- endif -%}
   {%- if target.type == 'postgres' -%}
     {{ read_landing_postgres(table, window_days) }}
   {%- else -%}
