@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 
@@ -52,3 +53,51 @@ def dag_arguments(config) -> dict:
             "execution_timeout": timedelta(minutes=config.task_timeout_minutes),
         },
     }
+
+
+# The guard task's own start_date: early enough that Airflow creates it for any logical date.
+_GUARD_START = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def run_before_start_message(config, logical_date: datetime | None,
+                             data_interval: tuple[datetime | None, datetime | None] = (None, None)) -> str | None:
+    """Why a run whose logical date is before the DAG's ``start_date`` is refused, or None when it is not.
+
+    Airflow creates no task instance for a logical date before a task's start date (the DAG's), so such a run
+    would "succeed" having done nothing: a copied YAML keeps another use case's ``start_date``.
+    """
+    start = config.start_date
+    if logical_date is None or logical_date >= start:
+        return None
+    begin, end = data_interval
+    interval = f" (data interval [{begin.date()}, {end.date()}))" if begin and end else ""
+    return (f"{config.dag_id}: this run's logical date {logical_date.isoformat()}{interval} is before the DAG's "
+            f"start_date {start.isoformat()} (start_date in dags/configs/{config.dag_id}.yaml), so Airflow would run "
+            "none of its tasks and mark the run a success having done nothing. Set start_date in the YAML on or "
+            f"before {logical_date.date()} (the first day of your data), or run a later interval")
+
+
+def start_date_guard(config):
+    """The task ``check_start_date``: fails a run whose logical date is before the DAG's ``start_date``.
+
+    Call it inside the DAG and connect it to nothing. It is the only task with an early start date of its own, so
+    it is the one Airflow creates for such a run (the others are before their start date); and a run's state
+    follows its leaf tasks, so the guard must be a leaf of its own: upstream of the first task, its failure
+    would leave no leaf instance and the run would still be marked a success. In any other run it passes at
+    once, beside the pipeline.
+    """
+    from airflow.sdk import task
+
+    @task(task_id="check_start_date")
+    def check_start_date(dag_run=None, data_interval_start=None, data_interval_end=None) -> None:
+        """Fail the run if its logical date is before the DAG's start_date (no other task would run)."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        message = run_before_start_message(config, dag_run.logical_date, (data_interval_start, data_interval_end))
+        if message:
+            raise AirflowFailException(message)
+
+    guard = check_start_date()
+    # add_task gave it the later of its own and the DAG's start date: set it after, so it alone runs early.
+    guard.operator.start_date = _GUARD_START
+    return guard

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, CronDataIntervalTimetable, dag, task
 
-from loopline_templates.common import dag_arguments, fail_without_retry
+from loopline_templates.common import dag_arguments, fail_without_retry, start_date_guard
 from pipelines.features.config import FeaturesConfig
 
 
@@ -105,5 +105,6 @@ def build_dag(config: FeaturesConfig) -> DAG:
             >> published
         )
         [published, apply_definitions()] >> materialize_interval(published)
+        start_date_guard(config)  # a leaf of its own (see its docstring)
 
     return features_pipeline()

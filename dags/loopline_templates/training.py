@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
-from loopline_templates.common import dag_arguments, fail_without_retry
+from loopline_templates.common import dag_arguments, fail_without_retry, start_date_guard
 from pipelines.core.params import form_params
-from pipelines.training.config import TRAINING_FORM, TrainingConfig
+from pipelines.training.config import TRAINING_FORM, TrainingConfig, check_against_features, load_features_config
 
 
 def _params(config: TrainingConfig) -> dict[str, Param]:
@@ -22,6 +22,8 @@ def _params(config: TrainingConfig) -> dict[str, Param]:
 
 def _doc(config: TrainingConfig) -> str:
     p = config.promotion
+    slices = (f"no slice of `{p.slices.column}` losing more than {p.max_slice_regression}" if p.slices is not None
+              else "no slice gate (`promotion.slices` not set)")
     return f"""\
 # {config.dag_id}
 
@@ -31,24 +33,27 @@ def _doc(config: TrainingConfig) -> str:
 (drift-driven retraining), whichever comes first; or by hand with the form (model family, hyperparameters,
 window, force promote).
 
+0. **check_start_date** (beside the others): fails a run whose logical date is before `start_date`
+   ({config.start_date:%Y-%m-%d}), for which Airflow would run no other task and report a success.
 1. **wait_for_features**: waits (reschedule mode, up to {config.features_wait_hours} h) until
    `{config.features_config}` has materialized the newest feature day the window reads. It never trains on
    features that are not online yet.
 2. **build_training_set**: labels of the last {config.window_days} days joined point-in-time to Feast's
    historical features (a label only sees values stamped before it); the latest {config.holdout_fraction:.0%} of
-   label days are held out.
+   label days are held out. Labels stamped at or after 23:59:59 UTC of their landing day would read that day's
+   features: `label_leakage: {config.label_leakage}`. Two labels of one entity on one day are refused.
 3. **validate_training_set**: Great Expectations: the schema, at least {config.checks.min_rows} rows, a label
    rate within [{config.checks.label_rate_min}, {config.checks.label_rate_max}].
 4. **train_and_register**: `{config.family}` by default, seeded; params, metrics, plots, the dataset and the
    model (with signature) go to MLflow, and a version of `{config.model_name}` is registered. Same inputs
    again: the existing version is reused, nothing new is registered.
 5. **evaluate_and_promote**: the challenger and the `champion` on the same holdout. Promotion needs ROC AUC
-   ≥ {p.floor}, a gain of at least {p.min_improvement} over the champion, and no slice of `{p.slices.column}`
-   losing more than {p.max_slice_regression}. Otherwise the version is tagged with the reason.
+   ≥ {p.floor}, a gain of at least {p.min_improvement} over the champion, and {slices}.
+   Otherwise the version is tagged with the reason.
    The alias moves last, after the version's tags, and only if it still points at the champion judged
    against; a champion that cannot be scored blocks the promotion (the task fails and retries).
 6. **score_batch**: the newest day of features scored with the version `@champion` names (loaded by number);
-   predictions, stamped with that version, go under the data home.
+   predictions (column `{config.prediction_name}`), stamped with that version, go under the data home.
 
 A training set that fails its checks fails the run without retry: nothing is registered, the champion stays.
 Config: `dags/configs/{config.dag_id}.yaml`. Policy: docs/training.md.
@@ -56,7 +61,13 @@ Config: `dags/configs/{config.dag_id}.yaml`. Policy: docs/training.md.
 
 
 def build_dag(config: TrainingConfig) -> DAG:
-    """Build the DAG ``{instance}_training`` from its config."""
+    """Build the DAG ``{instance}_training`` from its config.
+
+    Raises:
+        TrainingConfigError: the label block does not fit the features instance's landing contract (an import
+            error of this DAG file, at parse time: reading two YAML files, nothing else).
+    """
+    check_against_features(config, load_features_config(config))
     schedule = AssetOrTimeSchedule(timetable=CronTriggerTimetable(config.schedule, timezone="UTC"),
                                    assets=config.retrain_request.asset())
 
@@ -122,6 +133,7 @@ def build_dag(config: TrainingConfig) -> DAG:
         checked = validate_training_set(info)
         trained = train_and_register(info)
         decision = evaluate_and_promote(info, trained)
+        start_date_guard(config)  # a leaf of its own (see its docstring)
         wait_for_features() >> info
         checked >> trained
         score_batch(decision)

@@ -167,7 +167,7 @@ def print_training(client: AirflowClient, run: DemoRun) -> None:
         print(f"  champion: churn v{champion.version} ({champion.tags.get('family')}): {shown}")
     if scored := result(client, run, "score_batch"):
         print(f"  batch scoring: {scored['rows']} customers of {scored['ds']} scored with v{scored['model_version']}, "
-              f"mean churn probability {scored['mean_churn_probability']} → {scored['path']}")
+              f"mean {scored['prediction_column']} {scored['mean_prediction']} → {scored['path']}")
 
 
 def runs_since(client: AirflowClient, dag_id: str, since: datetime) -> list[dict]:

@@ -264,7 +264,10 @@ def _model_features(model_name: str, version: str, frame, settings: LooplineSett
             return names
     except Exception as exc:  # an old model without a signature still has its training set
         log.warning("No signature for %s v%s (%s): using the training set's columns", model_name, version, exc)
-    return [c for c in frame.columns[2:] if c not in META_COLUMNS]
+    # The training set's columns are the entity key(s) and event_timestamp, then bookkeeping and the features.
+    columns = list(frame.columns)
+    after_keys = columns[columns.index("event_timestamp") + 1:] if "event_timestamp" in columns else columns[2:]
+    return [c for c in after_keys if c not in META_COLUMNS]
 
 
 def _champion_training_set(training, champion, run,
@@ -341,19 +344,31 @@ def champion_reference(training, thresholds: TabularDrift, settings: LooplineSet
 
 # --- the current window ----------------------------------------------------------------------------------------
 
-def _batch_predictions(training, key: str, version: str, days, settings: LooplineSettings):
-    """The champion version's batch predictions of ``days`` (``key``, ``ds``, ``prediction``), or None."""
+def _batch_predictions(training, keys: list[str], version: str, days, settings: LooplineSettings):
+    """The champion version's batch predictions of ``days`` (``keys``, ``ds``, ``prediction``), or None.
+
+    The score column is the one the training config names (``TrainingConfig.prediction_name``).
+
+    Raises:
+        SchemaMismatch: a predictions file lacks that column (written under another name): nothing is judged.
+    """
     import pandas as pd
 
     home = DataHome(settings)
+    score = training.prediction_name
     predictions = []
     for day in days:
         path = home.predictions(training.instance, day)
         if path.exists():
             scored = pd.read_parquet(path)
+            if score not in scored.columns:
+                raise SchemaMismatch(
+                    f"{path} has no column {score!r}, the prediction column {training.dag_id} names "
+                    f"(prediction_column; columns there: {', '.join(scored.columns)}): set prediction_column in "
+                    f"dags/configs/{training.dag_id}.yaml to the name these files use, or re-run its score_batch")
             scored = scored[scored["model_version"].astype(str) == version]
-            predictions.append(pd.DataFrame({key: scored[key], "ds": scored["ds"].astype(str),
-                                             "prediction": scored["churn_probability"].astype(float)}))
+            predictions.append(pd.DataFrame({**{key: scored[key] for key in keys}, "ds": scored["ds"].astype(str),
+                                             "prediction": scored[score].astype(float)}))
     return pd.concat(predictions, ignore_index=True) if predictions else None
 
 
@@ -370,7 +385,9 @@ def current_window(training, features_config, reference: Reference, window: Chec
     """
     import pandas as pd
 
-    key = features_config.feast.entity_key
+    from pipelines.training.config import entity_keys
+
+    keys = entity_keys(features_config)
     offline = DataHome(settings).offline(features_config.feast.project, features_config.dbt.mart)
     frames, days = [], []
     for day in window.days:
@@ -383,9 +400,9 @@ def current_window(training, features_config, reference: Reference, window: Chec
                              "nothing to check yet")
     frame = pd.concat(frames, ignore_index=True)
     frame["ds"] = frame["ds"].astype(str)
-    predictions = _batch_predictions(training, key, reference.version, days, settings)
+    predictions = _batch_predictions(training, keys, reference.version, days, settings)
     if predictions is not None:
-        frame = frame.merge(predictions, on=[key, "ds"], how="left")
+        frame = frame.merge(predictions, on=[*keys, "ds"], how="left")
     else:
         frame["prediction"] = float("nan")
     missing = frame["prediction"].isna()
@@ -409,16 +426,17 @@ def late_label_performance(training, features_config, current, window: CheckWind
     Returns:
         ``labelled_rows``, ``roc_auc`` (None when fewer than ``min_labels`` rows or one class) and ``note``.
     """
+    from pipelines.training.config import entity_keys
     from pipelines.training.dataset import TrainingSetError, Window, load_labels
 
-    key = features_config.feast.entity_key
+    keys = entity_keys(features_config)
     try:
         labels = load_labels(features_config, training, Window(window.start + timedelta(days=1),
                                                                window.end + timedelta(days=1)), settings)
     except TrainingSetError:
         return {"labelled_rows": 0, "roc_auc": None, "note": "no labels landed for the window yet"}
     labels["ds"] = [str(d - timedelta(days=1)) for d in labels["label_day"]]
-    joined = labels.merge(current[[key, "ds", "prediction"]].dropna(), on=[key, "ds"], how="inner")
+    joined = labels.merge(current[[*keys, "ds", "prediction"]].dropna(), on=[*keys, "ds"], how="inner")
     if len(joined) < min_labels:
         return {"labelled_rows": len(joined), "roc_auc": None,
                 "note": f"{len(joined)} labelled rows, fewer than min_labels {min_labels}: performance not judged"}

@@ -19,7 +19,7 @@ from pipelines.core.home import DataHome
 from pipelines.core.settings import LooplineSettings, get_settings
 from pipelines.core.windows import DayWindow
 from pipelines.features.config import FeaturesConfig
-from pipelines.training.config import TrainingConfig
+from pipelines.training.config import TrainingConfig, entity_keys
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -87,8 +87,11 @@ def load_labels(features: FeaturesConfig, training: TrainingConfig, window: Wind
                 settings: LooplineSettings | None = None) -> pd.DataFrame:
     """Labels observed in the window, read from the features instance's landing partitions.
 
+    Entity keys keep the type the landing contract gives them (a string ``ST-001`` or an integer); a
+    composite key gives one column per join key.
+
     Returns:
-        Columns ``<entity key>``, ``event_timestamp`` (UTC), ``label`` (int) and ``label_day`` (date).
+        Columns ``<entity key(s)>``, ``event_timestamp`` (UTC), ``label`` (int) and ``label_day`` (date).
     """
     import pandas as pd
 
@@ -96,7 +99,7 @@ def load_labels(features: FeaturesConfig, training: TrainingConfig, window: Wind
 
     settings = settings or get_settings()
     landing_root = settings.resolve(features.landing.path)
-    key = features.feast.entity_key
+    keys = entity_keys(features)
     if training.label.table not in features.landing.tables:
         raise TrainingSetError(
             f"label.table {training.label.table!r} of {training.dag_id} is not a table of {features.dag_id}'s landing "
@@ -112,8 +115,14 @@ def load_labels(features: FeaturesConfig, training: TrainingConfig, window: Wind
         if table is None:
             continue  # not landed, still landing (no ready marker), or quarantined: no labels to give
         frame = table.to_pandas()
+        missing = [c for c in [*keys, training.label.timestamp, training.label.target] if c not in frame.columns]
+        if missing:
+            raise TrainingSetError(
+                f"labels of {day} ({training.label.table}) lack {', '.join(missing)} (columns: "
+                f"{', '.join(frame.columns)}): fix label.* in the training YAML or feast.entity_key")
         frames.append(pd.DataFrame({
-            key: frame[key].astype("int64"),
+            # The key as landed: the landing contract typed it, and Feast joins on that type.
+            **{key: frame[key].to_numpy() for key in keys},
             ENTITY_TIMESTAMP: pd.to_datetime(frame[training.label.timestamp], utc=True),
             "label": frame[training.label.target].astype("int64"),
             "label_day": day,
@@ -124,6 +133,60 @@ def load_labels(features: FeaturesConfig, training: TrainingConfig, window: Wind
             "land labels for those days or move the window (param window_end)"
         )
     return pd.concat(frames, ignore_index=True)
+
+
+class LabelLeakage(TrainingSetError):
+    """Labels stamped late enough in their day to read that day's features; nothing was trained."""
+
+
+class DuplicateLabels(TrainingSetError):
+    """More than one label for an entity on one label day; nothing was trained."""
+
+
+def _entity(row, keys: list[str]) -> str:
+    """``station_id 'ST-001'``: a row's key values as a person reads them (numpy scalars as plain values)."""
+    values = [row[k].item() if hasattr(row[k], "item") else row[k] for k in keys]
+    return ", ".join(f"{k} {v!r}" for k, v in zip(keys, values, strict=True))
+
+
+def check_labels(labels: pd.DataFrame, training: TrainingConfig, keys: list[str]) -> None:
+    """Hold labels to the feature timestamp rule and to one label per entity per label day.
+
+    Day D's features are stamped D 23:59:59 UTC (:func:`day_end`) and the point-in-time join gives a label every
+    value stamped at or before it, so a label of landing day D stamped at or after D 23:59:59 would learn from
+    D's own features (leakage): the rule is that a label of day D reads day D-1's features.
+
+    Raises:
+        LabelLeakage: labels break the rule and ``label_leakage`` is ``refuse`` (with ``warn`` it is logged).
+        DuplicateLabels: an entity has more than one label on a label day.
+    """
+    import pandas as pd
+
+    where = f"dags/configs/{training.dag_id}.yaml"
+    ends = pd.to_datetime([day_end(d) for d in labels["label_day"]], utc=True)
+    late = labels[labels[ENTITY_TIMESTAMP].to_numpy() >= ends.to_numpy()]
+    if len(late):
+        first = late.iloc[0]
+        example = _entity(first, keys)
+        message = (
+            f"{len(late)} of {len(labels)} labels are stamped at or after 23:59:59 UTC of their landing day (e.g. "
+            f"{example} on {first['label_day']} at {first[ENTITY_TIMESTAMP]}): day D's features are stamped "
+            "D 23:59:59 UTC and a label of day D must read day D-1's, so these labels would learn from features "
+            f"of their own day (leakage). Stamp labels (label.timestamp {training.label.timestamp!r}) before "
+            f"23:59:59 of the day they land in, or set label_leakage: warn in {where} to train on them anyway")
+        if training.label_leakage == "refuse":
+            raise LabelLeakage(message + "; nothing was trained and the champion is unchanged")
+        log.warning("label_leakage: warn: %s", message)
+    duplicated = labels[labels.duplicated(subset=[*keys, "label_day"], keep=False)]
+    if len(duplicated):
+        first = duplicated.iloc[0]
+        example = _entity(first, keys)
+        groups = len(duplicated.drop_duplicates(subset=[*keys, "label_day"]))
+        raise DuplicateLabels(
+            f"{len(duplicated)} labels share an entity and a label day ({groups} entity-days, e.g. {example} on "
+            f"{first['label_day']}); the training set needs one label per entity per day. Deduplicate the "
+            f"{training.label.table!r} table of those days at the source; nothing was trained and the champion "
+            "is unchanged")
 
 
 def join_features(labels: pd.DataFrame, project: str, feature_service: str,
@@ -171,7 +234,9 @@ def dataset_digest(frame: pd.DataFrame) -> str:
     """A digest of the training set's content, independent of row order."""
     import pandas as pd
 
-    canonical = frame.sort_values(list(frame.columns[:2])).reset_index(drop=True)
+    # Every column, so that any row order (a composite key too) gives one canonical order; for a training set
+    # whose first two columns (key, timestamp) are unique this is the order sorting by those two gave.
+    canonical = frame.sort_values(list(frame.columns)).reset_index(drop=True)
     canonical = canonical[sorted(canonical.columns)]
     hashes = pd.util.hash_pandas_object(canonical, index=False).to_numpy()
     digest = hashlib.sha256(",".join(canonical.columns).encode())
@@ -179,10 +244,10 @@ def dataset_digest(frame: pd.DataFrame) -> str:
     return digest.hexdigest()
 
 
-def validation_suite(training: TrainingConfig, columns: FeatureColumns, entity_key: str) -> dict[str, Any]:
-    """The Great Expectations suite of a training set, from the config's bounds."""
+def validation_suite(training: TrainingConfig, columns: FeatureColumns, keys: list[str]) -> dict[str, Any]:
+    """The Great Expectations suite of a training set, from the config's bounds (``keys``: the entity's)."""
     checks = training.checks
-    expected = [entity_key, ENTITY_TIMESTAMP, "label", "label_day", SPLIT, *columns.all]
+    expected = [*keys, ENTITY_TIMESTAMP, "label", "label_day", SPLIT, *columns.all]
     expectations: list[dict[str, Any]] = [
         {"type": "expect_table_columns_to_match_set", "kwargs": {"column_set": expected, "exact_match": True}},
         {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": checks.min_rows}},

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipelines.core.errors import NotRetryable
 from pipelines.training.config import SliceSpec
 from pipelines.training.promotion import Evaluation, SliceScore
 
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
 
 
 def metrics(y_true, probabilities) -> dict[str, float]:
-    """Threshold-free and thresholded metrics of churn probabilities."""
+    """Threshold-free and thresholded metrics of the positive class's probabilities."""
     from sklearn.metrics import accuracy_score, average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
     return {
@@ -26,18 +27,44 @@ def metrics(y_true, probabilities) -> dict[str, float]:
     }
 
 
+class SliceColumnError(NotRetryable, ValueError):
+    """``promotion.slices.column`` is not a numeric feature of the training set; nothing was trained."""
+
+
+def check_slice_column(spec: SliceSpec | None, numeric: list[str], categorical: list[str], where: str) -> None:
+    """The slice column is one of the training set's numeric features (checked before anything is fitted).
+
+    Raises:
+        SliceColumnError: naming the column, the features there are and the YAML key to fix.
+    """
+    if spec is None or spec.column in numeric:
+        return
+    kind = "a categorical feature (slices bucket numbers)" if spec.column in categorical else "not in the training set"
+    raise SliceColumnError(
+        f"promotion.slices.column {spec.column!r} of {where} is {kind}; the numeric features are "
+        f"{', '.join(numeric) or 'none'}{' and the categorical ones ' + ', '.join(categorical) if categorical else ''}"
+        ". Name one of the numeric features under promotion.slices.column, or remove promotion.slices to judge "
+        "no slices; nothing was trained and the champion is unchanged")
+
+
 def slice_labels(frame: pd.DataFrame, spec: SliceSpec) -> pd.Series:
     import pandas as pd
 
     return pd.cut(frame[spec.column], bins=spec.edges, labels=spec.labels, right=False).astype(str)
 
 
-def evaluation(frame: pd.DataFrame, probabilities: np.ndarray, spec: SliceSpec) -> Evaluation:
-    """ROC AUC overall and per slice of ``frame`` (which holds ``label`` and the slice column)."""
+def evaluation(frame: pd.DataFrame, probabilities: np.ndarray, spec: SliceSpec | None) -> Evaluation:
+    """ROC AUC overall and per slice of ``frame`` (which holds ``label`` and the slice column; no slices
+    when ``spec`` is None)."""
     from sklearn.metrics import roc_auc_score
 
     y = frame["label"].to_numpy()
-    slices = {}
+    slices: dict[str, SliceScore] = {}
+    if spec is None:
+        return Evaluation(metric=float(roc_auc_score(y, probabilities)), slices=slices)
+    if spec.column not in frame.columns:  # a direct caller: say which column, not a bare KeyError
+        raise SliceColumnError(f"promotion.slices.column {spec.column!r} is not a column of the holdout "
+                               f"({', '.join(map(str, frame.columns))}): name one of its numeric features")
     labels = slice_labels(frame, spec).to_numpy()
     for name in spec.labels:
         mask = labels == name

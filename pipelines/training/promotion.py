@@ -63,7 +63,7 @@ def _judge(challenger: Evaluation, champion: Evaluation | None, policy: Promotio
         ours = challenger.slices.get(slice_name)
         if ours is None or ours.value is None or theirs.value is None:
             continue
-        if min(ours.rows, theirs.rows) < policy.slices.min_rows:
+        if policy.slices is None or min(ours.rows, theirs.rows) < policy.slices.min_rows:
             continue
         drop = theirs.value - ours.value
         if drop > policy.max_slice_regression:

@@ -25,8 +25,7 @@ from pipelines.core.params import apply_form
 from pipelines.core.settings import REPO_ROOT, LooplineSettings, get_settings
 from pipelines.core.trusted_models import UntrustedModel, load_registered_model, serialization_format
 from pipelines.features.config import FeaturesConfig
-from pipelines.templates import load_named
-from pipelines.training.config import TRAINING_FORM, TrainingConfig
+from pipelines.training.config import TRAINING_FORM, TrainingConfig, entity_keys, load_features_config
 from pipelines.training.dataset import SPLIT, TrainingSetError, Window
 
 log = logging.getLogger(__name__)
@@ -52,7 +51,7 @@ class TrainingSetInfo(TypedDict):
     feast_project: str
     numeric: list[str]
     categorical: list[str]
-    entity_key: str
+    entity_keys: list[str]  # the entity's join key column(s): one, or several for a composite key
 
 
 class TrainingSetChecked(TypedDict):
@@ -90,7 +89,8 @@ class ScoredBatch(TypedDict):
     rows: int
     model_version: str
     path: str
-    mean_churn_probability: float
+    prediction_column: str  # the score column's name (TrainingConfig.prediction_name)
+    mean_prediction: float
 
 
 class TrainingSetRejected(NotRetryable, ValueError):
@@ -98,11 +98,8 @@ class TrainingSetRejected(NotRetryable, ValueError):
 
 
 def features_config(training: TrainingConfig) -> FeaturesConfig:
-    """The features instance a training config reads (its YAML in dags/configs/)."""
-    config = load_named(training.features_config)
-    if not isinstance(config, FeaturesConfig):
-        raise ValueError(f"features_config {training.features_config!r} is a {config.template} config, not features")
-    return config
+    """The features instance a training config reads (its YAML in dags/configs/, or a path)."""
+    return load_features_config(training)
 
 
 def resolve_run(training: TrainingConfig, params: dict[str, Any] | None) -> TrainingConfig:
@@ -136,15 +133,23 @@ def build_training_set(training: TrainingConfig, window: Window) -> TrainingSetI
     """Labels of the window joined point-in-time to the feature service; written as parquet.
 
     Raises:
-        TrainingSetError: no labels in the window, a missing feature service, or a window too short to split.
+        TrainingSetError: no labels in the window, a missing feature service, or a window too short to split;
+            ``LabelLeakage`` / ``DuplicateLabels`` when the labels break the timestamp rule or repeat.
+        SliceColumnError: ``promotion.slices.column`` is not a numeric feature of the feature service.
     """
     from pipelines.training import dataset
+    from pipelines.training.evaluation import check_slice_column
 
     settings = get_settings()
     features = features_config(training)
+    keys = entity_keys(features)
     project, service = features.feast.project, features.feast.feature_service
     columns = dataset.feature_columns(project, service, settings)
+    # Before anything is read or fitted: the slice column is only knowable from Feast's feature service.
+    check_slice_column(training.promotion.slices, list(columns.numeric), list(columns.categorical),
+                       f"dags/configs/{training.dag_id}.yaml (feature service {service})")
     labels = dataset.load_labels(features, training, window, settings)
+    dataset.check_labels(labels, training, keys)
     joined = dataset.join_features(labels, project, service, settings)
     if joined.empty:
         raise TrainingSetError(
@@ -152,8 +157,8 @@ def build_training_set(training: TrainingConfig, window: Window) -> TrainingSetI
             f"run {features.dag_id} for the days before them"
         )
     frame = dataset.split_by_time(joined, training.holdout_fraction)
-    ordered = [features.feast.entity_key, dataset.ENTITY_TIMESTAMP, "label", "label_day", SPLIT, *columns.all]
-    frame = frame[ordered].sort_values([dataset.ENTITY_TIMESTAMP, features.feast.entity_key]).reset_index(drop=True)
+    ordered = [*keys, dataset.ENTITY_TIMESTAMP, "label", "label_day", SPLIT, *columns.all]
+    frame = frame[ordered].sort_values([dataset.ENTITY_TIMESTAMP, *keys]).reset_index(drop=True)
     digest = dataset.dataset_digest(frame)
     # Content-addressed: a second run of the window with other data (late labels, a new holdout share) writes a
     # file of its own, and the file a champion's lineage names is never overwritten under it.
@@ -166,7 +171,7 @@ def build_training_set(training: TrainingConfig, window: Window) -> TrainingSetI
         labels_without_features=len(labels) - len(joined), digest=digest,
         feature_service=service, feast_project=project,
         numeric=list(columns.numeric), categorical=list(columns.categorical),
-        entity_key=features.feast.entity_key,
+        entity_keys=keys,
     )
     log.info("Training set for %s: %d rows (%d train, %d holdout), label rate %.3f, digest %s…",
              window, info["rows"], info["train_rows"], info["holdout_rows"], info["label_rate"], info["digest"][:12])
@@ -206,7 +211,7 @@ def validate_training_set(training: TrainingConfig, info: TrainingSetInfo, *,
 
     frame = pd.read_parquet(training_set_path(info, "XCom build_training_set.path", settings))
     columns = FeatureColumns(tuple(info["numeric"]), tuple(info["categorical"]))
-    suite = validation_suite(training, columns, info["entity_key"])
+    suite = validation_suite(training, columns, info["entity_keys"])
     report = validate_dataframe(frame, suite, batch_name=f"training set {training.dag_id} "
                                                          f"{info['window_start']}…{info['window_end']}")
     if not report.success:
@@ -490,7 +495,7 @@ def _evaluate_and_promote(training: TrainingConfig, info: TrainingSetInfo, train
 
 
 def positive_scores(predictions) -> Any:
-    """The positive class's scores (churn probabilities) of a pyfunc ``predict_proba`` output, array or DataFrame.
+    """The positive class's scores (probabilities) of a pyfunc ``predict_proba`` output, array or DataFrame.
 
     Returns:
         A 1-D numpy array: column 1 of a two-column output, the output itself when it is one column already.
@@ -509,8 +514,9 @@ def score_latest(training: TrainingConfig, *, settings: LooplineSettings | None 
     untrusted types, fails the task with :class:`~pipelines.core.trusted_models.UntrustedModel` and writes nothing.
 
     Predictions land in ``predictions/<instance>/ds=<day>/predictions.parquet`` (``DataHome.predictions``)
-    with the model version, for the drift checks to read: columns ``<entity key>``, ``ds``,
-    ``churn_probability``, ``model_name``, ``model_version``, ``model_run_id``.
+    with the model version, for the drift checks to read: columns ``<entity key(s)>`` (as published),
+    ``ds``, ``<prediction_name>`` (``prediction_column``, default ``<model_name>_score``), ``model_name``,
+    ``model_version``, ``model_run_id``.
     """
     import pandas as pd
 
@@ -528,8 +534,8 @@ def score_latest(training: TrainingConfig, *, settings: LooplineSettings | None 
     if not published:
         raise ValueError(f"no published features for {features.dag_id}; run it first")
     latest = date.fromisoformat(published[-1].stem)
-    key = features.feast.entity_key
-    entities = pd.read_parquet(published[-1], columns=[key]).drop_duplicates()
+    keys = entity_keys(features)
+    entities = pd.read_parquet(published[-1], columns=keys).drop_duplicates()
     entities[ENTITY_TIMESTAMP] = day_end(latest)
     store = feature_store(features.feast.project, settings)
     service = store.get_feature_service(features.feast.feature_service)
@@ -539,14 +545,17 @@ def score_latest(training: TrainingConfig, *, settings: LooplineSettings | None 
     model = load_registered_model(training.model_name, str(champion.version), settings)
     columns = model.input_names
     scored = frame.dropna(subset=columns)
+    score = training.prediction_name
     out = pd.DataFrame({
-        key: scored[key].to_numpy(), "ds": latest,
-        "churn_probability": positive_scores(model.predict(scored[columns])),
+        **{key: scored[key].to_numpy() for key in keys}, "ds": latest,
+        score: positive_scores(model.predict(scored[columns])),
         "model_name": training.model_name, "model_version": str(champion.version), "model_run_id": champion.run_id,
     })
     target = write_atomic(DataHome(settings).predictions(training.instance, latest),
                           lambda partial: out.to_parquet(partial, index=False))
-    log.info("Scored %d %s of %s with %s v%s → %s", len(out), key, latest, training.model_name, champion.version,
-             target)
-    return ScoredBatch(ds=str(latest), rows=len(out), model_version=str(champion.version), path=str(target),
-                       mean_churn_probability=round(float(out["churn_probability"].mean()), 4))
+    log.info("Scored %d %s of %s with %s v%s (column %s) → %s", len(out), "/".join(keys), latest,
+             training.model_name, champion.version, score, target)
+    mean = round(float(out[score].mean()), 4)
+    batch = ScoredBatch(ds=str(latest), rows=len(out), model_version=str(champion.version), path=str(target),
+                        prediction_column=score, mean_prediction=mean)
+    return batch

@@ -68,7 +68,9 @@ def main() -> None:
           f"{len(info['numeric']) + len(info['categorical'])} features; family {args.family}")
 
     def config(seed: int) -> TrainingConfig:
-        return TrainingConfig(template="training", instance="bench", model_name="bench", family=args.family, seed=seed)
+        return TrainingConfig(template="training", instance="bench", model_name="bench", family=args.family, seed=seed,
+                              features_config="churn_features",
+                              label={"table": "labels", "timestamp": "label_ts", "target": "churned"})
 
     # Warm-up: MLflow creates its tables, both code paths import what they use.
     train_and_register(config(0), info, settings=settings)

@@ -78,6 +78,7 @@ def test_the_defaults_are_valid(dags):
     ("churn_training", "family", "random_forest", "'random_forest' is not one of ['gradient_boosting', 'torch_mlp']"),
     ("churn_training", "learning_rate", 3, "3 is greater than the maximum of 1"),
     ("churn_training", "window_end", "next tuesday", "'next tuesday' is not a 'date'"),
+    ("churn_training", "window_days", 3661, "3661 is greater than the maximum of 3660"),
     ("churn_drift_check", "window_days", 0, "0 is less than the minimum of 1"),
     ("assistant_lora_tune", "rank", 1000, "1000 is greater than the maximum of 256"),
     ("assistant_lora_tune", "target_modules", [], "[] should be non-empty"),
@@ -90,3 +91,10 @@ def test_a_bad_value_is_refused_with_a_message(dags, dag_id, name, value, messag
         params[name] = value  # the ParamsDict validates on assignment (the form's submit does the same)
         params.validate()
     assert f"Invalid input for param {name}" in str(refused.value) and message in str(refused.value)
+
+
+def test_the_training_form_allows_multi_year_windows(dags):
+    params = copy.deepcopy(dags["churn_training"].params)
+    params["window_days"] = 3 * 365  # the config allows up to 3660 days (docs/training.md says why)
+    params.validate()
+    assert params.get_param("window_days").schema["maximum"] == 3660

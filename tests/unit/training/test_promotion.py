@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.training.config import PromotionPolicy
+from pipelines.training.config import PromotionPolicy, SliceSpec
 from pipelines.training.promotion import Evaluation, SliceScore, decide
 
 pytestmark = pytest.mark.unit
 
-POLICY = PromotionPolicy(floor=0.65, min_improvement=0.01, max_slice_regression=0.03)
+POLICY = PromotionPolicy(floor=0.65, min_improvement=0.01, max_slice_regression=0.03,
+                         slices=SliceSpec(column="age_days", edges=[0, 365, 1e9], labels=["young", "old"]))
 
 
 def ev(metric: float, **slices: tuple[int, float | None]) -> Evaluation:
@@ -60,3 +61,9 @@ def test_force_promotes_and_records_what_the_policy_said():
     assert decision.promote
     assert decision.reason.startswith("forced by the force_promote param; the policy said: "
                                       "roc_auc 0.7000 does not beat")
+
+
+def test_without_slices_only_the_overall_metric_is_judged():
+    unsliced = POLICY.model_copy(update={"slices": None})
+    assert PromotionPolicy().slices is None  # no default slice column: a use case names its own
+    assert decide(ev(0.86), ev(0.80), unsliced).promote

@@ -15,7 +15,8 @@ from pipelines.training.steps import resolve_run, training_key
 
 pytestmark = pytest.mark.unit
 
-CONFIG = TrainingConfig(template="training", instance="churn", model_name="churn")
+CONFIG = TrainingConfig(template="training", instance="churn", model_name="churn", features_config="churn_features",
+                        label={"table": "labels", "timestamp": "label_ts", "target": "churned"})
 
 
 def labelled(days: int, per_day: int = 10, seed: int = 0) -> pd.DataFrame:
