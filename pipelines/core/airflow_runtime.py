@@ -1,13 +1,16 @@
 """Run Airflow for Loopline: its environment, ``airflow standalone`` under the data home, a REST client.
 
 Used by ``make up``, ``make demo`` and the integration tests. Everything Airflow keeps (metadata
-database, logs, generated passwords) lives in ``$LOOPLINE_HOME/airflow``.
+database, logs, generated passwords) lives in ``$LOOPLINE_HOME/airflow``. The api-server binds to
+``LOOPLINE_AIRFLOW_HOST`` (loopback by default) and no password is ever printed: only the path of the
+0600 file that holds it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -16,13 +19,35 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines.core.settings import REPO_ROOT, LooplineSettings, get_settings
+from pipelines.core.settings import REPO_ROOT, LooplineSettings, get_settings, write_private_file
 
 ADMIN_USER = "admin"
+SIMPLE_AUTH_PASSWORDS = "simple_auth_manager_passwords.json.generated"
+
+
+def simple_auth_password_file(settings: LooplineSettings) -> Path:
+    """The embedded profile's password file (SimpleAuthManager's format: ``{"admin": "…"}``), mode 0600."""
+    return settings.airflow_home / SIMPLE_AUTH_PASSWORDS
+
+
+def ensure_simple_auth_password(settings: LooplineSettings) -> Path:
+    """Write the admin password into SimpleAuthManager's file before Airflow starts; return the file's path.
+
+    Airflow would generate the password itself, print it to its log and write the file with the umask's
+    mode. Written here first (``LOOPLINE_ADMIN_PASSWORD`` or a generated one), 0600 from the start, Airflow
+    finds the user already there, prints nothing, and opens the file in place, which keeps the mode.
+    """
+    path = simple_auth_password_file(settings)
+    known = json.loads(path.read_text() or "{}") if path.exists() else None
+    wanted = settings.admin_password or (known or {}).get(ADMIN_USER) or secrets.token_urlsafe(18)
+    if known is None or known.get(ADMIN_USER) != wanted or path.stat().st_mode & 0o077:
+        # A file from before (another password, or readable by others) is replaced whole, never chmod'ed.
+        write_private_file(path, json.dumps({**(known or {}), ADMIN_USER: wanted}) + "\n", replace=True)
+    return path
 
 
 def airflow_environment(settings: LooplineSettings | None = None, *, port: int | None = None,
@@ -39,6 +64,9 @@ def airflow_environment(settings: LooplineSettings | None = None, *, port: int |
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": settings.airflow_executor,
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / SIMPLE_AUTH_PASSWORDS),
+        # Loopback unless LOOPLINE_AIRFLOW_HOST says otherwise (compose, inside its private network).
+        "AIRFLOW__API__HOST": settings.airflow_host,
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": settings.airflow_database_url or f"sqlite:///{home / 'airflow.db'}",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
@@ -65,11 +93,16 @@ def airflow_environment(settings: LooplineSettings | None = None, *, port: int |
 
 @dataclass
 class AirflowClient:
-    """A small client of Airflow's REST API v2, authenticated as the admin user."""
+    """A small client of Airflow's REST API v2, authenticated as ``username`` (the admin by default).
+
+    Tokens come from ``POST /auth/token``, which SimpleAuthManager (embedded) and the FAB auth manager
+    (production) both serve with the same body and answer.
+    """
 
     base_url: str
-    password: str
-    _token: str | None = None
+    password: str = field(repr=False)
+    username: str = ADMIN_USER
+    _token: str | None = field(default=None, repr=False)
 
     def _request(self, method: str, path: str, body: dict | None = None, *, auth: bool = True) -> Any:
         data = json.dumps(body).encode() if body is not None else None
@@ -92,7 +125,7 @@ class AirflowClient:
 
     def token(self) -> str:
         if self._token is None:
-            answer = self._request("POST", "/auth/token", {"username": ADMIN_USER, "password": self.password},
+            answer = self._request("POST", "/auth/token", {"username": self.username, "password": self.password},
                                    auth=False)
             self._token = answer["access_token"]
         return self._token
@@ -202,6 +235,7 @@ def standalone(settings: LooplineSettings | None = None, *, port: int | None = N
                                                dags_folder=dags_folder), **(extra_env or {})}
     home = settings.airflow_home
     home.mkdir(parents=True, exist_ok=True)
+    password = json.loads(ensure_simple_auth_password(settings).read_text())[ADMIN_USER]
     log_file = home / "standalone.log"
     log(f"Starting Airflow (api-server, scheduler, dag-processor, triggerer) on port {port}; log: {log_file}")
     with open(log_file, "ab") as out:
@@ -210,7 +244,7 @@ def standalone(settings: LooplineSettings | None = None, *, port: int | None = N
             env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
     try:
-        client = wait_until_ready(home, port, process, timeout_s, log_file)
+        client = wait_until_ready(home, port, process, timeout_s, log_file, password=password)
         yield client
     finally:
         log("Stopping Airflow")
@@ -218,16 +252,20 @@ def standalone(settings: LooplineSettings | None = None, *, port: int | None = N
 
 
 def wait_until_ready(home: Path, port: int, process: subprocess.Popen, timeout_s: float,
-                     log_file: Path) -> AirflowClient:
-    passwords = home / "simple_auth_manager_passwords.json.generated"
+                     log_file: Path, *, password: str | None = None) -> AirflowClient:
+    """Wait until the api-server answers an authenticated call; return a client logged in as the admin.
+
+    ``password`` None: read it from SimpleAuthManager's file under ``home``.
+    """
+    passwords = home / SIMPLE_AUTH_PASSWORDS
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             tail = log_file.read_text(errors="replace")[-3000:]
             raise RuntimeError(f"airflow standalone exited with {process.returncode}; end of {log_file}:\n{tail}")
-        if passwords.exists():
-            password = json.loads(passwords.read_text()).get(ADMIN_USER)
-            client = AirflowClient(f"http://127.0.0.1:{port}", password)
+        known = password or (json.loads(passwords.read_text()).get(ADMIN_USER) if passwords.exists() else None)
+        if known:
+            client = AirflowClient(f"http://127.0.0.1:{port}", known)
             try:
                 client.get("/api/v2/monitor/health")
                 return client
@@ -275,9 +313,9 @@ def up() -> None:
     """``make up``: Airflow with the UI on localhost until Ctrl-C."""
     settings = get_settings()
     with standalone(settings, timeout_s=600) as client:
-        print(f"\nAirflow UI: {client.base_url.replace('127.0.0.1', 'localhost')}  (user {ADMIN_USER}, "
-              f"password in {settings.airflow_home / 'simple_auth_manager_passwords.json.generated'}: "
-              f"{client.password})\nCtrl-C stops it.")
+        # The password itself is never printed (terminals are logged and shared): only where it is.
+        print(f"\nAirflow UI: {client.base_url.replace('127.0.0.1', 'localhost')}  (user {ADMIN_USER}, password in "
+              f"{simple_auth_password_file(settings)}, readable by you only)\nCtrl-C stops it.")
         try:
             while True:
                 time.sleep(3600)

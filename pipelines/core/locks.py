@@ -99,7 +99,7 @@ def _advisory_lock(name: str, settings: LooplineSettings, timeout_s: float) -> I
     import psycopg
 
     key = advisory_key(name)
-    with psycopg.connect(settings.database_url("airflow"), autocommit=True, connect_timeout=10) as connection:
+    with psycopg.connect(settings.database_url("airflow"), autocommit=True) as connection:  # URL has connect_timeout
         started = time.monotonic()
         announced = False
         while not connection.execute("select pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:

@@ -5,8 +5,9 @@ starts MLflow's server, Airflow's api-server, scheduler, dag-processor, triggere
 workers (pipelines.core.production.production_stack), runs churn_features for several days, churn_training
 (train → register → promote → score), then every other pipeline as production starts it (the docs
 index on its schedule, the LoRA tuning on the index's Asset, both drift checks on theirs), all through
-the scheduler and the workers; checks what landed in Postgres, Redis and MLflow, and stops
-everything. Its databases (prefix
+the scheduler and the workers; checks what landed in Postgres, Redis and MLflow, that a user whose role
+may read only ``churn_features`` sees none of the other pipelines' models, drift checks or indexes on
+the Loopline page, and stops everything. Its databases (prefix
 ``loopline_ci``), its Redis databases (12, 13) and its Postgres role are removed afterwards.
 """
 
@@ -84,6 +85,11 @@ def stack(tmp_path_factory):
             client.unpause("churn_features")
             states = [client.wait_for_run("churn_features", run_id, timeout_s=900) for run_id in feature_runs]
             client.unpause("churn_training")
+            # Unpausing makes the scheduler create the latest weekly run, whose window may need a feature day
+            # older than the FEATURE_DAYS built here (on a Thursday it needs last Friday's): it would wait for
+            # it and, with max_active_runs=1, hold this test's own run in the queue. It is set failed.
+            for run_id in _runs_of(client, "churn_training", "scheduled"):
+                client.patch(f"/api/v2/dags/churn_training/dagRuns/{run_id}", {"state": "failed"})
             training_run = f"production_test__{TODAY.isoformat()}"
             client.trigger("churn_training", logical_date=datetime.now(UTC).isoformat(), run_id=training_run,
                            conf={"window_end": TODAY.isoformat(), "window_days": FEATURE_DAYS + 1})
@@ -97,7 +103,7 @@ def stack(tmp_path_factory):
             yield {"settings": settings, "password": password, "feature_days": feature_days, "states": states,
                    "training_state": training_state, "task_instances": task_instances, "scored": scored,
                    "other_runs": {dag_id: client.dag_run(dag_id, run_id)["state"] for dag_id, run_id in other_runs},
-                   "workers": running.worker_names, "client": client}
+                   "workers": running.worker_names, "client": client, "running": running}
     finally:
         drop_databases(settings)
         for db in (REDIS_DB, REDIS_DB + 1):
@@ -189,11 +195,19 @@ def test_online_features_are_served_from_redis_with_the_registry_in_postgres(sta
 
 
 def test_model_is_registered_on_the_mlflow_server_and_scores(stack):
-    import pandas as pd
     from mlflow import MlflowClient
+
+    from pipelines.core.settings import using_mlflow_client_environment
 
     settings: LooplineSettings = stack["settings"]
     client = MlflowClient(tracking_uri=settings.mlflow_uri, registry_uri=settings.mlflow_uri)
+    with using_mlflow_client_environment(settings):  # the server's basic auth: Loopline's credentials
+        _check_registered_models(client, stack)
+
+
+def _check_registered_models(client, stack) -> None:
+    import pandas as pd
+
     champion = client.get_model_version_by_alias("churn", "champion")
     run = client.get_run(champion.run_id)
     assert run.data.metrics["holdout_roc_auc"] > 0.6
@@ -221,3 +235,41 @@ def test_api_requires_authentication(stack):
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(f"{stack['client'].base_url}/api/v2/dags", timeout=10)
     assert refused.value.code == 401
+    # MLflow's REST API too (basic auth): without credentials, nothing is read.
+    mlflow_url = f"{stack['settings'].mlflow_uri}/api/2.0/mlflow/registered-models/search"
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(mlflow_url, timeout=10)
+    assert refused.value.code == 401
+
+
+def dag_ids_in(node) -> set[str]:
+    """Every ``dag_id`` anywhere in the page's data (DAG chips, models, drift checks, indexes, runs); ``ask``
+    only says whether the viewer may ask the assistant."""
+    if isinstance(node, dict):
+        found = {node["dag_id"]} if isinstance(node.get("dag_id"), str) else set()
+        return found.union(*(dag_ids_in(value) for key, value in node.items() if key != "ask"))
+    if isinstance(node, list):
+        return set().union(*(dag_ids_in(value) for value in node))
+    return set()
+
+
+def test_a_user_who_may_read_one_dag_sees_none_of_the_other_pipelines_data(stack):
+    """FAB per-DAG permissions on the page with real data: models, drift verdicts, index versions exist (the
+    admin sees them), and a role that may read only churn_features sees none of them."""
+    from pipelines.core.airflow_runtime import AirflowClient
+    from pipelines.core.production import add_user, ensure_role
+
+    settings, admin = stack["running"].settings, stack["client"]
+    password = "reader-" + secrets.token_hex(8)
+    ensure_role("features_only", ["churn_features"], settings)
+    add_user("features_reader", "features_only", password, settings)
+    whole = admin.get("/loopline/api/summary")
+    cases = whole["use_cases"]
+    assert [m for case in cases for m in case["models"]] and [d for case in cases for d in case["drift"]]
+    assert [i for case in cases for i in case["indexes"]]
+    assert {"churn_training", "docs_rag_index", "churn_drift_check"} <= dag_ids_in(whole)
+    reader = AirflowClient(admin.base_url, password, username="features_reader")
+    assert reader.dag_ids() == ["churn_features"]
+    seen = reader.get("/loopline/api/summary")
+    assert dag_ids_in(seen) == {"churn_features"}
+    assert [(case["models"], case["drift"], case["indexes"]) for case in seen["use_cases"]] == [([], [], [])]

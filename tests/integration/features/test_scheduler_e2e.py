@@ -41,7 +41,7 @@ def test_scheduler_runs_yesterday_and_serves_its_features(tmp_path):
         run = client.dag_run("churn_features", run_id)
         assert run["run_type"] == "scheduled"
         states = {t["task_id"]: t["state"] for t in client.task_instances("churn_features", run_id)}
-        assert set(states.values()) == {"success"} and len(states) == 7
+        assert set(states.values()) == {"success"} and len(states) == 8  # the 7 steps and check_start_date
         events = client.get("/api/v2/assets/events?limit=50")["asset_events"]
         assert any(e["source_dag_id"] == "churn_features" and e["source_run_id"] == run_id for e in events)
 

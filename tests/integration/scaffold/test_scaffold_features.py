@@ -97,7 +97,7 @@ def test_the_dag_file_imports_clean_through_the_dagbag(weather, monkeypatch):
     assert sorted(bag.dag_ids) == ["weather_features"]  # the Feast definitions are not taken for a DAG
     assert {t.task_id for t in bag.dags["weather_features"].tasks} == {
         "wait_for_partition", "check_landing", "build_mart", "validate_mart", "publish_features",
-        "apply_definitions", "materialize_interval"}
+        "apply_definitions", "materialize_interval", "check_start_date"}
 
 
 @pytest.fixture(scope="module")

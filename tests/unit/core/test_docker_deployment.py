@@ -39,7 +39,8 @@ AIRFLOW_SERVICES = {
     "celery-worker": "airflow-worker",
 }
 SECRETS = ("POSTGRES_PASSWORD", "AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__API__SECRET_KEY",
-           "AIRFLOW__CORE__FERNET_KEY", "WEAVIATE_API_KEY")
+           "AIRFLOW__CORE__FERNET_KEY", "WEAVIATE_API_KEY", "AIRFLOW_ADMIN_PASSWORD", "MLFLOW_ADMIN_PASSWORD",
+           "MLFLOW_FLASK_SERVER_SECRET_KEY")
 # Environment keys whose value is a secret wherever they appear.
 SECRET_KEY_NAME = re.compile(r"(PASSWORD|SECRET|SECRET_KEY|FERNET_KEY|API_KEY|ALLOWED_KEYS|TOKEN)$")
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?error}, ${NAME?error}, $NAME; "$$" is a literal "$".
@@ -320,8 +321,14 @@ def test_compose_environment_configures_airflow_as_intended(service, tmp_path):
     secrets = filled_env()
     password = secrets["POSTGRES_PASSWORD"]
     assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
-    assert re.fullmatch(rf"postgresql(\+\w+)?://loopline:{password}@postgres:5432/loopline_airflow",
+    assert re.fullmatch(rf"postgresql(\+\w+)?://loopline:{password}@postgres:5432/loopline_airflow\?connect_timeout=10",
                         env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
+    assert env["AIRFLOW__CORE__AUTH_MANAGER"].endswith(".FabAuthManager")
+    # Every container talks to MLflow's basic auth with the .env password, with Loopline's timeouts.
+    assert (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"]) == (
+        "admin", secrets["MLFLOW_ADMIN_PASSWORD"])
+    assert env["MLFLOW_HTTP_REQUEST_TIMEOUT"] and env["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]
+    assert "LOOPLINE_ADMIN_PASSWORD" not in env  # only the init job gets Airflow's admin password
     assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://redis:6379")
     assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://airflow-apiserver:8080/execution/"
     assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
@@ -331,6 +338,43 @@ def test_compose_environment_configures_airflow_as_intended(service, tmp_path):
     for name in ("AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__API__SECRET_KEY", "AIRFLOW__CORE__FERNET_KEY"):
         assert env[name] == secrets[name]
     assert not (tmp_path / "data" / "airflow" / "production-secrets.json").exists()
+    assert not (tmp_path / "data" / "mlflow" / "admin-password").exists()
+
+
+def _compose_settings_of(service: str, tmp_path: Path, expression: str) -> str:
+    """``expression`` evaluated in a process that has the environment compose gives ``service``."""
+    compose_env = {key: interpolate(str(value), filled_env())
+                   for key, value in load_compose()["services"][service]["environment"].items()}
+    compose_env["LOOPLINE_HOME"] = str(tmp_path / "data")
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), **compose_env}
+    code = ("import json\nfrom pipelines.core import production\nfrom pipelines.core.settings import get_settings\n"
+            f"settings = get_settings()\nprint(json.dumps({expression}))")
+    result = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_compose_mlflow_runs_basic_auth_on_its_network_with_no_secret_in_its_command(tmp_path):
+    secrets = filled_env()
+    command = _compose_settings_of("mlflow", tmp_path, "production.command_for('mlflow-server', settings)")
+    assert command[command.index("--host") + 1] == "0.0.0.0"  # the compose network; the host port is loopback
+    assert command[command.index("--app-name") + 1] == "basic-auth"
+    assert not [arg for arg in command if secrets["POSTGRES_PASSWORD"] in arg or "postgresql" in arg]
+    server = _compose_settings_of("mlflow", tmp_path, "production.mlflow_server_environment(settings)")
+    assert server["MLFLOW_AUTH_ADMIN_PASSWORD"] == secrets["MLFLOW_ADMIN_PASSWORD"]
+    assert server["MLFLOW_FLASK_SERVER_SECRET_KEY"] == secrets["MLFLOW_FLASK_SERVER_SECRET_KEY"]
+    assert secrets["POSTGRES_PASSWORD"] in server["MLFLOW_BACKEND_STORE_URI"]
+    assert load_compose()["services"]["mlflow"]["ports"] == ["127.0.0.1:${MLFLOW_HOST_PORT:-5000}:5000"]
+
+
+def test_compose_api_server_listens_on_its_network_and_init_creates_the_admin(tmp_path):
+    command = _compose_settings_of("airflow-apiserver", tmp_path, "production.command_for('api-server', settings)")
+    assert command[command.index("--host") + 1] == "0.0.0.0"
+    assert load_compose()["services"]["airflow-apiserver"]["ports"] == ["127.0.0.1:${AIRFLOW_HOST_PORT:-8080}:8080"]
+    password = _compose_settings_of("airflow-init", tmp_path, "production.admin_password(settings)")
+    assert password == filled_env()["AIRFLOW_ADMIN_PASSWORD"]
+    assert not (tmp_path / "data" / "airflow" / "admin-password").exists()  # nothing generated beside it
 
 
 # --- Dockerfile and .dockerignore ----------------------------------------------------------------------
@@ -385,3 +429,6 @@ def test_helm_values_run_the_same_components_from_the_same_image():
     assert values["workers"]["replicas"] == production.CELERY_WORKERS
     assert values["postgresql"]["enabled"] is False and values["redis"]["enabled"] is False
     assert "loopline-env" in values["extraEnvFrom"]
+    # The same auth manager as pipelines.core.production; the api-server pod listens for the chart's Service.
+    assert values["config"]["core"]["auth_manager"] == production.FAB_AUTH_MANAGER
+    assert {"name": "LOOPLINE_AIRFLOW_HOST", "value": "0.0.0.0"} in values["env"]
