@@ -251,7 +251,7 @@ def model_summary(model_name: str, template: str, settings: LooplineSettings | N
 # --- drift (history under the data home) --------------------------------------------------------------------
 
 # reports/<instance>/<kind>/…: which template's DAGs write the reports of a kind (pipelines/core/home.py).
-REPORT_WRITERS = {"drift": "drift_check", "validation": "features"}
+REPORT_WRITERS = {"drift": "drift_check", "validation": "features", "llm_eval": "llm_eval"}
 
 
 def report_link(report_uri: Any, settings: LooplineSettings) -> str | None:

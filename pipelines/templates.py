@@ -48,6 +48,7 @@ TEMPLATES: dict[str, Template] = {t.name: t for t in (
     Template("lora_tune", "pipelines.lora.config", "LoraTuneConfig"),
     Template("drift_check", "pipelines.drift.config", "DriftCheckConfig"),
     Template("assistant", "pipelines.assistant.config", "AssistantConfig"),
+    Template("llm_eval", "pipelines.llm_eval.config", "LlmEvalConfig"),
 )}
 
 

@@ -1,0 +1,316 @@
+"""The steps of the ``llm_eval`` template, one function per task, and the XCom each returns.
+
+1. :func:`load_golden_set`: the golden set read and validated; its digest, counts and categories.
+2. :func:`evaluate_answers`: every case asked through the real assistant (``pipelines.assistant.answer.answer``,
+   one MLflow trace each, in the assistant's experiment), then scored by ``mlflow.genai.evaluate`` with the code
+   scorers of :mod:`pipelines.llm_eval.scorers`: one MLflow evaluation run next to the traces, with the golden
+   digest, prompt version, index version and generator as params and tags, per-case assessments on the traces,
+   the aggregate metrics and the metrics per category. The per-case results are saved as JSON beside the report.
+3. :func:`write_report`: the HTML report of the run (:mod:`pipelines.llm_eval.report`), under
+   ``reports/<instance>/llm_eval/`` and as an artifact of the run.
+
+A re-run with the same ``run_key`` (the Airflow run id) finds the finished evaluation run and returns it
+instead of asking every question again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypedDict
+
+from pipelines.core.errors import NotRetryable
+from pipelines.core.files import write_atomic
+from pipelines.core.home import DataHome
+from pipelines.core.settings import LooplineSettings, get_settings
+from pipelines.llm_eval.golden import GoldenSet, load_golden, select_cases
+
+if TYPE_CHECKING:
+    from pipelines.assistant.config import AssistantConfig
+    from pipelines.llm_eval.config import LlmEvalConfig
+
+log = logging.getLogger(__name__)
+
+REPORT_KIND = "llm_eval"
+RUN_KEY_TAG = "loopline.llm_eval.run_key"
+# The run's headline metrics: a friendly name for each aggregate MLflow logs (``<scorer>/<aggregation>``).
+SUMMARY_METRICS = {
+    "hit_at_k": "retrieval_hit/mean", "mrr": "retrieval_reciprocal_rank/mean", "fact_recall": "fact_recall/mean",
+    "token_f1": "token_f1/mean", "rouge_l": "rouge_l/mean", "groundedness": "groundedness/mean",
+    "hallucination_rate": "hallucinated/mean", "citation_precision": "citation_precision/mean",
+    "refusal_accuracy": "refusal_correct/mean", "over_refusal_rate": "over_refusal/mean",
+    "tokens_mean": "tokens/mean", "tokens_max": "tokens/max", "latency_p95_ms": "latency_ms/p95",
+    "within_budget": "within_budget/mean",
+}
+
+
+class LlmEvalError(NotRetryable):
+    """The evaluation cannot run as configured; the message names what and what to do."""
+
+
+class GoldenSummary(TypedDict):
+    """``load_golden_set``: the file, its sha256, how many cases of each kind, cases per category."""
+
+    path: str
+    digest: str
+    cases: int
+    answerable: int
+    unanswerable: int
+    categories: dict[str, int]
+
+
+class EvalSummary(TypedDict):
+    """``evaluate_answers``: the MLflow evaluation run, what was evaluated, and its metrics."""
+
+    run_id: str
+    experiment: str
+    golden_digest: str
+    cases: int
+    failed_cases: list[str]
+    prompt_version: str
+    index_version: str
+    model: str
+    metrics: dict[str, float | None]
+    metrics_by_category: dict[str, dict[str, float]]
+    results_path: str
+
+
+class ReportInfo(TypedDict):
+    """``write_report``: the HTML report's path and the run it belongs to."""
+
+    report: str
+    run_id: str
+    cases: int
+    failed_cases: int
+
+
+def assistant_config(config: LlmEvalConfig) -> AssistantConfig:
+    """The assistant config the eval YAML names (a name in ``dags/configs/`` or a YAML path).
+
+    Raises:
+        LlmEvalError: the file is missing or is not an assistant config.
+    """
+    from pipelines.templates import PipelineConfigError, config_path, load_config
+
+    path = config_path(config.assistant)
+    if not path.exists():
+        raise LlmEvalError(f"{config.dag_id}: assistant {config.assistant!r} has no config at {path}; fix "
+                           f"`assistant` in dags/configs/{config.dag_id}.yaml")
+    try:
+        return load_config(path, "assistant")
+    except PipelineConfigError as exc:
+        raise LlmEvalError(f"{config.dag_id}: the assistant config does not load: {exc}") from None
+
+
+def golden_set(config: LlmEvalConfig, settings: LooplineSettings | None = None) -> GoldenSet:
+    """The validated golden set of the config (raises ``GoldenSetError`` naming the case and field)."""
+    return load_golden((settings or get_settings()).resolve(config.golden_set))
+
+
+def load_golden_set(config: LlmEvalConfig, settings: LooplineSettings | None = None) -> GoldenSummary:
+    """Read and validate the golden set; report its digest and counts."""
+    golden = golden_set(config, settings)
+    summary = golden.summary()
+    log.info("Golden set %s (sha256 %s): %d cases, %d answerable, %d unanswerable; categories %s", golden.path,
+             golden.digest[:12], summary["cases"], summary["answerable"], summary["unanswerable"],
+             summary["categories"])
+    return summary  # type: ignore[return-value]
+
+
+def report_dir(config: LlmEvalConfig, settings: LooplineSettings | None = None) -> Path:
+    """``<home>/reports/<instance>/llm_eval/``: the per-case results (JSON) and reports (HTML) of every run."""
+    return DataHome(settings).report_dir(config.instance, REPORT_KIND)
+
+
+def _finished_run(experiment_id: str, run_key: str) -> Any:
+    import mlflow
+
+    runs = mlflow.search_runs([experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{run_key}' and "
+                              "attributes.status = 'FINISHED'", output_format="list", max_results=1)
+    return runs[0] if runs else None
+
+
+def _stored_trace(trace_id: str) -> Any:
+    """The answer's trace as the store holds it. MLflow writes traces asynchronously: read before the write ends
+    and the spans are missing ("span data is corrupted"), so wait for pending writes first.
+
+    Raises:
+        LlmEvalError: the trace cannot be read back; scoring it from memory would score what was not stored.
+    """
+    import mlflow
+
+    mlflow.flush_trace_async_logging(terminate=False)
+    trace = mlflow.get_trace(trace_id, silent=True, flush=True)
+    if trace is None:
+        raise LlmEvalError(f"the trace {trace_id} of an answer cannot be read back from MLflow; check the tracking "
+                           "store and re-run the evaluation")
+    return trace
+
+
+def _one(values: list[Any], what: str) -> str:
+    distinct = list(dict.fromkeys(str(v) for v in values))
+    if len(distinct) > 1:
+        log.warning("The %s changed during the evaluation: %s (an alias moved?)", what, distinct)
+    return ",".join(distinct)
+
+
+def _by_category(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Mean of each score per category (scores that do not apply to a case are left out, as MLflow does)."""
+    from pipelines.llm_eval.scorers import SCORER_NAMES
+
+    out: dict[str, dict[str, float]] = {}
+    for category in sorted({row["category"] for row in rows}):
+        means = {}
+        for name in SCORER_NAMES:
+            values = [float(row["scores"][name]["value"]) for row in rows if row["category"] == category
+                      and row["scores"][name]["value"] is not None]
+            if values:
+                means[name] = round(sum(values) / len(values), 4)
+        out[category] = means
+    return out
+
+
+def evaluate_answers(config: LlmEvalConfig, settings: LooplineSettings | None = None, *, limit: int | None = None,
+                     run_key: str | None = None) -> EvalSummary:
+    """Ask the golden set's cases through the assistant and score the answers with ``mlflow.genai.evaluate``.
+
+    Args:
+        limit: ask at most this many cases (default: the config's ``cases``; None there too: all).
+        run_key: a key of this evaluation (the Airflow run id): a finished evaluation run with the same key is
+            returned as it is.
+
+    Raises:
+        GoldenSetError: the golden set is invalid.
+        LlmEvalError: the assistant config does not load.
+        QuestionRejected, BudgetExceeded, PromptUnavailable, GeneratorUnavailable, IndexUnavailable: as
+            :func:`pipelines.assistant.answer.answer` (the assistant cannot answer at all).
+    """
+    import mlflow
+
+    from pipelines.assistant.answer import answer
+    from pipelines.assistant.retrieval import index_config
+    from pipelines.core import tracking
+    from pipelines.llm_eval.scorers import CaseScorer, ScoringParams, build_scorers
+    from pipelines.rag.embeddings import load_embedder, resolve_model_path
+
+    settings = settings or get_settings()
+    golden = golden_set(config, settings)
+    assistant = assistant_config(config)
+    experiment_id = tracking.experiment_id(assistant.experiment_name, settings)
+    folder = report_dir(config, settings)
+    if run_key:
+        done = _finished_run(experiment_id, run_key)
+        results = folder / f"{done.info.run_id}.json" if done else None
+        if results is not None and results.exists():
+            log.info("Evaluation run %s of %s already finished; reusing it", done.info.run_id, run_key)
+            return json.loads(results.read_text())["summary"]
+    cases = select_cases(golden.cases, limit if limit is not None else config.cases)
+    rag = index_config(assistant)
+    embedder = load_embedder(resolve_model_path(rag.embedding.model, settings))
+    params = ScoringParams(k=config.k or assistant.retrieval.k, min_support=config.groundedness.min_similarity,
+                           tokens_per_answer=config.budgets.tokens_per_answer,
+                           latency_ms_per_answer=config.budgets.latency_p95_ms)
+    case_scorer = CaseScorer(embedder.encode, params)
+
+    started = time.perf_counter()
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{config.dag_id} {golden.digest[:8]}") as run:
+        mlflow.set_tags({"loopline.llm_eval": config.dag_id, "loopline.assistant": assistant.dag_id,
+                         "loopline.golden_digest": golden.digest, **({RUN_KEY_TAG: run_key} if run_key else {})})
+        rows, answers = [], []
+        for number, case in enumerate(cases, 1):
+            result = answer(case.question, assistant, settings, origin="eval")
+            answers.append(result)
+            log.info("Case %d/%d %s (%s): %s in %.0f ms", number, len(cases), case.id, case.kind,
+                     f"declined ({result.refusal_reason})" if result.refused else
+                     f"answered from {', '.join(s['doc_id'] for s in result.sources)}", result.latency_ms)
+            rows.append({"trace": _stored_trace(result.trace_id), "expectations": case.expectations(),
+                         "tags": {"loopline.eval_case": case.id}})
+        answered_s = time.perf_counter() - started
+        versions = {"prompt_version": _one([a.prompt_version for a in answers], "prompt version"),
+                    "index_version": _one([a.index_version for a in answers], "index version"),
+                    "model": _one([a.model for a in answers], "generator")}
+        mlflow.set_tags({f"loopline.{key}": value for key, value in versions.items()})
+        mlflow.log_params({
+            "golden_set": str(golden.path), "golden_digest": golden.digest, "golden_cases": len(golden.cases),
+            "cases": len(cases), "assistant": assistant.dag_id,
+            "prompt": f"{assistant.prompt.name}@{assistant.prompt.alias}", **versions,
+            "backend": assistant.generator.backend,
+            "adapter_version": _one([a.adapter_version or "" for a in answers], "adapter") or "none",
+            "retrieval_mode": assistant.retrieval.mode, "k": params.k, "min_support": params.min_support,
+            "embedding_model": embedder.model_id, "tokens_per_answer": params.tokens_per_answer,
+            "latency_p95_ms": params.latency_ms_per_answer})
+
+        scoring_started = time.perf_counter()
+        evaluation = mlflow.genai.evaluate(data=rows, scorers=build_scorers(case_scorer))
+        scored_s = time.perf_counter() - scoring_started
+
+        per_case = []
+        for case, result in zip(cases, answers, strict=True):
+            view, scores = case_scorer.results[result.trace_id]
+            per_case.append({
+                "id": case.id, "kind": case.kind, "category": case.category, "question": case.question,
+                "reference": case.reference, "expected_sources": list(case.source), "answer": view.answer,
+                "refused": view.refused, "refusal_reason": view.refusal_reason, "trace_id": result.trace_id,
+                "sources": [{"doc_id": d, "heading": h} for d, h in view.sources],
+                "retrieved": [{"doc_id": p.doc_id, "heading": p.heading} for p in view.retrieved],
+                "scores": {name: {"value": s.value, "passed": s.passed, "rationale": s.rationale}
+                           for name, s in scores.scores.items()},
+                "failed": scores.failed,
+                "sentences": [{"sentence": s.sentence, "similarity": s.similarity, "supported": s.supported,
+                               "missing_terms": list(s.missing_terms)} for s in scores.sentences]})
+        by_category = _by_category(per_case)
+        mlflow.log_metrics({f"category/{category}/{name}": value for category, means in by_category.items()
+                            for name, value in means.items()})
+        metrics: dict[str, float | None] = {name: (round(float(evaluation.metrics[key]), 4)
+                                                   if key in evaluation.metrics else None)
+                                            for name, key in SUMMARY_METRICS.items()}
+        metrics["budget_tokens_met"] = (float(metrics["tokens_max"] <= params.tokens_per_answer)
+                                        if metrics["tokens_max"] is not None else None)
+        metrics["budget_latency_p95_met"] = (float(metrics["latency_p95_ms"] <= params.latency_ms_per_answer)
+                                             if metrics["latency_p95_ms"] is not None else None)
+        metrics["answer_seconds"] = round(answered_s, 2)
+        metrics["scoring_seconds"] = round(scored_s, 2)
+        mlflow.log_metrics({k: v for k, v in metrics.items() if k in ("budget_tokens_met", "budget_latency_p95_met",
+                                                                       "answer_seconds", "scoring_seconds")
+                            and v is not None})
+        failed = [row["id"] for row in per_case if row["failed"]]
+        summary: EvalSummary = {
+            "run_id": run.info.run_id, "experiment": assistant.experiment_name, "golden_digest": golden.digest,
+            "cases": len(cases), "failed_cases": failed, **versions, "metrics": metrics,
+            "metrics_by_category": by_category,
+            "results_path": str(folder / f"{run.info.run_id}.json")}
+        write_atomic(Path(summary["results_path"]), json.dumps({"summary": summary, "cases": per_case}, indent=1,
+                                                                ensure_ascii=False))
+        mlflow.log_artifact(summary["results_path"], artifact_path="llm_eval")
+    log.info("Evaluation run %s: %d cases in %.0f s (answers %.0f s, scoring %.0f s); %d failed a check; %s",
+             run.info.run_id, len(cases), answered_s + scored_s, answered_s, scored_s, len(failed),
+             ", ".join(f"{k} {v}" for k, v in metrics.items() if v is not None))
+    return summary
+
+
+def write_report(config: LlmEvalConfig, evaluation: EvalSummary,
+                 settings: LooplineSettings | None = None) -> ReportInfo:
+    """Write the run's HTML report beside its results and log it to the evaluation run.
+
+    Raises:
+        LlmEvalError: the results file of the run is missing (the evaluation step did not finish here).
+    """
+    from pipelines.core import tracking
+    from pipelines.llm_eval.report import render_report
+
+    settings = settings or get_settings()
+    results = DataHome(settings).require_inside(evaluation["results_path"], "llm_eval results")
+    if not results.exists():
+        raise LlmEvalError(f"{config.dag_id}: the results of evaluation run {evaluation['run_id']} are not at "
+                           f"{results}; re-run evaluate_answers")
+    data = json.loads(results.read_text())
+    path = write_atomic(results.with_suffix(".html"), render_report(config.dag_id, data["summary"], data["cases"]))
+    client = tracking.client(settings)  # the finished run keeps its status and end time
+    client.log_artifact(evaluation["run_id"], str(path), artifact_path="llm_eval")
+    client.set_tag(evaluation["run_id"], "loopline.llm_eval.report", str(path))
+    failed = sum(1 for case in data["cases"] if case["failed"])
+    log.info("Report of evaluation run %s: %s (%d cases, %d failed a check)", evaluation["run_id"], path,
+             len(data["cases"]), failed)
+    return {"report": str(path), "run_id": evaluation["run_id"], "cases": len(data["cases"]), "failed_cases": failed}
