@@ -19,8 +19,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.scaffold.files import TEMPLATES, FileSet, ScaffoldError, config_reference, render
+from pipelines.scaffold.files import FileSet, ScaffoldError, config_reference, render
 from pipelines.scaffold.landing import LandingSample, read_landing_sample
+
+LANDING_MACRO = Path(__file__).resolve().parents[2] / "dags" / "dbt" / "churn" / "macros" / "read_landing.sql"
 
 KEY_TYPES = {"int64": "int64", "int": "int64", "integer": "int64", "string": "string", "str": "string"}
 _SQL_TYPES = {"int64": "bigint", "float64": "double precision", "string": "varchar", "date": "date",
@@ -155,7 +157,8 @@ def features_files(plan: FeaturesPlan, dags_dir: Path) -> FileSet:
         ready_marker_var=sample.ready_marker or "", lookback_days=plan.lookback_days))
     files.add(dbt_dir / "profiles.yml", render("dbt/profiles.yml.tmpl", name=plan.name))
     # Verbatim: the macro is the same in every project (tests/unit/scaffold keeps it equal to churn's).
-    files.add(dbt_dir / "macros" / "read_landing.sql", (TEMPLATES / "dbt" / "read_landing.sql").read_text())
+    # The one landing macro, the churn project's: the one every features test exercises, copied, never forked.
+    files.add(dbt_dir / "macros" / "read_landing.sql", LANDING_MACRO.read_text())
     for table, columns in sample.tables.items():
         files.add(dbt_dir / "models" / "staging" / f"stg_{table}.sql", _staging_sql(plan, table, columns))
         files.add(dbt_dir / "models" / "staging" / f"stg_{table}.yml", _staging_yml(plan, table, columns))

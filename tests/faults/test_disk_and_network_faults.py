@@ -41,14 +41,6 @@ pytestmark = pytest.mark.faults
 REDIS_DB = 10  # ≥ 8 and not test_features_faults' 11: never the broker's; flushed after use
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("LOOPLINE_HOME", str(tmp_path / "home"))
-    get_settings.cache_clear()
-    yield tmp_path / "home"
-    get_settings.cache_clear()
-
-
 def nothing_quarantined(config) -> bool:
     root = quarantine_root(config)
     return not root.exists() or not [p for p in root.iterdir() if not p.name.startswith(".")]

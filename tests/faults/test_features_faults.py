@@ -51,15 +51,6 @@ DAY1, DAY2, DAY3 = date(2026, 11, 20), date(2026, 11, 21), date(2026, 11, 22)
 CUSTOMERS = 30
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    """A fresh data home for this test, seen by this process and by the children it starts."""
-    monkeypatch.setenv("LOOPLINE_HOME", str(tmp_path / "home"))
-    get_settings.cache_clear()
-    yield tmp_path / "home"
-    get_settings.cache_clear()
-
-
 def churn_config(**landing_update):
     config = load_config(CONFIG_FILE)
     if landing_update:

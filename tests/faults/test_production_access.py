@@ -154,11 +154,7 @@ def stack(tmp_path_factory):
 
     admin = services.postgres_admin()
     broker = services.redis_client(REDIS_DB)
-    postgres_password = "pg-" + secrets.token_hex(12)
-    for (database,) in admin.execute("select datname from pg_database where datname like %s", (f"{ROLE}\\_%",)):
-        admin.execute(f'drop database "{database}" with (force)')  # left by an interrupted run
-    admin.execute(f"drop role if exists {ROLE}")
-    admin.execute(f"create role {ROLE} login createdb password '{postgres_password}'")
+    postgres_password = services.fresh_login_role(admin, ROLE)
     settings = LooplineSettings(
         home=tmp_path_factory.mktemp("access") / "home", profile="production",
         postgres_url=f"postgresql://{ROLE}:{postgres_password}@127.0.0.1:5432", database_prefix=ROLE,

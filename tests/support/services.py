@@ -39,6 +39,19 @@ def postgres_admin():
         missing(f"no PostgreSQL on 127.0.0.1:5432: {exc}")
 
 
+def fresh_login_role(admin, role: str) -> str:
+    """(Re)create the Postgres login role ``role`` with a random password, its ``<role>_*`` databases left by
+    an interrupted run dropped first; return the password (the production tests check it never leaks)."""
+    import secrets
+
+    password = "pg-" + secrets.token_hex(12)
+    for (database,) in admin.execute("select datname from pg_database where datname like %s", (f"{role}\\_%",)):
+        admin.execute(f'drop database "{database}" with (force)')
+    admin.execute(f"drop role if exists {role}")
+    admin.execute(f"create role {role} login createdb password '{password}'")
+    return password
+
+
 def redis_client(db: int):
     """A client of the local Redis database ``db`` that answered a ping, or skip/fail."""
     import redis

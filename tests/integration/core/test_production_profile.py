@@ -22,6 +22,7 @@ import pytest
 from pipelines.core.airflow_runtime import wait_for_dags
 from pipelines.core.settings import LooplineSettings
 from pipelines.demo import simulator
+from support import services
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.production]
 
@@ -58,12 +59,9 @@ def stack(tmp_path_factory):
     from pipelines.core.production import drop_databases, production_stack
     from pipelines.demo.run import trigger_day
 
-    role, password = ROLE, "pw-" + secrets.token_hex(12)
+    role = ROLE
     with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
-        for (database,) in admin.execute("select datname from pg_database where datname like %s", (f"{ROLE}\\_%",)):
-            admin.execute(f'drop database "{database}" with (force)')  # left by an interrupted run
-        admin.execute(f"drop role if exists {role}")
-        admin.execute(f"create role {role} login createdb password '{password}'")
+        password = services.fresh_login_role(admin, role)
     settings = LooplineSettings(
         home=tmp_path_factory.mktemp("production") / "home", profile="production",
         postgres_url=f"postgresql://{role}:{password}@127.0.0.1:5432", database_prefix=role,
