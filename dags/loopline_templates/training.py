@@ -21,9 +21,20 @@ def _params(config: TrainingConfig) -> dict[str, Param]:
 
 
 def _doc(config: TrainingConfig) -> str:
-    p = config.promotion
+    p = config.policy
     slices = (f"no slice of `{p.slices.column}` losing more than {p.max_slice_regression}" if p.slices is not None
               else "no slice gate (`promotion.slices` not set)")
+    direction = "higher" if p.higher_is_better else "lower"
+    floor = (f"`{p.metric}` {'≥' if p.higher_is_better else '≤'} {p.floor}" if p.floor is not None
+             else f"no floor on `{p.metric}`")
+    baseline = (f"a first model must beat the baseline `{p.baseline}` by {p.min_gain_over_baseline}"
+                if p.baseline else "no baseline (`promotion.baseline` not set)")
+    checks = config.checks
+    label_check = {
+        "binary": f"a label rate within [{checks.label_rate_min}, {checks.label_rate_max}]",
+        "multiclass": f"2 to {checks.max_classes} classes",
+        "regression": "a finite, varying target",
+    }[config.task]
     return f"""\
 # {config.dag_id}
 
@@ -42,13 +53,14 @@ window, force promote).
    historical features (a label only sees values stamped before it); the latest {config.holdout_fraction:.0%} of
    label days are held out. Labels stamped at or after 23:59:59 UTC of their landing day would read that day's
    features: `label_leakage: {config.label_leakage}`. Two labels of one entity on one day are refused.
-3. **validate_training_set**: Great Expectations: the schema, at least {config.checks.min_rows} rows, a label
-   rate within [{config.checks.label_rate_min}, {config.checks.label_rate_max}].
+3. **validate_training_set**: Great Expectations: the schema, at least {config.checks.min_rows} rows,
+   {label_check} (task `{config.task}`).
 4. **train_and_register**: `{config.family}` by default, seeded; params, metrics, plots, the dataset and the
    model (with signature) go to MLflow, and a version of `{config.model_name}` is registered. Same inputs
    again: the existing version is reused, nothing new is registered.
-5. **evaluate_and_promote**: the challenger and the `champion` on the same holdout. Promotion needs ROC AUC
-   ≥ {p.floor}, a gain of at least {p.min_improvement} over the champion, and {slices}.
+5. **evaluate_and_promote**: the challenger and the `champion` on the same holdout, by `{p.metric}`
+   ({direction} is better). Promotion needs {floor}, a gain of at least {p.min_improvement} over the champion,
+   and {slices}; {baseline}.
    Otherwise the version is tagged with the reason.
    The alias moves last, after the version's tags, and only if it still points at the champion judged
    against; a champion that cannot be scored blocks the promotion (the task fails and retries).

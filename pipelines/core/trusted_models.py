@@ -62,7 +62,8 @@ class TrustedModel:
     input_names: list[str]
 
     def predict(self, frame) -> Any:
-        """Class probabilities (``predict_proba``) of ``frame``'s signature columns, in the signature's order.
+        """Class probabilities (``predict_proba``) of ``frame``'s signature columns, in the signature's order; the
+        predicted values (``predict``) for a regressor, which has no probabilities.
 
         Raises:
             KeyError: ``frame`` lacks a column of the signature (a model trained on other features).
@@ -71,7 +72,9 @@ class TrustedModel:
         missing = [c for c in columns if c not in frame.columns]
         if missing:
             raise KeyError(f"{self.name} v{self.version} needs columns {missing} that the data does not have")
-        return self.estimator.predict_proba(frame[columns])
+        if hasattr(self.estimator, "predict_proba"):  # a Pipeline has it only when its last step does
+            return self.estimator.predict_proba(frame[columns])
+        return self.estimator.predict(frame[columns])
 
 
 def load_registered_model(model_name: str, version: str | int,

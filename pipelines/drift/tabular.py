@@ -239,10 +239,11 @@ def _load_model(model_name: str, version: str, settings: LooplineSettings):
     return load_registered_model(model_name, version, settings)
 
 
-def _predict(model, frame, features: list[str]):
-    from pipelines.training.steps import positive_scores
+def _predict(model, frame, features: list[str], task: str = "binary"):
+    """What score_batch writes in the prediction column (probability, class id or value, by task), as floats."""
+    from pipelines.training.steps import served_columns
 
-    return positive_scores(model.predict(frame[features]))
+    return served_columns(task, model, frame[features], PREDICTION)[PREDICTION].astype(float)
 
 
 def _is_numeric(series) -> bool:
@@ -333,7 +334,8 @@ def champion_reference(training, thresholds: TabularDrift, settings: LooplineSet
         if len(frame) > thresholds.reference_rows:
             frame = frame.sample(thresholds.reference_rows, random_state=REFERENCE_SEED)
         scored = frame[features].reset_index(drop=True)
-        scored["prediction"] = _predict(_load_model(training.model_name, champion.version, settings), scored, features)
+        scored["prediction"] = _predict(_load_model(training.model_name, champion.version, settings), scored, features,
+                                      training.task)
         write_atomic(cache, lambda partial: scored.to_parquet(partial, index=False))
         log.info("Scored the reference of %s v%s (run %s) with its champion: %d rows → %s", training.model_name,
                  champion.version, champion.run_id, len(scored), cache)
@@ -411,7 +413,7 @@ def current_window(training, features_config, reference: Reference, window: Chec
         if len(present) == len(reference.features):
             model = _load_model(reference.model_name, reference.version, settings)
             rows = frame.loc[missing].dropna(subset=present)
-            frame.loc[rows.index, "prediction"] = _predict(model, rows, reference.features)
+            frame.loc[rows.index, "prediction"] = _predict(model, rows, reference.features, training.task)
     info = {"days": [str(d) for d in days], "rows": len(frame),
             "predictions_from_batch": int((~missing).sum()), "predictions_scored_here": int(missing.sum())}
     log.info("Current window %s: %d rows over %d day(s); predictions: %d from batch scoring, %d scored here",
@@ -430,6 +432,9 @@ def late_label_performance(training, features_config, current, window: CheckWind
     from pipelines.training.dataset import TrainingSetError, Window, load_labels
 
     keys = entity_keys(features_config)
+    if training.task != "binary":  # ROC AUC needs a 0/1 label and a probability
+        return {"labelled_rows": 0, "roc_auc": None,
+                "note": f"performance on late labels is judged for binary tasks only (task {training.task})"}
     try:
         labels = load_labels(features_config, training, Window(window.start + timedelta(days=1),
                                                                window.end + timedelta(days=1)), settings)

@@ -14,6 +14,38 @@ if TYPE_CHECKING:
     from pipelines.features.config import FeaturesConfig
 
 ModelFamily = Literal["gradient_boosting", "torch_mlp"]
+TaskKind = Literal["binary", "multiclass", "regression"]
+
+# Each task's holdout metrics and whether higher is better. The promotion metric is one of its task's; the
+# direction decides what "beats", "floor" and "a slice regresses" mean (pipelines/training/promotion.py).
+TASK_METRICS: dict[str, dict[str, bool]] = {
+    "binary": {"roc_auc": True, "pr_auc": True, "log_loss": False, "brier": False, "accuracy": True},
+    "multiclass": {"macro_f1": True, "accuracy": True, "log_loss": False},
+    "regression": {"rmse": False, "mae": False, "r2": True},
+}
+# The promotion metric when promotion.metric is not given.
+DEFAULT_METRIC: dict[str, str] = {"binary": "roc_auc", "multiclass": "macro_f1", "regression": "rmse"}
+# Metrics bounded to [0, 1], whose floor must be too (log loss, RMSE and MAE are unbounded; R² is at most 1).
+UNIT_METRICS = frozenset({"roc_auc", "pr_auc", "brier", "accuracy", "macro_f1"})
+# The floor churn has always had; other metrics have none unless the YAML sets promotion.floor.
+ROC_AUC_DEFAULT_FLOOR = 0.65
+
+
+def higher_is_better(metric: str) -> bool:
+    """The direction of a metric of :data:`TASK_METRICS` (a name means the same in every task)."""
+    for metrics in TASK_METRICS.values():
+        if metric in metrics:
+            return metrics[metric]
+    raise ValueError(f"unknown metric {metric!r}; known: {', '.join(sorted(_all_metrics()))}")
+
+
+def _all_metrics() -> set[str]:
+    return {m for metrics in TASK_METRICS.values() for m in metrics}
+
+
+def describe_metrics(task: str) -> str:
+    """``rmse (lower is better), mae (lower is better), r2 (higher is better)``: a task's metrics for a message."""
+    return ", ".join(f"{m} ({'higher' if up else 'lower'} is better)" for m, up in TASK_METRICS[task].items())
 
 
 class Hyperparameters(StrictModel):
@@ -36,7 +68,8 @@ class LabelSource(StrictModel):
 
     table: str = Field(min_length=1, description="A table under landing.tables of the features YAML.")
     timestamp: str = Field(min_length=1, description="Its column holding when the label was observed (UTC).")
-    target: str = Field(min_length=1, description="Its column holding the 0/1 outcome.")
+    target: str = Field(min_length=1, description="Its column holding the outcome: 0/1 (binary), a class id "
+                                                   "(multiclass, int64) or a number (regression, int64 or float64).")
 
 
 class TrainingSetChecks(StrictModel):
@@ -45,34 +78,82 @@ class TrainingSetChecks(StrictModel):
     min_rows: int = Field(200, ge=1)
     label_rate_min: float = Field(0.02, ge=0, le=1)
     label_rate_max: float = Field(0.80, ge=0, le=1)
+    max_classes: int = Field(50, ge=2, le=1000, description="Most classes a multiclass label may have.")
 
 
 class SliceSpec(StrictModel):
-    """Slices the promotion policy compares: buckets ``[edges[i], edges[i+1])`` of one numeric feature."""
+    """Slices the promotion policy compares, on one feature: buckets ``[edges[i], edges[i+1])`` of a numeric
+    one (``edges`` and ``labels``), or the rows holding each of ``values`` (any feature, compared as text)."""
 
-    column: str = Field(min_length=1, description="A numeric feature of the feature service.")
-    edges: list[float] = Field(min_length=3)
-    labels: list[str]
+    column: str = Field(min_length=1, description="A feature of the feature service (numeric when edges are given).")
+    edges: list[float] | None = Field(None, min_length=3)
+    labels: list[str] | None = None
+    values: list[str] | None = Field(None, min_length=1, description="Categorical slices: one per value.")
     min_rows: int = Field(20, ge=1, description="Slices with fewer holdout rows are reported, not judged.")
 
     @model_validator(mode="after")
     def _labels_match_edges(self) -> SliceSpec:
-        if len(self.labels) != len(self.edges) - 1:
-            raise ValueError(f"needs {len(self.edges) - 1} labels for {len(self.edges)} edges, got {len(self.labels)}")
+        if (self.edges is None) == (self.values is None):
+            raise ValueError(f"slices of {self.column!r} need either edges (numeric buckets, with labels) or values "
+                             "(categorical), not both or neither")
+        if self.values is not None:
+            if self.labels is not None:
+                raise ValueError("slices by values are named by their values: remove labels")
+            return self
+        labels = self.labels or []
+        if len(labels) != len(self.edges) - 1:
+            raise ValueError(f"needs {len(self.edges) - 1} labels for {len(self.edges)} edges, got {len(labels)}")
         if any(b <= a for a, b in zip(self.edges, self.edges[1:], strict=False)):
             raise ValueError(f"edges must increase, got {self.edges}")
         return self
 
+    @property
+    def names(self) -> list[str]:
+        """The slices' names: the bucket labels, or the values."""
+        return list(self.values if self.values is not None else self.labels)
+
+
+BASELINE_PATTERN = r"^(prior|previous_value:[A-Za-z_][A-Za-z0-9_]*|rule:[A-Za-z_][A-Za-z0-9_]*)$"
+
 
 class PromotionPolicy(StrictModel):
-    """When a challenger takes the ``champion`` alias (docs/training.md)."""
+    """When a challenger takes the ``champion`` alias (docs/training.md).
 
-    metric: Literal["roc_auc"] = "roc_auc"
+    ``metric`` and ``floor`` left unset are resolved per task by :attr:`TrainingConfig.policy`.
+    """
+
+    metric: str | None = Field(None, description="One of the task's metrics; default roc_auc, macro_f1 or rmse.")
     min_improvement: float = Field(0.005, ge=0, description="Challenger must beat the champion by this much.")
     max_slice_regression: float = Field(0.03, ge=0, description="No slice may lose more than this.")
-    floor: float = Field(0.65, ge=0, le=1, description="Absolute floor every champion must reach.")
+    floor: float | None = Field(
+        None, description="Worst value a champion may have (a floor when higher is better, a ceiling when lower "
+                          "is); default 0.65 for roc_auc, none for other metrics.")
     # None: no slice gate (a use case names its own slice column; there is no default one to assume).
     slices: SliceSpec | None = None
+    baseline: str | None = Field(
+        None, pattern=BASELINE_PATTERN,
+        description="What a first model must beat on the same holdout: prior (the train split's label rate, class "
+                    "shares or mean), previous_value:<feature> (regression: that feature, the day before's value, "
+                    "as the prediction) or rule:<feature> (the best one-split rule on that feature).")
+    min_gain_over_baseline: float = Field(0.0, ge=0, description="A first model must beat the baseline by this much.")
+
+    @property
+    def metric_name(self) -> str:
+        return self.metric or DEFAULT_METRIC["binary"]
+
+    @property
+    def higher_is_better(self) -> bool:
+        return higher_is_better(self.metric_name)
+
+    @property
+    def baseline_kind(self) -> str | None:
+        """``prior``, ``previous_value`` or ``rule`` (None without a baseline)."""
+        return None if self.baseline is None else self.baseline.split(":", 1)[0]
+
+    @property
+    def baseline_column(self) -> str | None:
+        """The feature a ``previous_value:`` or ``rule:`` baseline reads."""
+        return None if self.baseline is None or ":" not in self.baseline else self.baseline.split(":", 1)[1]
 
 
 # The longest training window. Labels are read one landing partition per day and held, joined to their
@@ -109,8 +190,9 @@ class TrainingConfig(PipelineBase):
                                          "years, because the window is held in memory).")
     holdout_fraction: float = Field(0.25, gt=0, lt=0.9, description="Latest share of label days held out.")
     seed: int = 42
+    task: TaskKind = Field("binary", description="binary (0/1 label), multiclass (int class ids) or regression.")
     family: ModelFamily = Field(
-        "gradient_boosting", description="gradient_boosting (scikit-learn) or torch_mlp (PyTorch)."
+        "gradient_boosting", description="gradient_boosting (scikit-learn) or torch_mlp (PyTorch, binary only)."
     )
     hyperparameters: Hyperparameters = Hyperparameters()
     label: LabelSource
@@ -131,6 +213,36 @@ class TrainingConfig(PipelineBase):
             raise ValueError(f"promotion.slices.column {slices.column!r} is a label or bookkeeping column, not a "
                              "feature: name a numeric feature of the feature service")
         return self
+
+    @model_validator(mode="after")
+    def _fits_the_task(self) -> TrainingConfig:
+        task, policy = self.task, self.promotion
+        metric = policy.metric or DEFAULT_METRIC[task]
+        if metric not in TASK_METRICS[task]:
+            raise ValueError(f"promotion.metric {metric!r} is not a metric of task {task}; its metrics are "
+                             f"{describe_metrics(task)}: name one of those")
+        if policy.floor is not None and metric in UNIT_METRICS and not 0 <= policy.floor <= 1:
+            raise ValueError(f"promotion.floor {policy.floor} is outside [0, 1], where {metric} lies")
+        if self.family == "torch_mlp" and task != "binary":
+            raise ValueError(f"family torch_mlp trains binary tasks only (its network has one sigmoid output); "
+                             f"use family gradient_boosting for task {task}")
+        if policy.baseline_kind == "previous_value" and task != "regression":
+            raise ValueError(f"promotion.baseline {policy.baseline!r} predicts a number, which only a regression "
+                             f"task can score; for task {task} use prior or rule:<feature>")
+        reserved = {self.label.timestamp, self.label.target, "label", "label_day", "split", "event_timestamp"}
+        if policy.baseline_column in reserved:
+            raise ValueError(f"promotion.baseline {policy.baseline!r} reads a label or bookkeeping column: name a "
+                             "feature of the feature service")
+        return self
+
+    @property
+    def policy(self) -> PromotionPolicy:
+        """``promotion`` with the task's default metric, and roc_auc's default floor, filled in."""
+        metric = self.promotion.metric or DEFAULT_METRIC[self.task]
+        floor = self.promotion.floor
+        if floor is None and metric == "roc_auc" and "floor" not in self.promotion.model_fields_set:
+            floor = ROC_AUC_DEFAULT_FLOOR
+        return self.promotion.model_copy(update={"metric": metric, "floor": floor})
 
     @property
     def prediction_name(self) -> str:
@@ -214,8 +326,10 @@ def check_against_features(training: TrainingConfig, features: FeaturesConfig) -
             problems.append(f"the entity key {key!r} (feast.entity_key of {features.dag_id}) is not a column of it")
     if label.timestamp not in columns or columns[label.timestamp] not in ("timestamp", "date"):
         problems.append(f"label.timestamp {label.timestamp!r} is not a timestamp or date column of it")
-    if label.target not in columns or columns[label.target] != "int64":
-        problems.append(f"label.target {label.target!r} is not an int64 column of it")
+    target_types = ("int64", "float64") if training.task == "regression" else ("int64",)
+    if label.target not in columns or columns[label.target] not in target_types:
+        problems.append(f"label.target {label.target!r} is not an {' or '.join(target_types)} column of it "
+                        f"(task {training.task})")
     slices = training.promotion.slices
     if slices is not None and slices.column in entity_keys(features):
         problems.append(f"promotion.slices.column {slices.column!r} is the entity key, not a feature")

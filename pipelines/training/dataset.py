@@ -91,7 +91,8 @@ def load_labels(features: FeaturesConfig, training: TrainingConfig, window: Wind
     composite key gives one column per join key.
 
     Returns:
-        Columns ``<entity key(s)>``, ``event_timestamp`` (UTC), ``label`` (int) and ``label_day`` (date).
+        Columns ``<entity key(s)>``, ``event_timestamp`` (UTC), ``label`` (int64; float64 for a regression task)
+        and ``label_day`` (date).
     """
     import pandas as pd
 
@@ -124,7 +125,7 @@ def load_labels(features: FeaturesConfig, training: TrainingConfig, window: Wind
             # The key as landed: the landing contract typed it, and Feast joins on that type.
             **{key: frame[key].to_numpy() for key in keys},
             ENTITY_TIMESTAMP: pd.to_datetime(frame[training.label.timestamp], utc=True),
-            "label": frame[training.label.target].astype("int64"),
+            "label": frame[training.label.target].astype("float64" if training.task == "regression" else "int64"),
             "label_day": day,
         }))
     if not frames:
@@ -143,6 +144,10 @@ class DuplicateLabels(TrainingSetError):
     """More than one label for an entity on one label day; nothing was trained."""
 
 
+class NonFiniteLabels(TrainingSetError):
+    """A regression target that is NaN or infinite; nothing was trained."""
+
+
 def _entity(row, keys: list[str]) -> str:
     """``station_id 'ST-001'``: a row's key values as a person reads them (numpy scalars as plain values)."""
     values = [row[k].item() if hasattr(row[k], "item") else row[k] for k in keys]
@@ -159,7 +164,10 @@ def check_labels(labels: pd.DataFrame, training: TrainingConfig, keys: list[str]
     Raises:
         LabelLeakage: labels break the rule and ``label_leakage`` is ``refuse`` (with ``warn`` it is logged).
         DuplicateLabels: an entity has more than one label on a label day.
+        NonFiniteLabels: a regression target is NaN or infinite (a model cannot learn from it, and one NaN
+            makes RMSE NaN).
     """
+    import numpy as np
     import pandas as pd
 
     where = f"dags/configs/{training.dag_id}.yaml"
@@ -177,6 +185,15 @@ def check_labels(labels: pd.DataFrame, training: TrainingConfig, keys: list[str]
         if training.label_leakage == "refuse":
             raise LabelLeakage(message + "; nothing was trained and the champion is unchanged")
         log.warning("label_leakage: warn: %s", message)
+    if training.task == "regression":
+        bad = labels[~np.isfinite(labels["label"].to_numpy(dtype=float))]
+        if len(bad):
+            first = bad.iloc[0]
+            raise NonFiniteLabels(
+                f"{len(bad)} of {len(labels)} labels have a target that is not a finite number (e.g. "
+                f"{_entity(first, keys)} on {first['label_day']}: {first['label']}); label.target "
+                f"{training.label.target!r} of a regression task must be finite. Fix or drop those rows of the "
+                f"{training.label.table!r} table at the source; nothing was trained and the champion is unchanged")
     duplicated = labels[labels.duplicated(subset=[*keys, "label_day"], keep=False)]
     if len(duplicated):
         first = duplicated.iloc[0]
@@ -251,11 +268,23 @@ def validation_suite(training: TrainingConfig, columns: FeatureColumns, keys: li
     expectations: list[dict[str, Any]] = [
         {"type": "expect_table_columns_to_match_set", "kwargs": {"column_set": expected, "exact_match": True}},
         {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": checks.min_rows}},
-        {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "label", "value_set": [0, 1]}},
-        {"type": "expect_column_mean_to_be_between",
-         "kwargs": {"column": "label", "min_value": checks.label_rate_min, "max_value": checks.label_rate_max}},
         {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": SPLIT, "value_set": ["train", "holdout"]}},
     ]
+    # The label's own checks follow the task: a rate only means something for a 0/1 label.
+    if training.task == "binary":
+        expectations += [
+            {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "label", "value_set": [0, 1]}},
+            {"type": "expect_column_mean_to_be_between",
+             "kwargs": {"column": "label", "min_value": checks.label_rate_min, "max_value": checks.label_rate_max}},
+        ]
+    else:
+        expectations.append({"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "label"}})
+    if training.task == "multiclass":
+        expectations.append({"type": "expect_column_unique_value_count_to_be_between",
+                             "kwargs": {"column": "label", "min_value": 2, "max_value": checks.max_classes}})
+    elif training.task == "regression":  # a target that varies; finiteness is check_labels' (before the join)
+        expectations.append({"type": "expect_column_stdev_to_be_between",
+                             "kwargs": {"column": "label", "min_value": 1e-12}})
     expectations += [{"type": "expect_column_values_to_not_be_null", "kwargs": {"column": c}} for c in columns.all]
     return {"name": f"{training.dag_id}_training_set", "expectations": expectations,
             "meta": {"notes": "Built from the training config's checks (pipelines/training/dataset.py)."}}

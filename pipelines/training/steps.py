@@ -78,8 +78,13 @@ class PromotionResult(TypedDict):
     promoted: bool
     reason: str
     champion: str | None
-    challenger_roc_auc: float
-    champion_roc_auc: NotRequired[float | None]  # absent when the version already was the champion
+    metric: str  # the promotion metric (TrainingConfig.policy.metric)
+    challenger_value: float
+    champion_value: NotRequired[float | None]  # absent when the version already was the champion
+    baseline_value: NotRequired[float | None]  # the baseline's metric on the same holdout (promotion.baseline)
+    # The same figures under their old names, for a roc_auc policy (churn's); absent for other metrics.
+    challenger_roc_auc: NotRequired[float]
+    champion_roc_auc: NotRequired[float | None]
 
 
 class ScoredBatch(TypedDict):
@@ -90,7 +95,7 @@ class ScoredBatch(TypedDict):
     model_version: str
     path: str
     prediction_column: str  # the score column's name (TrainingConfig.prediction_name)
-    mean_prediction: float
+    mean_prediction: float  # of that column (for multiclass: the mean predicted class id)
 
 
 class TrainingSetRejected(NotRetryable, ValueError):
@@ -135,10 +140,11 @@ def build_training_set(training: TrainingConfig, window: Window) -> TrainingSetI
     Raises:
         TrainingSetError: no labels in the window, a missing feature service, or a window too short to split;
             ``LabelLeakage`` / ``DuplicateLabels`` when the labels break the timestamp rule or repeat.
-        SliceColumnError: ``promotion.slices.column`` is not a numeric feature of the feature service.
+        SliceColumnError: ``promotion.slices.column`` or the baseline's feature is not a fitting feature of the
+            feature service.
     """
     from pipelines.training import dataset
-    from pipelines.training.evaluation import check_slice_column
+    from pipelines.training.evaluation import check_baseline_column, check_slice_column
 
     settings = get_settings()
     features = features_config(training)
@@ -146,8 +152,9 @@ def build_training_set(training: TrainingConfig, window: Window) -> TrainingSetI
     project, service = features.feast.project, features.feast.feature_service
     columns = dataset.feature_columns(project, service, settings)
     # Before anything is read or fitted: the slice column is only knowable from Feast's feature service.
-    check_slice_column(training.promotion.slices, list(columns.numeric), list(columns.categorical),
-                       f"dags/configs/{training.dag_id}.yaml (feature service {service})")
+    where = f"dags/configs/{training.dag_id}.yaml (feature service {service})"
+    check_slice_column(training.promotion.slices, list(columns.numeric), list(columns.categorical), where)
+    check_baseline_column(training.promotion, list(columns.numeric), list(columns.categorical), where)
     labels = dataset.load_labels(features, training, window, settings)
     dataset.check_labels(labels, training, keys)
     joined = dataset.join_features(labels, project, service, settings)
@@ -229,6 +236,8 @@ def training_key(training: TrainingConfig, info: TrainingSetInfo) -> str:
         "hyperparameters": family_params(training.family, training.hyperparameters),
         "feature_service": info["feature_service"], "holdout_fraction": training.holdout_fraction,
     }
+    if training.task != "binary":  # binary keys stay what they were, so existing versions are still reused
+        payload["task"] = training.task
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -245,8 +254,9 @@ def fit(training: TrainingConfig, frame, numeric: list[str], categorical: list[s
     from pipelines.training.families import build_model
 
     train = frame[frame[SPLIT] == "train"]
-    model = build_model(training.family, training.hyperparameters, training.seed, numeric, categorical)
-    log.info("Training %s on %d rows and %d features", training.family, len(train), len(numeric) + len(categorical))
+    model = build_model(training.family, training.hyperparameters, training.seed, numeric, categorical, training.task)
+    log.info("Training %s (%s) on %d rows and %d features", training.family, training.task, len(train),
+             len(numeric) + len(categorical))
     return model.fit(train[numeric + categorical], train["label"].to_numpy())
 
 
@@ -255,24 +265,45 @@ class TrainedModel:
     """A fitted model and its scores on the holdout, before anything is logged anywhere."""
 
     model: Any
-    metrics: dict[str, float]
-    evaluation: Any  # promotion.Evaluation
+    metrics: dict[str, float]  # the task's metrics on the holdout
+    evaluation: Any  # promotion.Evaluation of the policy's metric
     plots: list[Path]
+    baseline_metrics: dict[str, float] | None = None  # the task's metrics of promotion.baseline, same holdout
+
+
+def raw_output(task: str, estimator: Any, X) -> Any:
+    """What a fitted model gives for ``X``: class probabilities (classification) or values (regression)."""
+    return estimator.predict(X) if task == "regression" else estimator.predict_proba(X)
+
+
+def baseline_metrics(training: TrainingConfig, frame, classes=None) -> dict[str, float] | None:
+    """The task's metrics of ``promotion.baseline`` on the holdout, learnt from the train split (None without one)."""
+    from pipelines.training.evaluation import baseline_output, metrics
+
+    if training.promotion.baseline is None:
+        return None
+    train, holdout = frame[frame[SPLIT] == "train"], frame[frame[SPLIT] == "holdout"]
+    output = baseline_output(training.promotion.baseline, training.task, train, holdout, classes, training.seed)
+    return metrics(holdout["label"].to_numpy(), output, training.task, classes)
 
 
 def train_and_evaluate(training: TrainingConfig, frame, numeric: list[str], categorical: list[str],
                        plots_dir: Path) -> TrainedModel:
-    """Fit on the train split, score the holdout overall and per slice, draw the plots. No MLflow."""
-    from pipelines.training.evaluation import evaluation, metrics, save_plots
+    """Fit on the train split, score the holdout overall and per slice (and the baseline), draw the plots.
+    No MLflow."""
+    from pipelines.training.evaluation import evaluation, metrics, model_output, save_plots
 
+    task, policy = training.task, training.policy
     features = numeric + categorical
     holdout = frame[frame[SPLIT] == "holdout"]
     model = fit(training, frame, numeric, categorical)
-    probabilities = model.predict_proba(holdout[features])[:, 1]
+    classes = getattr(model, "classes_", None) if task == "multiclass" else None
+    output = model_output(task, raw_output(task, model, holdout[features]))
     y = holdout["label"].to_numpy()
-    plots = save_plots(model, holdout[features], y, probabilities, plots_dir, training.seed)
-    return TrainedModel(model, metrics(y, probabilities), evaluation(holdout, probabilities, training.promotion.slices),
-                        plots)
+    plots = save_plots(model, holdout[features], y, output, plots_dir, training.seed, task)
+    return TrainedModel(model, metrics(y, output, task, classes),
+                        evaluation(holdout, output, policy.slices, task, policy.metric, classes), plots,
+                        baseline_metrics(training, frame, classes))
 
 
 def train_and_register(training: TrainingConfig, info: TrainingSetInfo, *,
@@ -319,6 +350,9 @@ def _train_and_register(training: TrainingConfig, info: TrainingSetInfo, setting
             "feature_service": info["feature_service"], "feast_project": info["feast_project"],
             "dataset_digest": info["digest"], "holdout_fraction": training.holdout_fraction,
             "train_rows": info["train_rows"], "holdout_rows": info["holdout_rows"],
+            # Beside churn's params as they were: a binary run without a baseline logs what it always did.
+            **({"task": training.task} if training.task != "binary" else {}),
+            **({"baseline": training.promotion.baseline} if training.promotion.baseline else {}),
         })
         mlflow.log_input(
             mlflow.data.from_pandas(frame, source=info["path"], name=f"{training.instance}_training_set",
@@ -327,9 +361,12 @@ def _train_and_register(training: TrainingConfig, info: TrainingSetInfo, setting
         )
         trained = train_and_evaluate(training, frame, info["numeric"], info["categorical"], Path(plots_dir))
         # One call each: every call is a round trip (a commit on the embedded SQLite store).
+        metric = training.policy.metric
         mlflow.log_metrics({
             **{f"holdout_{k}": v for k, v in trained.metrics.items()},
-            **{f"holdout_roc_auc_{_metric_name(n)}": s.value for n, s in trained.evaluation.slices.items()
+            # The baseline beside the model, on the same holdout: baseline_<metric>.
+            **{f"baseline_{k}": v for k, v in (trained.baseline_metrics or {}).items()},
+            **{f"holdout_{metric}_{_metric_name(n)}": s.value for n, s in trained.evaluation.slices.items()
                if s.value is not None},
         })
         mlflow.log_artifacts(plots_dir, artifact_path="evaluation")
@@ -339,8 +376,10 @@ def _train_and_register(training: TrainingConfig, info: TrainingSetInfo, setting
             tags={TRAINING_KEY_TAG: key, "dataset_digest": info["digest"], "family": training.family,
                   "window": f"{info['window_start']}…{info['window_end']}", "feature_service": info["feature_service"]},
         )
-    log.info("Registered %s version %s (run %s): holdout ROC AUC %.4f", training.model_name, version.version,
-             run.info.run_id, trained.metrics["roc_auc"])
+    baseline = trained.baseline_metrics
+    log.info("Registered %s version %s (run %s): holdout %s %.4f%s", training.model_name, version.version,
+             run.info.run_id, metric, trained.metrics[metric],
+             f" (baseline {training.promotion.baseline}: {baseline[metric]:.4f})" if baseline else "")
     return TrainedVersion(version=str(version.version), run_id=run.info.run_id, reused=False, training_key=key,
                           metrics=trained.metrics)
 
@@ -355,8 +394,9 @@ def _log_model(training: TrainingConfig, model: Any, example) -> str:
     with threadpool_limits(limits=1):
         model_info = mlflow.sklearn.log_model(
             model, name="model", input_example=example,
-            signature=mlflow.models.infer_signature(example, model.predict_proba(example)),
-            pyfunc_predict_fn="predict_proba", pip_requirements=_pip_requirements(training.family),
+            signature=mlflow.models.infer_signature(example, raw_output(training.task, model, example)),
+            pyfunc_predict_fn="predict" if training.task == "regression" else "predict_proba",
+            pip_requirements=_pip_requirements(training.family),
             **_serialization(),
         )
     return model_info.model_uri
@@ -432,17 +472,22 @@ def _evaluate_and_promote(training: TrainingConfig, info: TrainingSetInfo, train
 
     from pipelines.core import tracking
     from pipelines.training import promotion
-    from pipelines.training.evaluation import evaluation
+    from pipelines.training.evaluation import evaluation, model_output
 
     tracking.configure_mlflow(settings)
     name, version = training.model_name, str(trained["version"])
     frame = pd.read_parquet(training_set_path(info, "XCom build_training_set.path", settings))
     holdout = frame[frame[SPLIT] == "holdout"]
     features = info["numeric"] + info["categorical"]
+    task, policy = training.task, training.policy
+    classes_seen: list = []
 
     def score(model_version: str):
         model = load_registered_model(name, model_version, settings)
-        return evaluation(holdout, positive_scores(model.predict(holdout[features])), training.promotion.slices)
+        classes = getattr(model.estimator, "classes_", None) if task == "multiclass" else None
+        classes_seen.append(classes)
+        return evaluation(holdout, model_output(task, model.predict(holdout[features])), policy.slices, task,
+                          policy.metric, classes)
 
     try:
         challenger = score(version)
@@ -458,7 +503,10 @@ def _evaluate_and_promote(training: TrainingConfig, info: TrainingSetInfo, train
     if champion_version == version:
         reason = f"version {version} is already the champion (same inputs as before)"
         return PromotionResult(version=version, promoted=False, champion=version, reason=reason,
-                               challenger_roc_auc=challenger.metric)
+                               **_figures(policy.metric, challenger.metric))
+    # The baseline on the same holdout, learnt from the same train split (the challenger's classes for multiclass).
+    baseline = baseline_metrics(training, frame, classes_seen[0]) if champion_version is None else None
+    baseline_value = None if baseline is None else baseline[policy.metric]
     champion_eval = None
     unscorable = None
     untrusted_champion = False
@@ -481,17 +529,49 @@ def _evaluate_and_promote(training: TrainingConfig, info: TrainingSetInfo, train
         if force:
             decision = tracking.Decision(True, f"forced by the force_promote param; the gate said: {unscorable}")
     else:
-        decision = promotion.decide(challenger, champion_eval, training.promotion,
-                                    champion_version=champion_version, force=force)
+        decision = promotion.decide(challenger, champion_eval, policy, champion_version=champion_version,
+                                    force=force, baseline=baseline_value)
     champion_now = tracking.apply_decision(name, version, decision, settings, expected_champion=champion_version)
     if unscorable is not None and not decision.promote:
         raise (ChampionUntrusted if untrusted_champion else ChampionUnscorable)(unscorable)
     return PromotionResult(
         version=version, promoted=decision.promote, reason=decision.reason,
         champion=str(champion_now.version) if champion_now else None,
-        challenger_roc_auc=round(challenger.metric, 4),
-        champion_roc_auc=round(champion_eval.metric, 4) if champion_eval else None,
+        **_figures(policy.metric, round(challenger.metric, 4),
+                   round(champion_eval.metric, 4) if champion_eval else None,
+                   baseline_value=None if baseline_value is None else round(baseline_value, 4), judged=True),
     )
+
+
+def _figures(metric: str, challenger: float, champion: float | None = None, *, baseline_value: float | None = None,
+             judged: bool = False) -> dict[str, Any]:
+    """The verdict's figures: under generic names, and under the ``*_roc_auc`` names for a roc_auc policy."""
+    out: dict[str, Any] = {"metric": metric, "challenger_value": challenger}
+    if judged:
+        out |= {"champion_value": champion, "baseline_value": baseline_value}
+    if metric == "roc_auc":
+        out["challenger_roc_auc"] = challenger
+        if judged:
+            out["champion_roc_auc"] = champion
+    return out
+
+
+def served_columns(task: str, model: Any, frame, column: str) -> dict[str, Any]:
+    """The prediction column(s) scoring writes for ``frame``, scored by a loaded ``TrustedModel``.
+
+    Returns:
+        ``{column: ...}``: the positive class's probability (binary), the predicted value (regression), or the
+        predicted class with ``<column>_probability``, that class's probability (multiclass).
+    """
+    import numpy as np
+
+    raw = model.predict(frame)
+    if task != "multiclass":
+        return {column: positive_scores(raw)}
+    probabilities = np.asarray(raw)
+    best = np.argmax(probabilities, axis=1)
+    classes = np.asarray(model.estimator.classes_)
+    return {column: classes[best], f"{column}_probability": probabilities[np.arange(len(best)), best]}
 
 
 def positive_scores(predictions) -> Any:
@@ -515,8 +595,9 @@ def score_latest(training: TrainingConfig, *, settings: LooplineSettings | None 
 
     Predictions land in ``predictions/<instance>/ds=<day>/predictions.parquet`` (``DataHome.predictions``)
     with the model version, for the drift checks to read: columns ``<entity key(s)>`` (as published),
-    ``ds``, ``<prediction_name>`` (``prediction_column``, default ``<model_name>_score``), ``model_name``,
-    ``model_version``, ``model_run_id``.
+    ``ds``, ``<prediction_name>`` (``prediction_column``, default ``<model_name>_score``: the positive class's
+    probability, the predicted class, or the predicted value, by task; a multiclass task adds
+    ``<prediction_name>_probability``, the predicted class's), ``model_name``, ``model_version``, ``model_run_id``.
     """
     import pandas as pd
 
@@ -548,7 +629,7 @@ def score_latest(training: TrainingConfig, *, settings: LooplineSettings | None 
     score = training.prediction_name
     out = pd.DataFrame({
         **{key: scored[key].to_numpy() for key in keys}, "ds": latest,
-        score: positive_scores(model.predict(scored[columns])),
+        **served_columns(training.task, model, scored[columns], score),
         "model_name": training.model_name, "model_version": str(champion.version), "model_run_id": champion.run_id,
     })
     target = write_atomic(DataHome(settings).predictions(training.instance, latest),

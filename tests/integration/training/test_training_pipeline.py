@@ -75,6 +75,15 @@ def test_training_registers_promotes_and_scores(trained):
 
     run_data = tracking.client().get_run(version.run_id).data
     assert run_data.metrics["holdout_roc_auc"] > 0.7  # the simulator's churn signal is learnable
+    # churn's baseline (rule:sessions_30d), on the same holdout, logged beside the model and beaten by the margin
+    baseline = run_data.metrics["baseline_roc_auc"]
+    assert 0.5 < baseline < run_data.metrics["holdout_roc_auc"] - 0.02, (baseline, run_data.metrics)
+    assert run_data.params["baseline"] == "rule:sessions_30d" and "task" not in run_data.params
+    decision = xcom(run, "evaluate_and_promote")
+    assert decision["baseline_value"] == round(baseline, 4) and decision["metric"] == "roc_auc"
+    assert re.fullmatch(rf"first model: roc_auc 0\.\d{{4}} reaches the floor 0\.6500 and beats the baseline "
+                        rf"rule:sessions_30d's {baseline:.4f} by min_gain_over_baseline 0\.0200 \(gain \+0\.\d{{4}}\)",
+                        version.tags["loopline.promotion_reason"]), version.tags["loopline.promotion_reason"]
     assert run_data.params["feature_service"] == "churn_model_v1"
     assert len(run_data.tags["git_commit"]) in (40, len("unknown"))
     artifacts = {a.path for a in tracking.client().list_artifacts(version.run_id, "evaluation")}

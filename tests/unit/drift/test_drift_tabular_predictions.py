@@ -50,3 +50,25 @@ def test_predictions_under_another_name_are_a_schema_mismatch_that_names_the_key
         _batch_predictions(training(), ["station_id"], "3", DAYS, settings)
     named = training(prediction_column="churn_probability")
     assert len(_batch_predictions(named, ["station_id"], "3", DAYS, settings)) == 2
+
+
+def test_the_reference_is_scored_as_score_batch_writes_it_for_every_task():
+    """Probability (binary), class id (multiclass) or value (regression): what the prediction column holds."""
+    import numpy as np
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+    from pipelines.core.trusted_models import TrustedModel
+    from pipelines.drift.tabular import _predict
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.normal(0, 1, 300)})
+    regressor = HistGradientBoostingRegressor(max_iter=20).fit(frame, 20 + 5 * frame["x"])
+    values = _predict(TrustedModel("rain", "1", regressor, ["x"]), frame, ["x"], "regression")
+    assert values.dtype == float and values.min() < 15 and values.max() > 25  # temperatures, not probabilities
+    classes = np.digitize(frame["x"], [-0.5, 0.5]) + 3  # class ids 3, 4, 5
+    classifier = HistGradientBoostingClassifier(max_iter=20).fit(frame, classes)
+    predicted = _predict(TrustedModel("rain", "1", classifier, ["x"]), frame, ["x"], "multiclass")
+    assert set(predicted) == {3.0, 4.0, 5.0} and (predicted == classes).mean() > 0.9
+    binary = HistGradientBoostingClassifier(max_iter=20).fit(frame, (frame["x"] > 0).astype(int))
+    probabilities = _predict(TrustedModel("rain", "1", binary, ["x"]), frame, ["x"])
+    assert ((probabilities >= 0) & (probabilities <= 1)).all() and probabilities.std() > 0.3
