@@ -3,6 +3,7 @@
     python -m pipelines.scaffold features NAME --landing PATH --entity KEY[:int64|string] --timestamp COL
         [--entity KEY2[:type] …] [--lookback-days N] [--dags-dir DIR] [--force]
     python -m pipelines.scaffold training NAME --features NAME --label TABLE.COL [--label-timestamp COL]
+        [--task binary|multiclass|regression]
         [--dags-dir DIR] [--force]
 """
 
@@ -32,6 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     training.add_argument("--features", required=True, help="the features instance (configs/<NAME>_features.yaml)")
     training.add_argument("--label", required=True, help="TABLE.COLUMN: a landing table and its 0/1 outcome")
     training.add_argument("--label-timestamp", help="the label table's observation time (default: its only one)")
+    training.add_argument("--task", choices=("binary", "multiclass", "regression"),
+                          help="default: regression for a float64 label, binary for int64")
     for sub in (features, training):
         sub.add_argument("--dags-dir", type=Path, default=REPO_ROOT / "dags",
                          help="the dags folder to write into (default: the repository's dags/)")
@@ -53,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             from pipelines.scaffold.training import training_files
 
             written = training_files(args.name, args.features, args.label, args.dags_dir,
-                                     args.label_timestamp).write(force=args.force)
+                                     args.label_timestamp, task=args.task).write(force=args.force)
             commands = [f"airflow dags test {args.name}_training   # once the features have run for the window"]
     except ScaffoldError as exc:
         print(f"scaffold {args.kind} {args.name}: {exc}", file=sys.stderr)

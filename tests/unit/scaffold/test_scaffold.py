@@ -139,6 +139,16 @@ def test_training_names_features_label_and_slices_explicitly(tmp_path, capsys):
     assert (tmp_path / "dags" / "floods_training.py").read_text().endswith(
         'dag = build_dag(config_for(__file__, "training"))\n')
 
-    assert main(["training", "floods2", "--features", "weather", "--label", "readings.temperature",
-                 "--dags-dir", str(tmp_path / "dags")]) == 2
-    assert "readings.temperature is float64; the outcome must be 0/1 int64" in capsys.readouterr().err
+    assert config.task == "binary" and config.promotion.metric == "roc_auc"
+
+    # A float64 outcome is a regression, judged on RMSE with no floor; asked for as binary it is refused.
+    assert main(["training", "temps", "--features", "weather", "--label", "readings.temperature",
+                 "--dags-dir", str(tmp_path / "dags")]) == 0
+    temps = load_config(tmp_path / "dags" / "configs" / "temps_training.yaml")
+    assert temps.task == "regression" and temps.promotion.metric == "rmse"
+    assert "floor:" not in (tmp_path / "dags" / "configs" / "temps_training.yaml").read_text()
+    capsys.readouterr()
+    assert main(["training", "temps2", "--features", "weather", "--label", "readings.temperature",
+                 "--task", "binary", "--dags-dir", str(tmp_path / "dags")]) == 2
+    refused = capsys.readouterr().err
+    assert "readings.temperature is float64; a binary outcome must be int64 (0/1 or class ids)" in refused
