@@ -139,6 +139,10 @@ class TcpProxy:
     def close(self) -> None:
         self._closed = True
         self.reset_all()
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept (close alone does not)
+        except OSError:
+            pass
         self._listener.close()
 
     def __enter__(self) -> TcpProxy:

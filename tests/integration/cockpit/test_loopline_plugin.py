@@ -290,7 +290,7 @@ def test_the_page_counts_todays_answers_and_thumbs(api, answer_trace):
 # --- what a user who may read only some DAGs sees ---------------------------------------------------------------
 
 # The team that owns the hidden DAGs: the whole docs use case, and churn's drift check.
-HIDDEN = ["churn_drift_check", "docs_assistant", "docs_drift_check", "docs_rag_index"]
+HIDDEN = ["churn_drift_check", "docs_assistant", "docs_drift_check", "docs_llm_eval", "docs_rag_index"]
 
 
 @pytest.fixture()
