@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, dag, task
+from airflow.sdk import DAG, dag, task
 
-from loopline_templates.common import dag_arguments, fail_without_retry
+from loopline_templates.common import asset_schedule, dag_arguments, fail_without_retry
 from pipelines.assistant.config import AssistantConfig
 
 
@@ -13,13 +13,6 @@ def _index_asset(config: AssistantConfig):
     from pipelines.assistant.retrieval import index_config
 
     return index_config(config).index_asset
-
-
-def _schedule(config: AssistantConfig, ref):
-    asset = ref.asset()
-    if config.schedule:
-        return AssetOrTimeSchedule(timetable=CronTriggerTimetable(config.schedule, timezone="UTC"), assets=[asset])
-    return [asset]
 
 
 def _steps():
@@ -79,7 +72,7 @@ def build_dag(config: AssistantConfig) -> DAG:
 
     @dag(
         **dag_arguments(config),
-        schedule=_schedule(config, ref),
+        schedule=asset_schedule(config.schedule, ref.asset()),
         max_active_runs=1,  # one conversion and one prompt registration at a time
         doc_md=_doc(config, ref),
     )

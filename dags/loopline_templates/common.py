@@ -101,3 +101,12 @@ def start_date_guard(config):
     # add_task gave it the later of its own and the DAG's start date: set it after, so it alone runs early.
     guard.operator.start_date = _GUARD_START
     return guard
+
+
+def asset_schedule(cron: str | None, asset):
+    """On every update of ``asset``, and also on ``cron`` (UTC) when the YAML names one."""
+    from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable
+
+    if cron:
+        return AssetOrTimeSchedule(timetable=CronTriggerTimetable(cron, timezone="UTC"), assets=[asset])
+    return [asset]

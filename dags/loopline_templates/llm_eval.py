@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
+from airflow.sdk import DAG, Param, dag, task
 
-from loopline_templates.common import dag_arguments, fail_without_retry
+from loopline_templates.common import asset_schedule, dag_arguments, fail_without_retry
 from pipelines.llm_eval.config import LlmEvalConfig
 
 
@@ -14,13 +14,6 @@ def _index_asset(config: LlmEvalConfig):
     from pipelines.templates import config_path, load_config
 
     return index_config(load_config(config_path(config.assistant), "assistant")).index_asset
-
-
-def _schedule(config: LlmEvalConfig, ref):
-    asset = ref.asset()
-    if config.schedule:
-        return AssetOrTimeSchedule(timetable=CronTriggerTimetable(config.schedule, timezone="UTC"), assets=[asset])
-    return [asset]
 
 
 def _steps():
@@ -64,7 +57,7 @@ def build_dag(config: LlmEvalConfig) -> DAG:
 
     @dag(
         **dag_arguments(config),
-        schedule=_schedule(config, ref),
+        schedule=asset_schedule(config.schedule, ref.asset()),
         max_active_runs=1,  # one model answering at a time: latency is part of what is measured
         doc_md=_doc(config, ref),
         params={"cases": Param(config.cases, type=["null", "integer"], minimum=1, maximum=10_000, title="Cases",

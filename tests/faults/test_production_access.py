@@ -38,6 +38,7 @@ import pytest
 from pipelines.core.airflow_runtime import AirflowClient, wait_for_dags
 from pipelines.core.settings import LooplineSettings, ServiceUnreachable, check_mlflow
 from support import services
+from support.page_summary import dag_ids_in
 
 pytestmark = pytest.mark.faults
 
@@ -178,17 +179,6 @@ def stack(tmp_path_factory):
 
 def as_user(stack, username: str) -> AirflowClient:
     return AirflowClient(stack["running"].client.base_url, USER_PASSWORD, username=username)
-
-
-def dag_ids_in(node) -> set[str]:
-    """Every ``dag_id`` anywhere in the page's data (DAG chips, models, drift checks, indexes, runs); ``ask``
-    only says whether the viewer may ask the assistant (checked on its own)."""
-    if isinstance(node, dict):
-        found = {node["dag_id"]} if isinstance(node.get("dag_id"), str) else set()
-        return found.union(*(dag_ids_in(value) for key, value in node.items() if key != "ask"))
-    if isinstance(node, list):
-        return set().union(*(dag_ids_in(value) for value in node))
-    return set()
 
 
 def status_of(url: str, headers: dict[str, str] | None = None) -> int:

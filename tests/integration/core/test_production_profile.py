@@ -23,6 +23,7 @@ from pipelines.core.airflow_runtime import wait_for_dags
 from pipelines.core.settings import LooplineSettings
 from pipelines.demo import simulator
 from support import services
+from support.page_summary import dag_ids_in
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.production]
 
@@ -238,17 +239,6 @@ def test_api_requires_authentication(stack):
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(mlflow_url, timeout=10)
     assert refused.value.code == 401
-
-
-def dag_ids_in(node) -> set[str]:
-    """Every ``dag_id`` anywhere in the page's data (DAG chips, models, drift checks, indexes, runs); ``ask``
-    only says whether the viewer may ask the assistant."""
-    if isinstance(node, dict):
-        found = {node["dag_id"]} if isinstance(node.get("dag_id"), str) else set()
-        return found.union(*(dag_ids_in(value) for key, value in node.items() if key != "ask"))
-    if isinstance(node, list):
-        return set().union(*(dag_ids_in(value) for value in node))
-    return set()
 
 
 def test_a_user_who_may_read_one_dag_sees_none_of_the_other_pipelines_data(stack):
