@@ -254,7 +254,7 @@ def model_summary(model_name: str, template: str, settings: LooplineSettings | N
 REPORT_WRITERS = {"drift": "drift_check", "validation": "features", "llm_eval": "llm_eval"}
 
 
-def report_link(report_uri: Any, settings: LooplineSettings) -> str | None:
+def report_link(report_uri: Any, settings: LooplineSettings, *, root: Path | None = None) -> str | None:
     """The path below the data home's ``reports/`` of an HTML report (what the page links to), or None.
 
     ``report_uri`` may come from an Asset event's extra, which anyone may write: only a string that is a
@@ -278,7 +278,7 @@ def report_link(report_uri: Any, settings: LooplineSettings) -> str | None:
     if "\x00" in raw or not Path(raw).is_absolute():  # a relative path would resolve against the cwd
         return None
     try:
-        relative = Path(raw).resolve().relative_to(DataHome(settings).reports.resolve())
+        relative = Path(raw).resolve().relative_to(root or DataHome(settings).reports.resolve())
     except (ValueError, OSError, RuntimeError):
         return None
     return relative.as_posix() if relative.suffix == ".html" else None
@@ -413,6 +413,8 @@ def asset_triggered_runs(dag_ids: Iterable[str], limit: int = RECENT_RUNS, sessi
              .options(selectinload(DagRun.consumed_asset_events).options(defer(AssetEvent.extra),
                                                                          selectinload(AssetEvent.asset))))
 
+    reports = DataHome(settings).reports.resolve()  # once, not per event
+
     def read(s) -> list[dict[str, Any]]:
         runs = []
         dag_runs = list(s.scalars(query))
@@ -431,7 +433,7 @@ def asset_triggered_runs(dag_ids: Iterable[str], limit: int = RECENT_RUNS, sessi
                     "source_task_id": event.source_task_id, "timestamp": _iso(event.timestamp),
                     "extra": extra, "reason": f"an Asset event whose {unreadable}" if unreadable
                     else trigger_reason(extra),
-                    "report": report_link(report_uri, settings),
+                    "report": report_link(report_uri, settings, root=reports),
                 })
             runs.append({"dag_id": run.dag_id, "run_id": run.run_id, "state": str(run.state),
                          "queued_at": _iso(run.queued_at), "start_date": _iso(run.start_date),

@@ -11,9 +11,9 @@ from pipelines.llm_eval.config import LlmEvalConfig
 def _index_asset(config: LlmEvalConfig):
     """The Asset the assistant's index emits on a new live version (YAML and pydantic only, at parse time)."""
     from pipelines.assistant.retrieval import index_config
-    from pipelines.templates import config_path, load_config
+    from pipelines.templates import load_named
 
-    return index_config(load_config(config_path(config.assistant), "assistant")).index_asset
+    return index_config(load_named(config.assistant, "assistant")).index_asset
 
 
 def _steps():

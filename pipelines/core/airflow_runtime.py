@@ -252,25 +252,19 @@ def standalone(settings: LooplineSettings | None = None, *, port: int | None = N
 
 
 def wait_until_ready(home: Path, port: int, process: subprocess.Popen, timeout_s: float,
-                     log_file: Path, *, password: str | None = None) -> AirflowClient:
-    """Wait until the api-server answers an authenticated call; return a client logged in as the admin.
-
-    ``password`` None: read it from SimpleAuthManager's file under ``home``.
-    """
-    passwords = home / SIMPLE_AUTH_PASSWORDS
+                     log_file: Path, *, password: str) -> AirflowClient:
+    """Wait until the api-server answers an authenticated call; return a client logged in as the admin."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             tail = log_file.read_text(errors="replace")[-3000:]
             raise RuntimeError(f"airflow standalone exited with {process.returncode}; end of {log_file}:\n{tail}")
-        known = password or (json.loads(passwords.read_text()).get(ADMIN_USER) if passwords.exists() else None)
-        if known:
-            client = AirflowClient(f"http://127.0.0.1:{port}", known)
-            try:
-                client.get("/api/v2/monitor/health")
-                return client
-            except (urllib.error.URLError, ConnectionError, OSError, KeyError):
-                pass
+        client = AirflowClient(f"http://127.0.0.1:{port}", password)
+        try:
+            client.get("/api/v2/monitor/health")
+            return client
+        except (urllib.error.URLError, ConnectionError, OSError, KeyError):
+            pass
         time.sleep(2)
     raise TimeoutError(f"Airflow API on port {port} not ready after {timeout_s:.0f} s; see {log_file}")
 

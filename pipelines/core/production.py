@@ -116,6 +116,11 @@ def mlflow_password(settings: LooplineSettings) -> str:
     return secret_from(settings.mlflow_tracking_password, settings.mlflow_password_file)
 
 
+def with_mlflow_password(settings: LooplineSettings) -> LooplineSettings:
+    """``settings`` whose MLflow client password is the server's admin password (:func:`mlflow_password`)."""
+    return settings.model_copy(update={"mlflow_tracking_password": mlflow_password(settings)})
+
+
 def mlflow_server_environment(settings: LooplineSettings) -> dict[str, str]:
     """What only the MLflow server gets: its backend store (by environment: the URL carries the Postgres
     password, and a command line is readable by every user of the machine), basic auth's config and admin."""
@@ -178,8 +183,7 @@ def production_environment(settings: LooplineSettings | None = None, *, port: in
         "AIRFLOW__CORE__AUTH_MANAGER": FAB_AUTH_MANAGER,
     })
     # Workers, the page (in the api-server) and the CLIs they run authenticate to MLflow with these.
-    env.update(settings.model_copy(update={"mlflow_tracking_password": mlflow_password(settings)})
-               .mlflow_client_environment())
+    env.update(with_mlflow_password(settings).mlflow_client_environment())
     return env
 
 
@@ -411,7 +415,7 @@ def production_stack(settings: LooplineSettings | None = None, *, workers: int =
             start("celery-worker", name,
                   {WORKER_NAME_ENV: name, "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(log_port)})
         _wait_http(f"http://127.0.0.1:{settings.mlflow_port}/health", mlflow, log_dir / "mlflow-server.log", timeout_s)
-        check_mlflow(settings.model_copy(update={"mlflow_tracking_password": mlflow_password(settings)}))
+        check_mlflow(with_mlflow_password(settings))
         client = wait_until_ready(settings.airflow_home, port, api, timeout_s, log_dir / "api-server.log",
                                   password=admin_password(settings))
         deadline = time.monotonic() + timeout_s

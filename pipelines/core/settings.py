@@ -289,8 +289,9 @@ def connect_postgres(settings: LooplineSettings, name: str | None, **kwargs: Any
 @contextmanager
 def using_mlflow_client_environment(settings: LooplineSettings) -> Iterator[None]:
     """Set :meth:`LooplineSettings.mlflow_client_environment` in this process for the block, then restore."""
-    saved = {name: os.environ.get(name) for name in settings.mlflow_client_environment()}
-    os.environ.update(settings.mlflow_client_environment())
+    wanted = settings.mlflow_client_environment()  # reads the password file once
+    saved = {name: os.environ.get(name) for name in wanted}
+    os.environ.update(wanted)
     try:
         yield
     finally:

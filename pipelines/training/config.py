@@ -204,12 +204,16 @@ class TrainingConfig(PipelineBase):
     promotion: PromotionPolicy = PromotionPolicy()
     features_wait_hours: float = Field(6, gt=0, description="How long to wait for the window's features.")
 
+    @property
+    def _reserved_columns(self) -> set[str]:
+        """The training set's label and bookkeeping columns: never a feature to slice on or a baseline to read."""
+        return {self.label.timestamp, self.label.target, "label", "label_day", "split", "event_timestamp"}
+
     @model_validator(mode="after")
     def _slice_is_not_bookkeeping(self) -> TrainingConfig:
         # The feature columns are only known from Feast at run time; what is known now is what a slice can't be.
         slices = self.promotion.slices
-        reserved = {self.label.timestamp, self.label.target, "label", "label_day", "split", "event_timestamp"}
-        if slices is not None and slices.column in reserved:
+        if slices is not None and slices.column in self._reserved_columns:
             raise ValueError(f"promotion.slices.column {slices.column!r} is a label or bookkeeping column, not a "
                              "feature: name a numeric feature of the feature service")
         return self
@@ -217,7 +221,7 @@ class TrainingConfig(PipelineBase):
     @model_validator(mode="after")
     def _fits_the_task(self) -> TrainingConfig:
         task, policy = self.task, self.promotion
-        metric = policy.metric or DEFAULT_METRIC[task]
+        metric = self.policy.metric
         if metric not in TASK_METRICS[task]:
             raise ValueError(f"promotion.metric {metric!r} is not a metric of task {task}; its metrics are "
                              f"{describe_metrics(task)}: name one of those")
@@ -229,8 +233,7 @@ class TrainingConfig(PipelineBase):
         if policy.baseline_kind == "previous_value" and task != "regression":
             raise ValueError(f"promotion.baseline {policy.baseline!r} predicts a number, which only a regression "
                              f"task can score; for task {task} use prior or rule:<feature>")
-        reserved = {self.label.timestamp, self.label.target, "label", "label_day", "split", "event_timestamp"}
-        if policy.baseline_column in reserved:
+        if policy.baseline_column in self._reserved_columns:
             raise ValueError(f"promotion.baseline {policy.baseline!r} reads a label or bookkeeping column: name a "
                              "feature of the feature service")
         return self
@@ -280,8 +283,7 @@ class TrainingConfigError(ValueError):
 
 def entity_keys(features: FeaturesConfig) -> list[str]:
     """The entity's join key columns: one (``feast.entity_key``) or several when given as a list (composite)."""
-    key = features.feast.entity_key
-    return [key] if isinstance(key, str) else list(key)
+    return features.feast.join_keys
 
 
 def load_features_config(training: TrainingConfig) -> FeaturesConfig:
@@ -321,7 +323,8 @@ def check_against_features(training: TrainingConfig, features: FeaturesConfig) -
     columns = tables[label.table].columns
     available = ", ".join(f"{c} ({t})" for c, t in columns.items())
     problems = []
-    for key in entity_keys(features):
+    keys = entity_keys(features)
+    for key in keys:
         if key not in columns:
             problems.append(f"the entity key {key!r} (feast.entity_key of {features.dag_id}) is not a column of it")
     if label.timestamp not in columns or columns[label.timestamp] not in ("timestamp", "date"):
@@ -331,7 +334,7 @@ def check_against_features(training: TrainingConfig, features: FeaturesConfig) -
         problems.append(f"label.target {label.target!r} is not an {' or '.join(target_types)} column of it "
                         f"(task {training.task})")
     slices = training.promotion.slices
-    if slices is not None and slices.column in entity_keys(features):
+    if slices is not None and slices.column in keys:
         problems.append(f"promotion.slices.column {slices.column!r} is the entity key, not a feature")
     if problems:
         raise TrainingConfigError(f"{where}: the label table {label.table!r} of {features.dag_id} has columns "

@@ -95,9 +95,15 @@ def check_slice_column(spec: SliceSpec | None, numeric: list[str], categorical: 
             else "not in the training set")
     raise SliceColumnError(
         f"promotion.slices.column {spec.column!r} of {where} is {kind}; the numeric features are "
-        f"{', '.join(numeric) or 'none'}{' and the categorical ones ' + ', '.join(categorical) if categorical else ''}"
+        f"{_features_listing(numeric, categorical)}"
         ". Name one of the features under promotion.slices.column, or remove promotion.slices to judge "
         "no slices; nothing was trained and the champion is unchanged")
+
+
+def _features_listing(numeric: list[str], categorical: list[str]) -> str:
+    """``a, b and the categorical ones c, d`` for an error message (``none`` without numeric features)."""
+    return f"{', '.join(numeric) or 'none'}" + (f" and the categorical ones {', '.join(categorical)}" if categorical
+                                                else "")
 
 
 def check_baseline_column(policy: PromotionPolicy, numeric: list[str], categorical: list[str], where: str) -> None:
@@ -112,7 +118,7 @@ def check_baseline_column(policy: PromotionPolicy, numeric: list[str], categoric
     kind = "a categorical feature, not a number" if column in categorical else "not in the training set"
     raise SliceColumnError(
         f"promotion.baseline {policy.baseline!r} of {where}: {column!r} is {kind}; the numeric features are "
-        f"{', '.join(numeric) or 'none'}{' and the categorical ones ' + ', '.join(categorical) if categorical else ''}"
+        f"{_features_listing(numeric, categorical)}"
         ". Name one of them in promotion.baseline, or use prior; nothing was trained and the champion is unchanged")
 
 
