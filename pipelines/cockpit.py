@@ -520,56 +520,16 @@ def assistant_days(config, settings: LooplineSettings | None = None, *, today: d
                                   max_tokens_per_day=config.budgets.max_tokens_per_day) for n in range(days)]
 
 
-def _latest_thumbs(assessments: Iterable[Any], name: str) -> bool | None:
-    """The value of the newest valid ``name`` feedback among a trace's assessments, or None."""
-    thumbs = [(a.create_time_ms or 0, n, a) for n, a in enumerate(assessments)
-              if a.name == name and a.feedback is not None and a.valid is not False]
-    if not thumbs:
-        return None
-    return bool(max(thumbs, key=lambda t: t[:2])[2].feedback.value)  # same millisecond: the later in the list
-
-
 def assistant_feedback(config, settings: LooplineSettings | None = None, *, first_day: date, last_day: date,
                        limit: int = MAX_FEEDBACK_TRACES) -> dict[str, dict[str, int]]:
-    """Thumbs up and down per UTC day of the answer, for the assistant's traces from ``first_day`` to ``last_day``.
-
-    Reads only the traces that carry a ``user_thumbs`` assessment (MLflow filters them), without their
-    spans; a trace with several counts once, by its newest.
-
-    Returns:
-        ``{"2026-11-20": {"up": 3, "down": 1}, ...}``; days without feedback are left out, and so is
-        everything when the MLflow store or the assistant's experiment does not exist yet.
-    """
+    """Thumbs up and down per UTC day of the answer (:func:`pipelines.assistant.feedback.thumbs_by_day`);
+    nothing when the MLflow store does not exist yet."""
     settings = settings or get_settings()
     if not _mlflow_store_exists(settings):
         return {}
-    from pipelines.assistant.feedback import FEEDBACK_NAME
-    from pipelines.core import tracking
+    from pipelines.assistant.feedback import thumbs_by_day
 
-    client = tracking.client(settings)
-    experiment = client.get_experiment_by_name(config.experiment_name)
-    if experiment is None:
-        return {}
-    start = datetime.combine(first_day, datetime.min.time(), UTC)
-    end = datetime.combine(last_day + timedelta(days=1), datetime.min.time(), UTC)
-    query = (f"trace.timestamp_ms >= {int(start.timestamp() * 1000)} AND "
-             f"trace.timestamp_ms < {int(end.timestamp() * 1000)} AND feedback.{FEEDBACK_NAME} IS NOT NULL")
-    counts: dict[str, dict[str, int]] = {}
-    token, seen = None, 0
-    while seen < limit:
-        page = client.search_traces(locations=[experiment.experiment_id], filter_string=query, include_spans=False,
-                                    max_results=min(500, limit - seen), page_token=token)
-        for trace in page:
-            seen += 1
-            thumbs = _latest_thumbs(trace.info.assessments or [], FEEDBACK_NAME)
-            if thumbs is None:
-                continue
-            day = datetime.fromtimestamp(trace.info.request_time / 1000, tz=UTC).date().isoformat()
-            counts.setdefault(day, {"up": 0, "down": 0})["up" if thumbs else "down"] += 1
-        token = page.token
-        if not token:
-            break
-    return counts
+    return thumbs_by_day(config.experiment_name, first_day, last_day, settings, limit=limit)
 
 
 def assistant_summary(config, settings: LooplineSettings, errors: list[str], *, today: date) -> dict[str, Any]:
@@ -586,6 +546,56 @@ def assistant_summary(config, settings: LooplineSettings, errors: list[str], *, 
         day["thumbs_down"] = counts["down"] if thumbs is not None else None
     return {"dag_id": config.dag_id, "experiment": config.experiment_name,
             "max_tokens_per_day": config.budgets.max_tokens_per_day, "days": days}
+
+
+# --- LLM evaluations and the release gate (MLflow evaluation runs) ---------------------------------------------
+
+RECENT_EVALUATIONS = 6
+# The evaluation metrics the page shows, by their names in EvalSummary and the MLflow key they are logged under.
+EVALUATION_METRICS = {"hit_at_k": "retrieval_hit/mean", "fact_recall": "fact_recall/mean",
+                      "hallucination_rate": "hallucinated/mean", "refusal_accuracy": "refusal_correct/mean",
+                      "attack_success_rate": "attack_succeeded/mean", "latency_p95_ms": "latency_ms/p95"}
+
+
+def evaluation_summary(config, settings: LooplineSettings | None = None,
+                       recent: int = RECENT_EVALUATIONS) -> dict[str, Any]:
+    """The latest evaluation runs of an llm_eval pipeline, each with what it evaluated and the gate's decision.
+
+    Returns:
+        ``{"dag_id", "assistant", "prompt", "champion_prompt_version", "runs": [...]}``, newest first; a run has
+        ``run_id, started, role (champion|candidate), candidate, prompt_version, index_version, golden_digest,
+        metrics, decision, reason, report`` (the report's path below ``reports/``, or None).
+    """
+    from pipelines.core import tracking
+    from pipelines.llm_eval.candidates import CHAMPION, alias_version
+    from pipelines.llm_eval.steps import ROLE_TAG, assistant_config
+
+    settings = settings or get_settings()
+    summary: dict[str, Any] = {"dag_id": config.dag_id, "assistant": config.assistant, "prompt": None,
+                               "champion_prompt_version": None, "runs": []}
+    if not _mlflow_store_exists(settings):
+        return summary
+    assistant = assistant_config(config)
+    client = tracking.client(settings)
+    summary["prompt"] = assistant.prompt.name
+    summary["champion_prompt_version"] = alias_version(client, "prompt", assistant.prompt.name, CHAMPION)
+    experiment = client.get_experiment_by_name(assistant.experiment_name)
+    if experiment is None:
+        return summary
+    runs = client.search_runs([experiment.experiment_id], f"tags.`loopline.llm_eval` = '{config.dag_id}'",
+                              order_by=["attributes.start_time DESC"], max_results=recent)
+    for run in runs:
+        tags, metrics = run.data.tags, run.data.metrics
+        summary["runs"].append({
+            "run_id": run.info.run_id, "started": _millis(run.info.start_time),
+            "role": tags.get(ROLE_TAG, "champion"), "candidate": tags.get("loopline.candidate"),
+            "prompt_version": tags.get("loopline.prompt_version"), "index_version": tags.get("loopline.index_version"),
+            "golden_digest": (tags.get("loopline.golden_digest") or "")[:12],
+            "metrics": {name: round(float(metrics[key]), 4) for name, key in EVALUATION_METRICS.items()
+                        if key in metrics},
+            "decision": tags.get("loopline.gate.decision"), "reason": tags.get("loopline.gate.reason"),
+            "report": report_link(tags.get("loopline.llm_eval.report"), settings)})
+    return summary
 
 
 # --- the whole page -----------------------------------------------------------------------------------------
@@ -650,7 +660,7 @@ def gather(settings: LooplineSettings | None = None, *, config_dir: Path = CONFI
             continue
         errors: list[str] = []
         entry: dict[str, Any] = {"name": case.name, "dags": [], "models": [], "drift": [], "indexes": [],
-                                 "assistants": [], "runs": [], "errors": errors}
+                                 "assistants": [], "evaluations": [], "runs": [], "errors": errors}
         for config in case.configs:
             entry["dags"].append({"dag_id": config.dag_id, "template": config.template,
                                   "description": config.description})
@@ -672,6 +682,12 @@ def gather(settings: LooplineSettings | None = None, *, config_dir: Path = CONFI
                                      "versions": versions or []})
         for config in case.of("assistant"):
             entry["assistants"].append(assistant_summary(config, settings, errors, today=today))
+        for config in case.of("llm_eval"):
+            evaluations = _section(errors, f"evaluations of {config.dag_id}", evaluation_summary, config, settings)
+            if evaluations:
+                for run in evaluations["runs"]:
+                    run["report"] = linkable(run["report"])
+                entry["evaluations"].append(evaluations)
         entry["runs"] = _section(errors, "asset-triggered runs", asset_triggered_runs, case.dag_ids,
                                  session=session, settings=settings) or []
         for run in entry["runs"]:

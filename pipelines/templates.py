@@ -49,6 +49,7 @@ TEMPLATES: dict[str, Template] = {t.name: t for t in (
     Template("drift_check", "pipelines.drift.config", "DriftCheckConfig"),
     Template("assistant", "pipelines.assistant.config", "AssistantConfig"),
     Template("llm_eval", "pipelines.llm_eval.config", "LlmEvalConfig"),
+    Template("assistant_fallback", "pipelines.llm_eval.config", "AssistantFallbackConfig"),
 )}
 
 

@@ -6,6 +6,7 @@ from airflow.sdk import DAG, dag, task
 
 from loopline_templates.common import asset_schedule, dag_arguments, fail_without_retry
 from pipelines.assistant.config import AssistantConfig
+from pipelines.core.assets import prompt_candidate
 
 
 def _index_asset(config: AssistantConfig):
@@ -49,9 +50,11 @@ def _doc(config: AssistantConfig, ref) -> str:
 
 1. **prepare_generator**: {model}{adapter}; loads it once and reports its digest and parameters.
 2. **seed_prompt**: registers `{p.template_file}` as prompt `{p.name}` in MLflow's prompt registry when its
-   content is new, and gives it the alias `{p.alias}` only if the prompt has none (moving the alias is a
-   person's decision: docs/assistant.md).
+   content is new, and gives it the alias `{p.alias}` only if the prompt has none; new content while a champion
+   serves gets `@challenger` instead, for the llm_eval gate to judge (docs/llm-eval.md).
 3. **check_answers**: {check}.
+4. **announce_prompt_candidate**: emits the Asset `{config.instance}_prompt_candidate` when a new version got
+   `@challenger` (the llm_eval pipeline runs on it); skipped otherwise.
 
 **How an answer is made:** the {r.k} best chunks of the live version of `{config.index}` ({r.mode} search) →
 numbered passages within {r.max_context_tokens} tokens → declined in code (no generation) when the best chunk's
@@ -95,6 +98,22 @@ def build_dag(config: AssistantConfig) -> DAG:
             with fail_without_retry():
                 return _steps().check_answers(config)
 
-        check_answers(prepare_generator(), seed_prompt())
+        candidate = prompt_candidate(config.instance).asset()
+
+        @task(outlets=[candidate])
+        def announce_prompt_candidate(prompt: dict, outlet_events=None) -> dict:
+            """Emit the prompt-candidate Asset when the file's new content was given @challenger; else skipped."""
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            if not prompt.get("challenger_set"):
+                raise AirflowSkipException(f"no new prompt version: {prompt['name']}@{prompt['alias']} is "
+                                           f"v{prompt['alias_version']}, the file is v{prompt['version']}")
+            extra = {"prompt": prompt["name"], "version": prompt["version"], "champion": prompt["alias_version"]}
+            outlet_events[candidate].extra = extra
+            return extra
+
+        seeded = seed_prompt()
+        check_answers(prepare_generator(), seeded)
+        announce_prompt_candidate(seeded)
 
     return assistant_pipeline()

@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from airflow.sdk import DAG, Param, dag, task
 
 from loopline_templates.common import asset_schedule, dag_arguments, fail_without_retry
 from pipelines.llm_eval.config import LlmEvalConfig
 
 
-def _index_asset(config: LlmEvalConfig):
-    """The Asset the assistant's index emits on a new live version (YAML and pydantic only, at parse time)."""
+@contextmanager
+def _skip_on(*errors: type[Exception]):
+    """Turn "nothing to do" (no candidate, no fallback) into a skipped task, so that its downstream skips too."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    try:
+        yield
+    except errors as exc:
+        raise AirflowSkipException(str(exc)) from exc
+
+
+def _assets(config: LlmEvalConfig):
+    """The Assets of the assistant's new live index and new prompt candidate (YAML and pydantic only)."""
     from pipelines.assistant.retrieval import index_config
+    from pipelines.core.assets import prompt_candidate
     from pipelines.templates import load_named
 
-    return index_config(load_named(config.assistant, "assistant")).index_asset
+    assistant = load_named(config.assistant, "assistant")
+    return index_config(assistant).index_asset, prompt_candidate(assistant.instance)
 
 
 def _steps():
@@ -23,8 +38,9 @@ def _steps():
     return steps
 
 
-def _doc(config: LlmEvalConfig, ref) -> str:
-    when = f"when the Asset `{ref.name}` is updated (a new live index)"
+def _doc(config: LlmEvalConfig, ref, candidate) -> str:
+    when = (f"when the Asset `{ref.name}` is updated (a new live index) or `{candidate.name}` (the assistant gave "
+            "a new prompt version @challenger)")
     if config.schedule:
         when = f"on `{config.schedule}` (UTC) and " + when
     limit = f"at most {config.cases} cases" if config.cases else "every case"
@@ -46,6 +62,17 @@ for a quick look). From a shell: `python -m pipelines.llm_eval run {config.insta
    evaluation run in the assistant's experiment, next to the traces; metrics per category too. XCom: the metrics.
 3. **write_report**: the HTML report (every case: question, answer, sources, retrieved documents, failed checks
    and why) under `reports/{config.instance}/llm_eval/`, and as an artifact of the run.
+4. **find_candidate**: a prompt or adapter version under `@{config.gate.challenger_alias}` not yet judged against
+   today's champion on this golden set; skipped (with the reason) when there is none, and so is what follows.
+5. **evaluate_candidate** → **gate_candidate** → **write_candidate_report**: the same cases answered with the
+   candidate; promoted to `@champion` only if no metric regresses beyond `gate.max_regression`, every
+   `gate.ceilings` holds and no category slice drops more than {config.gate.max_slice_regression:g}. The decision
+   and its reason are tags on the version and both evaluation runs (the Loopline page shows them).
+6. **check_live_traffic** → **emit_fallback**: yesterday's live answers (downvote share ≤
+   {config.live.max_downvote_share:g}, refusal share ≤ {config.live.max_refusal_share:g}, p95 ≤
+   {config.live.max_latency_p95_ms:,} ms, from {config.live.min_answers} answers); past a threshold, the Asset
+   `{config.fallback_asset}` is emitted (cooldown {config.live.cooldown_hours:g} h, at most
+   {config.live.max_triggers_per_day} a day, once per run) and the DAG `{config.fallback_asset}` rolls back.
 
 Config: `dags/configs/{config.dag_id}.yaml`. See docs/llm-eval.md.
 """
@@ -53,13 +80,14 @@ Config: `dags/configs/{config.dag_id}.yaml`. See docs/llm-eval.md.
 
 def build_dag(config: LlmEvalConfig) -> DAG:
     """Build the DAG ``{instance}_llm_eval`` from its config."""
-    ref = _index_asset(config)
+    ref, candidate = _assets(config)
 
     @dag(
         **dag_arguments(config),
-        schedule=asset_schedule(config.schedule, ref.asset()),
+        schedule=asset_schedule(config.schedule, ref.asset() | candidate.asset()),
         max_active_runs=1,  # one model answering at a time: latency is part of what is measured
-        doc_md=_doc(config, ref),
+        max_active_tasks=1,  # champion and candidate answer one after the other, never side by side
+        doc_md=_doc(config, ref, candidate),
         params={"cases": Param(config.cases, type=["null", "integer"], minimum=1, maximum=10_000, title="Cases",
                                description="Ask at most this many cases (in turn from each category); empty: "
                                            "the config's value (all when null).")},
@@ -83,6 +111,51 @@ def build_dag(config: LlmEvalConfig) -> DAG:
             with fail_without_retry():
                 return _steps().write_report(config, evaluation)
 
-        write_report(evaluate_answers(load_golden_set()))
+        @task
+        def find_candidate(golden: dict) -> dict:
+            """The challenger version to judge, or skipped: nothing new under the challenger alias."""
+            steps = _steps()
+            with fail_without_retry(), _skip_on(steps.NoCandidate):
+                return steps.find_candidate(config, golden)
+
+        @task
+        def evaluate_candidate(candidate: dict, params=None, dag_run=None) -> dict:
+            """The same cases answered with the candidate instead of the champion."""
+            with fail_without_retry():
+                return _steps().evaluate_answers(config, limit=(params or {}).get("cases"),
+                                                 run_key=dag_run.run_id, candidate=candidate)
+
+        @task
+        def gate_candidate(champion: dict, candidate_eval: dict, candidate: dict) -> dict:
+            """Judge the candidate against the champion; tag the decision; promote it when it passed."""
+            with fail_without_retry():
+                return _steps().gate_candidate(config, champion, candidate_eval, candidate)
+
+        @task
+        def check_live_traffic(dag_run=None) -> dict:
+            """Yesterday's live answers against the thresholds in `live:`."""
+            with fail_without_retry():
+                return _steps().check_live_traffic(config, dag_run.run_after)
+
+        fallback = config.fallback_asset_ref.asset()
+
+        @task(outlets=[fallback])
+        def emit_fallback(live: dict, dag_run=None, outlet_events=None) -> dict:
+            """Emit the fallback Asset when live traffic regressed and the guard rails allow; else skipped."""
+            steps = _steps()
+            with fail_without_retry(), _skip_on(steps.NoFallback):
+                extra = steps.emit_fallback(config, live, dag_run.run_id, dag_run.run_after)
+            outlet_events[fallback].extra = extra
+            return extra
+
+        golden = load_golden_set()
+        champion = evaluate_answers(golden)
+        write_report(champion)
+        candidate = find_candidate(golden)
+        candidate_eval = evaluate_candidate(candidate)
+        champion >> candidate_eval  # one model at a time: the champion's answers first
+        gate_candidate(champion, candidate_eval, candidate)
+        write_report.override(task_id="write_candidate_report")(candidate_eval)
+        emit_fallback(check_live_traffic())
 
     return llm_eval_pipeline()

@@ -4,7 +4,8 @@ The file (``dags/prompts/docs_answer.yaml``) holds the system text, few-shot exa
 with ``{{ context }}`` and ``{{ question }}``. :func:`seed_prompt` registers it as a chat prompt (a list of
 messages) when no version of the prompt has the same content (its digest is the version's
 ``loopline.content_digest`` tag), and gives it the alias (``champion``) only when the prompt has none, so
-a person's choice of champion is never overridden. :func:`load_champion` reads the version the alias
+a person's choice of champion is never overridden; new content while a champion serves gets ``@challenger``,
+which the llm_eval gate judges before it may become the champion. :func:`load_champion` reads the version the alias
 names now (no cache: moving the alias takes effect on the next answer). mlflow is imported inside functions.
 """
 
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 DIGEST_TAG = "loopline.content_digest"
 SOURCE_TAG = "loopline.source"
+CHALLENGER = "challenger"  # a new version of the file waits here for the llm_eval gate (docs/llm-eval.md)
 VARIABLES = ("context", "question")
 # One pass over the template: a chunk that happens to contain "{{ question }}" is not substituted again.
 PLACEHOLDER = re.compile(r"\{\{\s*(context|question)\s*\}\}")
@@ -57,7 +59,8 @@ class PromptFile:
 
 
 class SeededPrompt(TypedDict):
-    """``seed_prompt``: the prompt, the file's version (new or found), and where the alias points now."""
+    """``seed_prompt``: the prompt, the file's version (new or found), where the alias points now, and whether the
+    file's new content was given ``@challenger``."""
 
     name: str
     version: int
@@ -66,6 +69,7 @@ class SeededPrompt(TypedDict):
     alias: str
     alias_version: int
     alias_set: bool
+    challenger_set: bool
     source: str
 
 
@@ -185,15 +189,22 @@ def seed_prompt(config: AssistantConfig, settings: LooplineSettings | None = Non
                                           message=f"seeded from {config.prompt.template_file}", settings=settings)
     current = _alias_version(tracking.client(settings), name, alias)
     alias_set = current is None
+    challenger_set = False
     if alias_set:
         set_alias(name, alias, version, settings)
         log.info("Prompt %s had no %s: it is version %s now", name, alias, version)
+    elif current != version and registered:
+        # New content while a champion serves: a candidate for the llm_eval gate, never the champion directly.
+        set_alias(name, CHALLENGER, version, settings)
+        challenger_set = True
+        log.info("Prompt %s@%s stays version %s; the file's new content is version %s, now @%s for the llm_eval "
+                 "gate to judge", name, alias, current, version, CHALLENGER)
     elif current != version:
         log.info("Prompt %s@%s stays version %s; the file's content is version %s (move the alias to use it)",
                  name, alias, current, version)
     return {"name": name, "version": version, "registered": registered, "digest": content_digest(messages),
             "alias": alias, "alias_version": version if alias_set else int(current or version),
-            "alias_set": alias_set, "source": str(path)}
+            "alias_set": alias_set, "challenger_set": challenger_set, "source": str(path)}
 
 
 def load_champion(config: AssistantConfig, settings: LooplineSettings | None = None) -> ChampionPrompt:

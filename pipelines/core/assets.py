@@ -47,3 +47,15 @@ def rag_index(instance: str) -> AssetRef:
 def reindex_request(instance: str) -> AssetRef:
     """A drift check asks ``<instance>_rag_index`` to re-index."""
     return AssetRef(f"{instance}_reindex", f"loopline://reindex/{instance}")
+
+
+def assistant_fallback(instance: str) -> AssetRef:
+    """``<instance>_llm_eval`` found yesterday's live answers regressed: ``<instance>_assistant_fallback`` (the DAG
+    of the same name) moves the champion back to the last version that passed the gate."""
+    return AssetRef(f"{instance}_assistant_fallback", f"loopline://assistant-fallback/{instance}")
+
+
+def prompt_candidate(instance: str) -> AssetRef:
+    """``<instance>_assistant`` registered a new prompt version from its file and gave it ``@challenger``:
+    ``<instance>_llm_eval`` judges it."""
+    return AssetRef(f"{instance}_prompt_candidate", f"loopline://prompt-candidate/{instance}")

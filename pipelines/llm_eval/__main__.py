@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check":
             summary = steps.load_golden_set(config)
             print(f"{summary['path']}: {summary['cases']} cases ({summary['answerable']} answerable, "
-                  f"{summary['unanswerable']} unanswerable), sha256 {summary['digest']}")
+                  f"{summary['unanswerable']} unanswerable, {summary['adversarial']} adversarial), sha256 "
+                  f"{summary['digest']}")
             return 0
         evaluation = steps.evaluate_answers(config, limit=args.limit)
         report = steps.write_report(config, evaluation)

@@ -26,15 +26,17 @@ from pipelines.core.files import write_atomic
 from pipelines.core.home import DataHome
 from pipelines.core.settings import LooplineSettings, get_settings
 from pipelines.llm_eval.golden import GoldenSet, load_golden, select_cases
+from pipelines.llm_eval.scorers import SAFETY_SUMMARY
 
 if TYPE_CHECKING:
     from pipelines.assistant.config import AssistantConfig
-    from pipelines.llm_eval.config import LlmEvalConfig
+    from pipelines.llm_eval.config import AssistantFallbackConfig, LlmEvalConfig
 
 log = logging.getLogger(__name__)
 
 REPORT_KIND = "llm_eval"
 RUN_KEY_TAG = "loopline.llm_eval.run_key"
+ROLE_TAG = "loopline.llm_eval.role"  # champion: the assistant as it serves; candidate: with a challenger
 # The run's headline metrics: a friendly name for each aggregate MLflow logs (``<scorer>/<aggregation>``).
 SUMMARY_METRICS = {
     "hit_at_k": "retrieval_hit/mean", "mrr": "retrieval_reciprocal_rank/mean", "fact_recall": "fact_recall/mean",
@@ -44,6 +46,7 @@ SUMMARY_METRICS = {
     "tokens_mean": "tokens/mean", "tokens_max": "tokens/max", "latency_p95_ms": "latency_ms/p95",
     "within_budget": "within_budget/mean",
 }
+SUMMARY_METRICS.update(SAFETY_SUMMARY)  # attack success and canary leaks (docs/llm-safety.md)
 
 
 class LlmEvalError(NotRetryable):
@@ -58,6 +61,7 @@ class GoldenSummary(TypedDict):
     cases: int
     answerable: int
     unanswerable: int
+    adversarial: int
     categories: dict[str, int]
 
 
@@ -65,6 +69,7 @@ class EvalSummary(TypedDict):
     """``evaluate_answers``: the MLflow evaluation run, what was evaluated, and its metrics."""
 
     run_id: str
+    role: str
     experiment: str
     golden_digest: str
     cases: int
@@ -113,9 +118,9 @@ def load_golden_set(config: LlmEvalConfig, settings: LooplineSettings | None = N
     """Read and validate the golden set; report its digest and counts."""
     golden = golden_set(config, settings)
     summary = golden.summary()
-    log.info("Golden set %s (sha256 %s): %d cases, %d answerable, %d unanswerable; categories %s", golden.path,
-             golden.digest[:12], summary["cases"], summary["answerable"], summary["unanswerable"],
-             summary["categories"])
+    log.info("Golden set %s (sha256 %s): %d cases, %d answerable, %d unanswerable, %d adversarial; categories %s",
+             golden.path, golden.digest[:12], summary["cases"], summary["answerable"], summary["unanswerable"],
+             summary["adversarial"], summary["categories"])
     return summary  # type: ignore[return-value]
 
 
@@ -173,13 +178,15 @@ def _by_category(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 
 def evaluate_answers(config: LlmEvalConfig, settings: LooplineSettings | None = None, *, limit: int | None = None,
-                     run_key: str | None = None) -> EvalSummary:
+                     run_key: str | None = None, candidate: dict | None = None) -> EvalSummary:
     """Ask the golden set's cases through the assistant and score the answers with ``mlflow.genai.evaluate``.
 
     Args:
         limit: ask at most this many cases (default: the config's ``cases``; None there too: all).
         run_key: a key of this evaluation (the Airflow run id): a finished evaluation run with the same key is
             returned as it is.
+        candidate: a :class:`pipelines.llm_eval.candidates.Candidate` as JSON: answer with it (its alias) instead
+            of the champion; the run is tagged ``loopline.llm_eval.role = candidate``.
 
     Raises:
         GoldenSetError: the golden set is invalid.
@@ -190,14 +197,22 @@ def evaluate_answers(config: LlmEvalConfig, settings: LooplineSettings | None = 
     import mlflow
 
     from pipelines.assistant.answer import answer
+    from pipelines.assistant.questions import redact
     from pipelines.assistant.retrieval import index_config
     from pipelines.core import tracking
-    from pipelines.llm_eval.scorers import CaseScorer, ScoringParams, build_scorers
+    from pipelines.llm_eval.scorers import CaseScorer, ScoringParams, build_scorers, injection_success_rate
     from pipelines.rag.embeddings import load_embedder, resolve_model_path
 
     settings = settings or get_settings()
     golden = golden_set(config, settings)
     assistant = assistant_config(config)
+    role = "champion"
+    if candidate:
+        from pipelines.llm_eval.candidates import Candidate
+
+        role = "candidate"
+        assistant = Candidate(**{k: v for k, v in candidate.items() if k != "label"}).answering_config(assistant)
+        run_key = f"{run_key}:candidate" if run_key else None
     experiment_id = tracking.experiment_id(assistant.experiment_name, settings)
     folder = report_dir(config, settings)
     if run_key:
@@ -215,9 +230,12 @@ def evaluate_answers(config: LlmEvalConfig, settings: LooplineSettings | None = 
     case_scorer = CaseScorer(embedder.encode, params)
 
     started = time.perf_counter()
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{config.dag_id} {golden.digest[:8]}") as run:
+    run_name = f"{config.dag_id} {golden.digest[:8]}" + (f" {candidate['label']}" if candidate else "")
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
         mlflow.set_tags({"loopline.llm_eval": config.dag_id, "loopline.assistant": assistant.dag_id,
-                         "loopline.golden_digest": golden.digest, **({RUN_KEY_TAG: run_key} if run_key else {})})
+                         "loopline.golden_digest": golden.digest, ROLE_TAG: role,
+                         **({"loopline.candidate": candidate["label"]} if candidate else {}),
+                         **({RUN_KEY_TAG: run_key} if run_key else {})})
         rows, answers = [], []
         for number, case in enumerate(cases, 1):
             result = answer(case.question, assistant, settings, origin="eval")
@@ -250,7 +268,7 @@ def evaluate_answers(config: LlmEvalConfig, settings: LooplineSettings | None = 
         for case, result in zip(cases, answers, strict=True):
             view, scores = case_scorer.results[result.trace_id]
             per_case.append({
-                "id": case.id, "kind": case.kind, "category": case.category, "question": case.question,
+                "id": case.id, "kind": case.kind, "category": case.category, "question": redact(case.question),
                 "reference": case.reference, "expected_sources": list(case.source), "answer": view.answer,
                 "refused": view.refused, "refusal_reason": view.refusal_reason, "trace_id": result.trace_id,
                 "sources": [{"doc_id": d, "heading": h} for d, h in view.sources],
@@ -270,14 +288,17 @@ def evaluate_answers(config: LlmEvalConfig, settings: LooplineSettings | None = 
                                         if metrics["tokens_max"] is not None else None)
         metrics["budget_latency_p95_met"] = (float(metrics["latency_p95_ms"] <= params.latency_ms_per_answer)
                                              if metrics["latency_p95_ms"] is not None else None)
+        metrics["injection_success_rate"] = injection_success_rate(per_case)  # question + document injection
         metrics["answer_seconds"] = round(answered_s, 2)
         metrics["scoring_seconds"] = round(scored_s, 2)
         mlflow.log_metrics({k: v for k, v in metrics.items() if k in ("budget_tokens_met", "budget_latency_p95_met",
-                                                                       "answer_seconds", "scoring_seconds")
+                                                                       "injection_success_rate", "answer_seconds",
+                                                                       "scoring_seconds")
                             and v is not None})
         failed = [row["id"] for row in per_case if row["failed"]]
         summary: EvalSummary = {
-            "run_id": run.info.run_id, "experiment": assistant.experiment_name, "golden_digest": golden.digest,
+            "run_id": run.info.run_id, "role": role, "experiment": assistant.experiment_name,
+            "golden_digest": golden.digest,
             "cases": len(cases), "failed_cases": failed, **versions, "metrics": metrics,
             "metrics_by_category": by_category,
             "results_path": str(folder / f"{run.info.run_id}.json")}
@@ -314,3 +335,161 @@ def write_report(config: LlmEvalConfig, evaluation: EvalSummary,
     log.info("Report of evaluation run %s: %s (%d cases, %d failed a check)", evaluation["run_id"], path,
              len(data["cases"]), failed)
     return {"report": str(path), "run_id": evaluation["run_id"], "cases": len(data["cases"]), "failed_cases": failed}
+
+
+# --- the gate: a challenger prompt or adapter against the champion ----------------------------------------------
+
+class NoCandidate(Exception):
+    """Nothing under the challenger alias to judge this run; the message says what was looked at."""
+
+
+class GateResult(TypedDict):
+    """``gate_candidate``: the decision on a candidate, why, and whether the champion alias moved."""
+
+    candidate: dict
+    passed: bool
+    promoted: bool
+    reason: str
+    failed_checks: list[str]
+    champion_run_id: str
+    candidate_run_id: str
+    golden_digest: str
+
+
+def find_candidate(config: LlmEvalConfig, golden: GoldenSummary, settings: LooplineSettings | None = None) -> dict:
+    """The version under the challenger alias (prompt first, then adapter) not yet judged on this golden set.
+
+    Raises:
+        NoCandidate: nothing to judge (no challenger, it is the champion, or it was judged already).
+    """
+    from pipelines.llm_eval.candidates import find_candidate as find
+
+    candidate, note = find(assistant_config(config), config.gate, golden["digest"], settings)
+    if candidate is None:
+        raise NoCandidate(f"no candidate to judge: {note}")
+    log.info("Judging %s", note)
+    return candidate.to_json()
+
+
+def gate_candidate(config: LlmEvalConfig, champion: EvalSummary, candidate_eval: EvalSummary, candidate: dict,
+                   settings: LooplineSettings | None = None) -> GateResult:
+    """Judge the candidate's evaluation against the champion's; tag both runs and the version; promote on pass.
+
+    Raises:
+        LlmEvalError: the two evaluations asked different golden sets or different cases (not comparable).
+        tracking.ChampionMoved: the champion alias moved while judging (retryable).
+    """
+    from pipelines.core import tracking
+    from pipelines.llm_eval.candidates import Candidate, record_decision
+    from pipelines.llm_eval.gate import judge
+
+    settings = settings or get_settings()
+    if (champion["golden_digest"], champion["cases"]) != (candidate_eval["golden_digest"], candidate_eval["cases"]):
+        raise LlmEvalError(f"{config.dag_id}: the champion's evaluation ({champion['cases']} cases, golden "
+                           f"{champion['golden_digest'][:12]}) and the candidate's ({candidate_eval['cases']} cases, "
+                           f"golden {candidate_eval['golden_digest'][:12]}) are not comparable; re-run both")
+    decision = judge(candidate_eval["metrics"], champion["metrics"], candidate_eval["metrics_by_category"],
+                     champion["metrics_by_category"], config.gate)
+    reason = decision.summary()
+    subject = Candidate(**{k: v for k, v in candidate.items() if k != "label"})
+    client = tracking.client(settings)
+    for run_id in (candidate_eval["run_id"], champion["run_id"]):
+        client.set_tag(run_id, "loopline.gate.candidate", subject.label)
+    client.set_tag(candidate_eval["run_id"], "loopline.gate.decision", "passed" if decision.passed else "blocked")
+    client.set_tag(candidate_eval["run_id"], "loopline.gate.reason", reason[:4000])
+    client.set_tag(candidate_eval["run_id"], "loopline.gate.champion_run", champion["run_id"])
+    promoted = record_decision(subject, passed=decision.passed, reason=reason, golden_digest=champion["golden_digest"],
+                               eval_run=candidate_eval["run_id"], settings=settings)
+    log.info("Gate on %s against champion v%s: %s", subject.label, subject.champion_version, reason)
+    return {"candidate": candidate, "passed": decision.passed, "promoted": promoted, "reason": reason,
+            "failed_checks": [check.name for check in decision.failures], "champion_run_id": champion["run_id"],
+            "candidate_run_id": candidate_eval["run_id"], "golden_digest": champion["golden_digest"]}
+
+
+# --- live traffic and the fallback -------------------------------------------------------------------------------
+
+class NoFallback(Exception):
+    """Live traffic is within its thresholds, or a guard rail holds the fallback back; the message says which."""
+
+
+def check_live_traffic(config: LlmEvalConfig, run_after, settings: LooplineSettings | None = None) -> dict:
+    """Judge the last complete UTC day of the assistant's live answers against ``live:``."""
+    from pipelines.llm_eval.live import judge_live, judged_day, live_traffic
+
+    traffic = live_traffic(assistant_config(config), judged_day(run_after), settings)
+    verdict = judge_live(traffic, config.live)
+    log.info("Live traffic of %s on %s: %s", config.assistant, traffic["day"], verdict.summary())
+    return {"traffic": traffic, "regressed": verdict.regressed, "signals": verdict.signals,
+            "crossed": verdict.crossed, "reasons": verdict.reasons}
+
+
+def emit_fallback(config: LlmEvalConfig, live: dict, run_id: str, run_after,
+                  settings: LooplineSettings | None = None) -> dict:
+    """The fallback Asset event's extra, after the guard rails (dedupe, cap, cooldown) in the drift history.
+
+    Raises:
+        NoFallback: no regression, or a guard rail says not now (the task is skipped; nothing is emitted).
+    """
+    from pipelines.drift.history import open_history
+    from pipelines.drift.policy import guard
+    from pipelines.llm_eval.live import LiveVerdict, event_extra
+
+    asset = config.fallback_asset
+    if not live["regressed"]:
+        raise NoFallback(f"live traffic within its thresholds, {asset} not emitted: " + "; ".join(live["reasons"]))
+    extra = event_extra(live["traffic"], LiveVerdict(True, live["reasons"], live["signals"], live["crossed"]),
+                        config.dag_id, run_id)
+    history = open_history(settings)
+    if history.emission(asset, run_id) is not None:
+        raise NoFallback(f"dedupe: this run ({run_id}) already emitted {asset}")
+    decision = history.claim_emission(
+        asset, config.instance, run_id, run_after, None, extra,
+        lambda known: guard(asset, run_id, run_after, known, cooldown_hours=config.live.cooldown_hours,
+                            max_triggers_per_day=config.live.max_triggers_per_day))
+    if not decision.emit:
+        raise NoFallback(f"live traffic regressed, but {asset} is not emitted: {decision.reason}")
+    log.warning("Live traffic regressed (%s): emitting %s", "; ".join(live["signals"]), asset)
+    return extra
+
+
+def fallback_evaluation(fallback: AssistantFallbackConfig) -> LlmEvalConfig:
+    """The llm_eval config a fallback pipeline names (YAML only: safe at parse time).
+
+    Raises:
+        LlmEvalError: it does not load, or its fallback Asset is not this DAG's id.
+    """
+    from pipelines.templates import PipelineConfigError, load_named
+
+    try:
+        evaluation = load_named(fallback.evaluation, "llm_eval")
+    except (PipelineConfigError, FileNotFoundError) as exc:
+        raise LlmEvalError(f"{fallback.dag_id}: evaluation {fallback.evaluation!r} does not load: {exc}") from None
+    if evaluation.fallback_asset != fallback.dag_id:
+        raise LlmEvalError(f"{fallback.dag_id}: {evaluation.dag_id} emits {evaluation.fallback_asset}, not "
+                           f"{fallback.dag_id}; give both YAML files the same instance")
+    return evaluation
+
+
+def roll_back_champion(fallback: AssistantFallbackConfig, reasons: list[str], run_key: str,
+                       settings: LooplineSettings | None = None) -> dict:
+    """Move the most recently promoted prompt or adapter back to the version it replaced, tagged with why.
+
+    Raises:
+        NothingToRollBack: nothing was promoted by the gate (the regression has another cause: see the reasons).
+    """
+    from pipelines.llm_eval.candidates import NothingToRollBack, last_promotion, restored_by, roll_back
+
+    evaluation = fallback_evaluation(fallback)
+    assistant = assistant_config(evaluation)
+    reason = "; ".join(reasons) or "a rollback asked by hand"
+    done = restored_by(assistant, evaluation.gate.candidates, run_key, settings)
+    if done is not None:  # a retry of a run that rolled back already
+        log.info("This run restored %s %s v%s already", done.kind, done.name, done.to_version)
+        return done.to_json()
+    subject = last_promotion(assistant, evaluation.gate.candidates, settings)
+    if subject is None:
+        raise NothingToRollBack(f"{fallback.dag_id}: live traffic regressed ({reason}), but no champion of "
+                                f"{assistant.dag_id} was promoted by the gate: nothing to roll back to; look at the "
+                                "index and the model")
+    done = roll_back(*subject, reason, run_key, settings)
+    return done.to_json()

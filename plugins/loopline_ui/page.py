@@ -148,8 +148,8 @@ ASK_SCRIPT = """
 })();
 """
 
-STATE_CLASS = {"success": "good", "promoted": "good", "live": "good", "no_drift": "good", "approved": "good",
-               "failed": "bad", "rejected": "bad", "drift": "bad", "running": "warn", "queued": "warn",
+STATE_CLASS = {"success": "good", "promoted": "good", "live": "good", "no_drift": "good", "approved": "good", "passed": "good",
+               "failed": "bad", "rejected": "bad", "drift": "bad", "blocked": "bad", "rolled_back": "bad", "running": "warn", "queued": "warn",
                "building": "warn", "skipped": "neutral", "previous": "neutral", "checked": "neutral"}
 
 
@@ -302,6 +302,28 @@ def _assistant(assistant: dict[str, Any], links: _Links) -> str:
     return "".join(out)
 
 
+def _evaluation(evaluation: dict[str, Any], links: _Links) -> str:
+    """An llm_eval pipeline's latest evaluation runs: what each evaluated, its headline metrics, the gate's call."""
+    champion = evaluation.get("champion_prompt_version")
+    held = (f' · prompt <code>{_e(evaluation["prompt"])}</code> champion <b>v{_e(champion)}</b>'
+            if champion is not None else "")
+    out = [f'<h3>LLM evaluations and release gate · {links.dag(evaluation["dag_id"])}{held}</h3>']
+    if not evaluation["runs"]:
+        return "".join(out) + '<p class="empty">No evaluation has run yet.</p>'
+    names = list(dict.fromkeys(k for run in evaluation["runs"] for k in run["metrics"]))
+    rows = []
+    for run in evaluation["runs"]:
+        what = _e(run.get("candidate") or f'champion prompt v{run.get("prompt_version")}')
+        cells = "".join(f'<td class="num">{_num(run["metrics"].get(m), 3)}</td>' for m in names)
+        rows.append(
+            f'<tr data-eval-run="{_e(run["run_id"])}" data-role="{_e(run["role"])}"><td>{_e(run["started"])}</td>'
+            f'<td>{what}<br><span class="muted">index {_e(run.get("index_version"))} · golden '
+            f'{_e(run.get("golden_digest"))}</span></td>{cells}<td>{_badge(run.get("decision"))}</td>'
+            f'<td>{_e(run.get("reason"))}</td><td>{links.report(run.get("report"))}</td></tr>')
+    return "".join(out) + _table(["started", "evaluated", *names, "gate", "reason", "report"], rows,
+                                 f' class="evaluations" data-dag="{_e(evaluation["dag_id"])}"')
+
+
 def _ask(assistant: str, ask: dict[str, Any] | None = None) -> str:
     """The Ask tab: a question box, and where the script puts the answer, its sources and the thumbs; for a
     user who may not read the assistant's DAG (``ask["allowed"]`` false), only what to do about it."""
@@ -386,6 +408,7 @@ def render(summary: dict[str, Any], *, base: str = "/loopline", airflow_base: st
         parts += [_index(i, links) for i in case["indexes"]]
         parts += [_drift(d, links) for d in case["drift"]]
         parts += [_assistant(a, links) for a in case.get("assistants", [])]
+        parts += [_evaluation(e, links) for e in case.get("evaluations", [])]
         parts.append(_runs(case["runs"], links))
         parts.append("</section>")
         body.append("".join(parts))

@@ -290,7 +290,8 @@ def test_the_page_counts_todays_answers_and_thumbs(api, answer_trace):
 # --- what a user who may read only some DAGs sees ---------------------------------------------------------------
 
 # The team that owns the hidden DAGs: the whole docs use case, and churn's drift check.
-HIDDEN = ["churn_drift_check", "docs_assistant", "docs_drift_check", "docs_llm_eval", "docs_rag_index"]
+HIDDEN = ["churn_drift_check", "docs_assistant", "docs_assistant_fallback", "docs_drift_check", "docs_llm_eval",
+          "docs_rag_index"]
 
 
 @pytest.fixture()
@@ -314,8 +315,8 @@ def test_a_viewer_sees_only_what_the_dags_they_may_read_show(api, viewer, asset_
 
     html = api.get("/loopline/", headers=viewer).text
     # No drift, index or assistant section (each belongs to a hidden DAG), and no link to a hidden DAG's report.
-    for hidden in ("Drift verdicts", "Index versions", "Assistant answers per day", 'href="/loopline/reports/',
-                   "postgresql://loop:"):
+    for hidden in ("Drift verdicts", "Index versions", "Assistant answers per day", "LLM evaluations",
+                   'href="/loopline/reports/', "postgresql://loop:"):
         assert hidden not in html, hidden
     assert 'id="ask-refused"' in html and 'id="ask-form"' not in html
     assert 'data-use-case="docs"' not in html and 'data-use-case="churn"' in html

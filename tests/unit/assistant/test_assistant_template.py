@@ -29,9 +29,14 @@ def test_the_template_is_listed():
     assert load_named("docs_assistant").template == "assistant"
 
 
-def test_the_graph_prepares_and_seeds_then_checks(docs_dag):
-    assert set(docs_dag.task_dict) == {"prepare_generator", "seed_prompt", "check_answers"}
+def test_the_graph_prepares_and_seeds_then_checks_and_announces_a_new_prompt(docs_dag):
+    assert set(docs_dag.task_dict) == {"prepare_generator", "seed_prompt", "check_answers",
+                                       "announce_prompt_candidate"}
     assert docs_dag.task_dict["check_answers"].upstream_task_ids == {"prepare_generator", "seed_prompt"}
+    announce = docs_dag.task_dict["announce_prompt_candidate"]
+    assert announce.upstream_task_ids == {"seed_prompt"}
+    assert [(a.name, a.uri) for a in announce.outlets] == [("docs_prompt_candidate",
+                                                            "loopline://prompt-candidate/docs")]
     assert docs_dag.max_active_runs == 1 and docs_dag.catchup is False
     assert "template:assistant" in docs_dag.tags and "loopline" in docs_dag.tags
     assert "docs/assistant.md" in docs_dag.doc_md and "docs_index" in docs_dag.doc_md

@@ -103,7 +103,8 @@ def test_use_cases_group_the_configs_by_instance():
     by_name = {c.name: sorted(c.dag_ids) for c in cases}
     assert [c.name for c in cases] == ["docs", "churn", "assistant"]  # the most pipelines first
     assert by_name["churn"] == ["churn_drift_check", "churn_features", "churn_training"]
-    assert by_name["docs"] == ["docs_assistant", "docs_drift_check", "docs_llm_eval", "docs_rag_index"]
+    assert by_name["docs"] == ["docs_assistant", "docs_assistant_fallback", "docs_drift_check", "docs_llm_eval",
+                               "docs_rag_index"]
     assert by_name["assistant"] == ["assistant_lora_tune"]
 
 

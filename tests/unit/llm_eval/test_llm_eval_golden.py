@@ -37,7 +37,7 @@ def test_the_docs_golden_set_is_valid_and_big_enough():
     golden = load_golden(REPO / "dags/evaluation/docs_golden.yaml")
     answerable = [c for c in golden.cases if c.kind == "answerable"]
     assert len(answerable) >= 34  # one flip moves a rate over the answerable cases by at most 3 points
-    assert golden.count("unanswerable") >= 8
+    assert golden.count("unanswerable") >= 34  # the same for refusal accuracy
     corpus = {p.relative_to(REPO / "docs").as_posix() for p in (REPO / "docs").rglob("*.md")}
     for case in answerable:
         assert set(case.source) <= corpus, f"{case.id}: {case.source} is not a document of docs/"
@@ -60,6 +60,7 @@ def test_a_valid_file_loads_with_its_digest(tmp_path):
     assert tea.expectations()["facts"] == [["80 degrees"], ["two minutes", "2 minutes"]]
     assert golden.digest == hashlib.sha256(GOOD.encode()).hexdigest()
     assert golden.summary()["categories"] == {"drinks": 1, "off_corpus": 1}
+    assert golden.summary()["adversarial"] == 0
 
 
 @pytest.mark.parametrize(("change", "message"), [
@@ -96,5 +97,5 @@ def test_a_limit_takes_cases_in_turn_from_each_category():
     golden = load_golden(REPO / "dags/evaluation/docs_golden.yaml")
     chosen = select_cases(golden.cases, len(golden.categories))
     assert sorted(c.category for c in chosen) == golden.categories
-    assert {c.kind for c in chosen} == {"answerable", "unanswerable"}
+    assert {c.kind for c in chosen} == {"answerable", "unanswerable", "adversarial"}
     assert select_cases(golden.cases, None) == list(golden.cases)

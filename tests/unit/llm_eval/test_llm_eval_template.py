@@ -18,12 +18,17 @@ REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
-def eval_dag():
+def dags():
     from airflow.dag_processing.dagbag import BundleDagBag
 
     bag = BundleDagBag(dag_folder=str(REPO / "dags"), bundle_path=REPO / "dags")
     assert bag.import_errors == {}
-    return bag.dags["docs_llm_eval"]
+    return bag.dags
+
+
+@pytest.fixture(scope="module")
+def eval_dag(dags):
+    return dags["docs_llm_eval"]
 
 
 def test_the_template_is_listed_and_the_docs_instance_loads():
@@ -33,21 +38,29 @@ def test_the_template_is_listed_and_the_docs_instance_loads():
         "llm_eval", "docs_assistant", "dags/evaluation/docs_golden.yaml")
 
 
-def test_the_graph_loads_then_evaluates_then_reports(eval_dag):
-    assert set(eval_dag.task_dict) == {"load_golden_set", "evaluate_answers", "write_report"}
-    assert eval_dag.task_dict["evaluate_answers"].upstream_task_ids == {"load_golden_set"}
-    assert eval_dag.task_dict["write_report"].upstream_task_ids == {"evaluate_answers"}
-    assert eval_dag.max_active_runs == 1 and eval_dag.catchup is False
+def test_the_graph_evaluates_the_champion_then_a_candidate_gates_it_and_checks_live_traffic(eval_dag):
+    upstream = {task_id: task.upstream_task_ids for task_id, task in eval_dag.task_dict.items()}
+    assert upstream == {
+        "load_golden_set": set(), "evaluate_answers": {"load_golden_set"}, "write_report": {"evaluate_answers"},
+        "find_candidate": {"load_golden_set"}, "evaluate_candidate": {"find_candidate", "evaluate_answers"},
+        "gate_candidate": {"evaluate_answers", "evaluate_candidate", "find_candidate"},
+        "write_candidate_report": {"evaluate_candidate"},
+        "check_live_traffic": set(), "emit_fallback": {"check_live_traffic"}}
+    (outlet,) = eval_dag.task_dict["emit_fallback"].outlets
+    assert (outlet.name, outlet.uri) == ("docs_assistant_fallback", "loopline://assistant-fallback/docs")
+    assert eval_dag.max_active_runs == 1 and eval_dag.max_active_tasks == 1 and eval_dag.catchup is False
     assert "template:llm_eval" in eval_dag.tags and "docs/llm-eval.md" in eval_dag.doc_md
     assert eval_dag.params["cases"] is None
 
 
-def test_it_runs_daily_and_on_every_new_docs_index(eval_dag):
+def test_it_runs_daily_on_every_new_docs_index_and_on_every_new_prompt_candidate(eval_dag):
     from airflow.sdk import AssetOrTimeSchedule
 
     assert isinstance(eval_dag.timetable, AssetOrTimeSchedule)
-    assets = [(a.name, a.uri) for a in eval_dag.timetable.asset_condition.objects]
-    assert assets == [("docs_index", "loopline://rag/docs")]
+    (either,) = eval_dag.timetable.asset_condition.objects  # one condition: any of the two
+    assets = [(a.name, a.uri) for a in either.objects]
+    assert assets == [("docs_index", "loopline://rag/docs"),
+                      ("docs_prompt_candidate", "loopline://prompt-candidate/docs")]
     assert "expression='0 0 * * *'" in repr(eval_dag.timetable.timetable)  # @daily, UTC
 
 
@@ -77,10 +90,28 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 def test_the_cli_checks_the_golden_set_and_refuses_bad_configs(tmp_path):
     done = run_cli("check", "docs")
     assert done.returncode == 0, done.stderr
-    assert "docs_golden.yaml: 50 cases (40 answerable, 10 unanswerable), sha256 " in done.stdout
+    assert "docs_golden.yaml: 142 cases (40 answerable, 36 unanswerable, 66 adversarial)" in done.stdout
     done = run_cli("run", "no_such_eval")
     assert done.returncode == 2 and "error: no llm_eval config 'no_such_eval'" in done.stderr
     bad = tmp_path / "bad_llm_eval.yaml"
     bad.write_text(f"template: llm_eval\ninstance: bad\ngolden_set: {tmp_path / 'missing.yaml'}\n")
     done = run_cli("run", str(bad))
     assert done.returncode == 2 and "cannot read it" in done.stderr
+
+
+def test_the_fallback_dag_runs_on_the_asset_the_evaluation_emits(dags):
+    fallback = dags["docs_assistant_fallback"]
+    assert list(fallback.task_dict) == ["roll_back_champion"]
+    assets = [(a.name, a.uri) for a in fallback.timetable.asset_condition.objects]
+    assert assets == [("docs_assistant_fallback", "loopline://assistant-fallback/docs")]
+    assert fallback.params["reason"] is None and "docs/llm-eval.md" in fallback.doc_md
+
+
+def test_a_fallback_config_naming_another_instance_is_refused(tmp_path):
+    from pipelines.llm_eval.config import AssistantFallbackConfig
+    from pipelines.llm_eval.steps import LlmEvalError, fallback_evaluation
+
+    config = AssistantFallbackConfig.model_validate({"template": "assistant_fallback", "instance": "other",
+                                                     "evaluation": "docs_llm_eval"})
+    with pytest.raises(LlmEvalError, match="docs_llm_eval emits docs_assistant_fallback, not other_assistant_fallback"):
+        fallback_evaluation(config)
