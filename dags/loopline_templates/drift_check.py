@@ -34,8 +34,10 @@ def _signals(config: DriftCheckConfig) -> str:
   at least **{t.drift_share:.0%}** of the columns drift;
 - **prediction drift**: `ValueDrift` of the champion's scores (`{t.num_method}`, threshold
   {t.prediction_threshold});
-- **performance**: once at least {t.min_labels} late labels arrived, ROC AUC of the champion's scores; fires when
-  it falls more than **{t.performance_drop}** below the champion's holdout ROC AUC.
+- **performance**: once at least {t.min_labels} late labels arrived, ROC AUC of the champion's scores (binary)
+  or the training's promotion metric (regression); fires when ROC AUC or R² falls more than
+  **{t.performance_drop}** below the champion's holdout value, or RMSE / MAE rises more than
+  **{t.performance_drop:.0%}** above it.
 
 Reference: the training set of the current champion of `{t.training_config}`, found through its MLflow
 lineage (dataset input and `dataset_digest`). Current: the last {config.window_days} days of published features,

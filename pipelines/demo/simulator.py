@@ -79,6 +79,9 @@ MART_COLUMNS: tuple[str, ...] = (
 )
 
 _MICROS_PER_DAY = 86_400_000_000
+# Labels are observed before 23:59:59 UTC of their day, the instant that day's features are stamped
+# (pipelines.training.dataset.day_end): a label stamped at or after it would read its own day's features.
+_LAST_LABEL_MICRO = _MICROS_PER_DAY - 1_000_000 - 1
 # Stream ids keep the population, the day's behaviour and the day's faults on separate
 # generators, so turning a fault on leaves every other value of the day unchanged.
 _STREAM_POPULATION = 0
@@ -248,7 +251,8 @@ def simulate_day(
     labels = pd.DataFrame(
         {
             "customer_id": ids[labelled],
-            "label_ts": _timestamps_in_day(ds, label_micros[labelled]),
+            # Clamped, not redrawn: the day's other draws stay what they were; only the last second's labels move.
+            "label_ts": _timestamps_in_day(ds, np.minimum(label_micros[labelled], _LAST_LABEL_MICRO)),
             "churned": churned[labelled],
         }
     )

@@ -63,7 +63,7 @@ class DriftEvidence(TypedDict):
 
 
 class TabularEvidence(DriftEvidence):
-    """A tabular check: Evidently's per-column and prediction drift, ROC AUC on late labels."""
+    """A tabular check: Evidently's per-column and prediction drift, performance on late labels."""
 
     columns: int
     drifted_columns: list[str]
@@ -75,6 +75,9 @@ class TabularEvidence(DriftEvidence):
     labelled_rows: int
     performance_note: str | None
     champion_roc_auc: float | None
+    performance_metric: str | None  # roc_auc (binary), the promotion metric (regression), None (multiclass)
+    performance: float | None  # that metric on the late labels (None until min_labels arrived)
+    champion_performance: float | None  # the champion's holdout value of it
     current: dict[str, Any]
 
 

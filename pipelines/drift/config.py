@@ -32,8 +32,9 @@ class TabularDrift(StrictModel):
     prediction_threshold: float = Field(
         0.1, gt=0, le=1, description="Prediction drift fires when the score column's drift score reaches this.")
     performance_drop: float = Field(
-        0.08, ge=0, le=1, description="Performance fires when ROC AUC on late labels falls this far below the "
-                                      "champion's holdout ROC AUC.")
+        0.08, ge=0, le=1, description="Performance fires when ROC AUC (binary) or R² on late labels falls this far "
+                                      "below the champion's holdout value, or RMSE / MAE (regression) rises this "
+                                      "share above it (0.08: 8 % worse).")
     min_labels: int = Field(300, ge=10, description="Labelled rows needed before performance is judged.")
     reference_rows: int = Field(50_000, ge=100, description="Reference rows kept (seeded sample above this).")
 

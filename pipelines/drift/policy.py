@@ -38,7 +38,8 @@ def judge_tabular(evidence: Mapping[str, Any], thresholds) -> Verdict:
     Args:
         evidence: ``drift_share``, ``drifted_columns``, ``columns``, ``prediction_drift`` (score or
             None) and ``prediction_drifted`` (Evidently's test outcome), ``roc_auc`` and
-            ``champion_roc_auc`` (None until enough labels arrived), ``labelled_rows``.
+            ``champion_roc_auc`` (None until enough labels arrived), ``labelled_rows``; for a regression,
+            ``performance_metric`` (rmse, mae or r2), ``performance`` and ``champion_performance``.
     """
     reasons, signals = [], []
     share = evidence["drift_share"]
@@ -56,6 +57,7 @@ def judge_tabular(evidence: Mapping[str, Any], thresholds) -> Verdict:
         reasons.append(f"prediction drift: {thresholds.num_method} score {score:.3f}, threshold "
                        f"{thresholds.prediction_threshold:.3f}")
     auc, champion_auc = evidence.get("roc_auc"), evidence.get("champion_roc_auc")
+    metric = evidence.get("performance_metric")
     if auc is not None and champion_auc is not None:
         drop = champion_auc - auc
         if drop > thresholds.performance_drop + EPSILON:
@@ -63,7 +65,41 @@ def judge_tabular(evidence: Mapping[str, Any], thresholds) -> Verdict:
             reasons.append(f"performance: ROC AUC {auc:.4f} on {evidence.get('labelled_rows')} late labels is "
                            f"{drop:.4f} below the champion's {champion_auc:.4f} "
                            f"(allowed {thresholds.performance_drop:.4f})")
+    elif metric not in (None, "roc_auc"):
+        reason = _regression_performance(metric, evidence.get("performance"), evidence.get("champion_performance"),
+                                         evidence.get("labelled_rows"), thresholds.performance_drop)
+        if reason is not None:
+            signals.append("performance")
+            reasons.append(reason)
     return Verdict(bool(signals), reasons, signals)
+
+
+# Metrics of a regression judged on late labels: lower is better, except R².
+_LOWER_IS_BETTER = frozenset({"rmse", "mae"})
+
+
+def _regression_performance(metric: str, value: float | None, champion: float | None, rows: int | None,
+                            allowed: float) -> str | None:
+    """Why a regression's late-label ``metric`` fires, or None.
+
+    RMSE and MAE are in the target's units, so their bar is relative: more than ``allowed`` (0.08: 8 %) above
+    the champion's holdout value. R² has no unit: more than ``allowed`` below it.
+    """
+    if value is None or champion is None:
+        return None
+    if metric in _LOWER_IS_BETTER:
+        if champion <= 0:
+            return None
+        worse = (value - champion) / champion
+        if worse <= allowed + EPSILON:
+            return None
+        return (f"performance: {metric} {value:.4f} on {rows} late labels is {worse:.0%} above the champion's "
+                f"{champion:.4f} (lower is better; allowed +{allowed:.0%})")
+    drop = champion - value
+    if drop <= allowed + EPSILON:
+        return None
+    return (f"performance: {metric} {value:.4f} on {rows} late labels is {drop:.4f} below the champion's "
+            f"{champion:.4f} (allowed {allowed:.4f})")
 
 
 def judge_rag(evidence: Mapping[str, Any], thresholds) -> Verdict:

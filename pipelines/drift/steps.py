@@ -1,6 +1,6 @@
 """The steps of the ``drift_check`` template, one function per task.
 
-1. :func:`check_drift` measures (tabular: Evidently data and prediction drift, ROC AUC on late labels,
+1. :func:`check_drift` measures (tabular: Evidently data and prediction drift, performance on late labels,
    :func:`pipelines.drift.tabular.check_tabular`; rag: hit rate, corpus and query embeddings,
    :func:`pipelines.drift.rag.check_rag`), saves the HTML report under ``reports/<instance>/drift/<day>.html``,
    logs it to MLflow (experiment ``<instance>_drift``) and records the check in the drift history. No
@@ -130,7 +130,8 @@ def judge_drift(config: DriftCheckConfig, evidence: DriftEvidence,
 def event_extra(evidence: DriftEvidence, verdict: DriftVerdict, target: TargetAsset) -> EventExtra:
     """The Asset event's extra: the evidence a person (or the triggered run) needs, JSON only."""
     keep = ("kind", "instance", "dag_id", "run_id", "check_day", "window", "drift_share", "drifted_columns",
-            "prediction_drift", "roc_auc", "champion_roc_auc", "labelled_rows", "hit_rate", "baseline_hit_rate",
+            "prediction_drift", "roc_auc", "champion_roc_auc", "performance_metric", "performance",
+            "champion_performance", "labelled_rows", "hit_rate", "baseline_hit_rate",
             "corpus_change_share", "corpus_drift", "query_drift", "report_uri", "mlflow_run_id")
     found: Mapping[str, Any] = evidence
     extra: dict[str, Any] = {k: found[k] for k in keep if k in found}

@@ -9,8 +9,8 @@ reads Evidently's own test outcomes, so the per-column verdict follows whichever
 :func:`check_tabular` is the check the ``drift_check`` DAG runs for ``kind: tabular``: the reference is the
 champion's training set, found through its MLflow lineage and scored by the champion
 (:func:`champion_reference`); the current data are the window's published features with the champion's
-batch predictions (:func:`current_window`); performance is ROC AUC on the labels that arrived since
-(:func:`late_label_performance`).
+batch predictions (:func:`current_window`); performance is ROC AUC (binary) or the promotion metric
+(regression: RMSE, MAE or R²) on the labels that arrived since (:func:`late_label_performance`).
 """
 
 from __future__ import annotations
@@ -202,6 +202,8 @@ class Reference:
     categorical: list[str]
     champion_roc_auc: float | None
     frame: Any = field(repr=False, default=None)
+    # The champion's holdout metrics by name (``rmse``, ``roc_auc``…), from its MLflow run's ``holdout_<metric>``.
+    champion_metrics: dict[str, float] = field(default_factory=dict)
 
     @property
     def features(self) -> list[str]:
@@ -340,8 +342,9 @@ def champion_reference(training, thresholds: TabularDrift, settings: LooplineSet
         log.info("Scored the reference of %s v%s (run %s) with its champion: %d rows → %s", training.model_name,
                  champion.version, champion.run_id, len(scored), cache)
     auc = run.data.metrics.get("holdout_roc_auc")
+    holdout = {k.removeprefix("holdout_"): float(v) for k, v in run.data.metrics.items() if k.startswith("holdout_")}
     return Reference(training.model_name, str(champion.version), champion.run_id, path, digest, numeric,
-                     categorical, auc, scored)
+                     categorical, auc, scored, holdout)
 
 
 # --- the current window ----------------------------------------------------------------------------------------
@@ -421,33 +424,66 @@ def current_window(training, features_config, reference: Reference, window: Chec
     return frame, info
 
 
+def performance_metric(training) -> str | None:
+    """The metric judged on late labels: ROC AUC for ``binary``, the promotion metric for ``regression``
+    (``rmse``, ``mae`` or ``r2``), none for ``multiclass``."""
+    return {"binary": "roc_auc", "regression": training.policy.metric}.get(training.task)
+
+
+def regression_metric(metric: str, labels, predictions) -> float:
+    """``rmse``, ``mae`` or ``r2`` of ``predictions`` against ``labels``."""
+    import numpy as np
+    from sklearn.metrics import mean_absolute_error, r2_score
+
+    y, p = np.asarray(labels, dtype=float), np.asarray(predictions, dtype=float)
+    if metric == "rmse":
+        return float(np.sqrt(np.mean((y - p) ** 2)))
+    if metric == "mae":
+        return float(mean_absolute_error(y, p))
+    if metric == "r2":
+        return float(r2_score(y, p))
+    raise ValueError(f"no late-label measure for metric {metric!r}; known: rmse, mae, r2")
+
+
 def late_label_performance(training, features_config, current, window: CheckWindow, min_labels: int,
                            settings: LooplineSettings) -> dict[str, Any]:
-    """ROC AUC of the champion's scores on labels that arrived for the window (day D reads features of D-1).
+    """The champion's performance on labels that arrived for the window (day D reads features of D-1).
+
+    ROC AUC of its scores for a ``binary`` task; for ``regression`` the training config's promotion metric
+    (``rmse``, ``mae`` or ``r2``) of its predicted values; not judged for ``multiclass``.
 
     Returns:
-        ``labelled_rows``, ``roc_auc`` (None when fewer than ``min_labels`` rows or one class) and ``note``.
+        ``labelled_rows``, ``metric`` (its name, or None), ``value`` (None when fewer than ``min_labels`` rows,
+        or one class), ``roc_auc`` (``value`` for a binary task, else None) and ``note``.
     """
     from pipelines.training.config import entity_keys
     from pipelines.training.dataset import TrainingSetError, Window, load_labels
 
     keys = entity_keys(features_config)
-    if training.task != "binary":  # ROC AUC needs a 0/1 label and a probability
-        return {"labelled_rows": 0, "roc_auc": None,
-                "note": f"performance on late labels is judged for binary tasks only (task {training.task})"}
+    metric = performance_metric(training)
+
+    def result(rows: int, value: float | None, note: str | None) -> dict[str, Any]:
+        value = None if value is None else round(value, 4)
+        return {"labelled_rows": rows, "metric": metric, "value": value,
+                "roc_auc": value if metric == "roc_auc" else None, "note": note}
+
+    if metric is None:  # macro-F1 of a few hundred late labels says little; the prediction column's drift does
+        return result(0, None, f"performance on late labels is judged for binary and regression tasks only "
+                               f"(task {training.task})")
     try:
         labels = load_labels(features_config, training, Window(window.start + timedelta(days=1),
                                                                window.end + timedelta(days=1)), settings)
     except TrainingSetError:
-        return {"labelled_rows": 0, "roc_auc": None, "note": "no labels landed for the window yet"}
+        return result(0, None, "no labels landed for the window yet")
     labels["ds"] = [str(d - timedelta(days=1)) for d in labels["label_day"]]
     joined = labels.merge(current[[*keys, "ds", "prediction"]].dropna(), on=[*keys, "ds"], how="inner")
     if len(joined) < min_labels:
-        return {"labelled_rows": len(joined), "roc_auc": None,
-                "note": f"{len(joined)} labelled rows, fewer than min_labels {min_labels}: performance not judged"}
-    auc = roc_auc(joined["label"], joined["prediction"])
-    return {"labelled_rows": len(joined), "roc_auc": None if auc is None else round(auc, 4),
-            "note": None if auc is not None else "one class only among the late labels"}
+        return result(len(joined), None,
+                      f"{len(joined)} labelled rows, fewer than min_labels {min_labels}: performance not judged")
+    if metric == "roc_auc":
+        auc = roc_auc(joined["label"], joined["prediction"])
+        return result(len(joined), auc, None if auc is not None else "one class only among the late labels")
+    return result(len(joined), regression_metric(metric, joined["label"], joined["prediction"]), None)
 
 
 # --- the check ---------------------------------------------------------------------------------------------------
@@ -477,10 +513,13 @@ def _mlflow_params(config: DriftCheckConfig, window: CheckWindow, reference: Ref
 
 def _mlflow_metrics(result: DriftResult, performance: dict[str, Any], reference: Reference,
                     current_info: dict[str, Any]) -> dict[str, float | None]:
+    metric = performance.get("metric")
+    other = ({f"late_{metric}": performance["value"], f"champion_{metric}": reference.champion_metrics.get(metric)}
+             if metric not in (None, "roc_auc") else {})
     return {"drift_share": result.drift_share, "drifted_columns": len(result.drifted_columns),
             "prediction_drift": result.prediction_drift, "roc_auc": performance["roc_auc"],
             "champion_roc_auc": reference.champion_roc_auc, "labelled_rows": performance["labelled_rows"],
-            "current_rows": current_info["rows"], "reference_rows": len(reference.frame),
+            "current_rows": current_info["rows"], "reference_rows": len(reference.frame), **other,
             **{f"drift_score_{c}": s for c, s in result.column_scores.items()}}
 
 
@@ -520,10 +559,14 @@ def check_tabular(config: DriftCheckConfig, run_id: str, run_after: datetime, wi
                               tags={"loopline.drifted_columns": ",".join(result.drifted_columns) or "-"},
                               report=html, settings=settings)
     champion_auc = None if reference.champion_roc_auc is None else round(reference.champion_roc_auc, 4)
+    metric = performance["metric"]
+    champion_value = reference.champion_metrics.get(metric) if metric else None
     evidence = cast(TabularEvidence, {
         **evidence_head(config, run_id, run_after, window), **result.evidence(),
         "roc_auc": performance["roc_auc"], "labelled_rows": performance["labelled_rows"],
         "performance_note": performance.get("note"), "champion_roc_auc": champion_auc,
+        "performance_metric": metric, "performance": performance["value"],
+        "champion_performance": None if champion_value is None else round(champion_value, 4),
         "reference": reference.describe(), "current": current_info, "report_path": str(html),
         "report_uri": html.as_uri(), "mlflow_run_id": mlflow_run_id,
     })
@@ -532,9 +575,10 @@ def check_tabular(config: DriftCheckConfig, run_id: str, run_after: datetime, wi
                          roc_auc=performance["roc_auc"], champion_roc_auc=champion_auc,
                          report_uri=evidence["report_uri"], mlflow_run_id=mlflow_run_id,
                          reference=reference.describe())
-    log.info("Drift of %s %s: %d of %d columns drifted (share %.2f)%s; prediction drift %s; ROC AUC %s on %d "
+    log.info("Drift of %s %s: %d of %d columns drifted (share %.2f)%s; prediction drift %s; %s %s on %d "
              "late labels (champion %s); report %s", config.dag_id, window, len(result.drifted_columns),
              result.columns, result.drift_share,
              f" ({', '.join(result.drifted_columns)})" if result.drifted_columns else "",
-             evidence["prediction_drift"], performance["roc_auc"], performance["labelled_rows"], champion_auc, html)
+             evidence["prediction_drift"], metric or "performance", performance["value"],
+             performance["labelled_rows"], evidence["champion_performance"], html)
     return evidence

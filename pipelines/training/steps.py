@@ -180,8 +180,10 @@ def build_training_set(training: TrainingConfig, window: Window) -> TrainingSetI
         numeric=list(columns.numeric), categorical=list(columns.categorical),
         entity_keys=keys,
     )
-    log.info("Training set for %s: %d rows (%d train, %d holdout), label rate %.3f, digest %s…",
-             window, info["rows"], info["train_rows"], info["holdout_rows"], info["label_rate"], info["digest"][:12])
+    # label_rate is the label's mean: a rate for a 0/1 label, not for class ids or a regression target.
+    log.info("Training set for %s: %d rows (%d train, %d holdout), label %s %.3f, digest %s…",
+             window, info["rows"], info["train_rows"], info["holdout_rows"],
+             "rate" if training.task == "binary" else "mean", info["label_rate"], info["digest"][:12])
     return info
 
 

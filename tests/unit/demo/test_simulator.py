@@ -113,6 +113,8 @@ def test_parquet_files_follow_the_contract(tmp_path: Path) -> None:
     assert len(labels) == sum(1 for c in range(1, 61) if c % 30 == DS.toordinal() % 30)
     assert set(labels["churned"]) <= {0, 1}
     assert labels["label_ts"].between(start, end, inclusive="left").all()
+    # Before 23:59:59, when the day's features are stamped: churn's training refuses labels that leak.
+    assert (labels["label_ts"] < end - pd.Timedelta(seconds=1)).all()
 
 
 def test_csv_files_have_a_header_and_iso_dates(tmp_path: Path) -> None:

@@ -43,6 +43,37 @@ def test_a_small_performance_dip_does_not_fire():
     assert not judge_tabular(evidence(roc_auc=0.75, labelled_rows=400), TabularDrift()).drifted
 
 
+def regression(**changes):
+    return evidence(**{"champion_roc_auc": None, "performance_metric": "rmse", "champion_performance": 4.0,
+                       "labelled_rows": 42, **changes})
+
+
+def test_a_regression_fires_on_late_label_rmse_relative_to_the_champion():
+    verdict = judge_tabular(regression(performance=6.6), TabularDrift(performance_drop=0.5))
+    assert verdict.signals == ["performance"]
+    assert verdict.reasons[1] == ("performance: rmse 6.6000 on 42 late labels is 65% above the champion's 4.0000 "
+                                  "(lower is better; allowed +50%)")
+    assert not judge_tabular(regression(performance=5.9), TabularDrift(performance_drop=0.5)).drifted
+    assert not judge_tabular(regression(performance=3.0), TabularDrift(performance_drop=0.0)).drifted  # better
+    assert not judge_tabular(regression(performance=None), TabularDrift()).drifted  # too few labels yet
+
+
+def test_a_regression_judged_by_r2_fires_on_an_absolute_drop():
+    r2 = regression(performance_metric="r2", champion_performance=0.8)
+    assert judge_tabular({**r2, "performance": 0.6}, TabularDrift(performance_drop=0.1)).signals == ["performance"]
+    assert not judge_tabular({**r2, "performance": 0.75}, TabularDrift(performance_drop=0.1)).drifted
+
+
+def test_late_label_regression_metrics():
+    from pipelines.drift.tabular import regression_metric
+
+    assert regression_metric("rmse", [1.0, 3.0], [2.0, 2.0]) == pytest.approx(1.0)
+    assert regression_metric("mae", [1.0, 5.0], [2.0, 2.0]) == pytest.approx(2.0)
+    assert regression_metric("r2", [1.0, 2.0, 3.0], [1.0, 2.0, 3.0]) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="no late-label measure for metric 'roc_auc'"):
+        regression_metric("roc_auc", [1.0], [1.0])
+
+
 def test_rag_signals():
     quiet = judge_rag({"hit_rate": {"vector": 0.9}, "baseline_hit_rate": {"vector": 0.92}, "k": 5,
                        "corpus_change_share": 0.05, "corpus_drift": 0.01, "query_drift": None}, RagDrift())
