@@ -68,7 +68,10 @@ for a quick look). From a shell: `python -m pipelines.llm_eval run {config.insta
    candidate; promoted to `@champion` only if no metric regresses beyond `gate.max_regression`, every
    `gate.ceilings` holds and no category slice drops more than {config.gate.max_slice_regression:g}. The decision
    and its reason are tags on the version and both evaluation runs (the Loopline page shows them).
-6. **check_live_traffic** → **emit_fallback**: yesterday's live answers (downvote share ≤
+6. **gate_index**: when the live index version is new since the last evaluation on this golden set, today's
+   answers are judged against that evaluation's by the same gate; blocked: the index is rolled back to the
+   version before. Skipped when the index did not change.
+7. **check_live_traffic** → **emit_fallback**: yesterday's live answers (downvote share ≤
    {config.live.max_downvote_share:g}, refusal share ≤ {config.live.max_refusal_share:g}, p95 ≤
    {config.live.max_latency_p95_ms:,} ms, from {config.live.min_answers} answers); past a threshold, the Asset
    `{config.fallback_asset}` is emitted (cooldown {config.live.cooldown_hours:g} h, at most
@@ -132,6 +135,13 @@ def build_dag(config: LlmEvalConfig) -> DAG:
                 return _steps().gate_candidate(config, champion, candidate_eval, candidate)
 
         @task
+        def gate_index(champion: dict) -> dict:
+            """A new live index version judged on the answers against the one before it; rolled back if blocked."""
+            steps = _steps()
+            with fail_without_retry(), _skip_on(steps.NoCandidate):
+                return steps.gate_index(config, champion)
+
+        @task
         def check_live_traffic(dag_run=None) -> dict:
             """Yesterday's live answers against the thresholds in `live:`."""
             with fail_without_retry():
@@ -151,6 +161,7 @@ def build_dag(config: LlmEvalConfig) -> DAG:
         golden = load_golden_set()
         champion = evaluate_answers(golden)
         write_report(champion)
+        gate_index(champion)
         candidate = find_candidate(golden)
         candidate_eval = evaluate_candidate(candidate)
         champion >> candidate_eval  # one model at a time: the champion's answers first

@@ -493,3 +493,74 @@ def roll_back_champion(fallback: AssistantFallbackConfig, reasons: list[str], ru
                                 "index and the model")
     done = roll_back(*subject, reason, run_key, settings)
     return done.to_json()
+
+
+# --- the index: a new live version judged against the one evaluated before it -----------------------------------
+
+INDEX_DECISION_TAG = "loopline.gate.index_decision"
+
+
+def _champion_runs(config: LlmEvalConfig, experiment_id: str, golden_digest: str) -> list[Any]:
+    """Finished champion evaluations of this pipeline on this golden set, newest first."""
+    import mlflow
+
+    return mlflow.search_runs(
+        [experiment_id], output_format="list", order_by=["attributes.start_time DESC"], max_results=50,
+        filter_string=f"tags.`loopline.llm_eval` = '{config.dag_id}' and tags.`loopline.golden_digest` = "
+                      f"'{golden_digest}' and tags.`{ROLE_TAG}` = 'champion' and attributes.status = 'FINISHED'")
+
+
+def gate_index(config: LlmEvalConfig, champion: EvalSummary, settings: LooplineSettings | None = None) -> dict:
+    """Judge a new live index version on the answers, against the evaluation of the version live before it.
+
+    The docs index's own gate (hit@k and MRR on its question set) let the version go live; this one compares
+    the answers: today's champion evaluation against the latest earlier one on the same golden set, prompt and
+    generator with another index version that was not blocked. Blocked: the index is rolled back to that version
+    (``pipelines.rag.versions.rollback``), and the run is tagged with why.
+
+    Raises:
+        NoCandidate: the index version is the one evaluated last time, or there is nothing to compare with.
+    """
+    from pipelines.assistant.retrieval import index_config
+    from pipelines.core import tracking
+    from pipelines.llm_eval.gate import judge
+    from pipelines.rag.versions import rollback
+
+    settings = settings or get_settings()
+    assistant = assistant_config(config)
+    experiment_id = tracking.experiment_id(assistant.experiment_name, settings)
+    earlier = [run for run in _champion_runs(config, experiment_id, champion["golden_digest"])
+               if run.info.run_id != champion["run_id"]]
+    if not earlier or earlier[0].data.tags.get("loopline.index_version") == champion["index_version"]:
+        raise NoCandidate(f"index {champion['index_version']} was evaluated before on this golden set: no new "
+                          "index version to judge")
+    same_setup = [run for run in earlier
+                  if run.data.tags.get("loopline.prompt_version") == champion["prompt_version"]
+                  and run.data.tags.get("loopline.model") == champion["model"]
+                  and run.data.tags.get(INDEX_DECISION_TAG) != "blocked"]
+    if not same_setup:
+        raise NoCandidate(f"index {champion['index_version']} is new, but no earlier evaluation on this golden set "
+                          f"used prompt v{champion['prompt_version']} and {champion['model']}: nothing to compare with")
+    before = same_setup[0]
+    results = DataHome(settings).require_inside(report_dir(config, settings) / f"{before.info.run_id}.json",
+                                                "llm_eval results")
+    previous: EvalSummary = json.loads(results.read_text())["summary"]
+    decision = judge(champion["metrics"], previous["metrics"], champion["metrics_by_category"],
+                     previous["metrics_by_category"], config.gate)
+    reason = f"index {champion['index_version']} against {previous['index_version']}: {decision.summary()}"
+    client = tracking.client(settings)
+    client.set_tag(champion["run_id"], INDEX_DECISION_TAG, "passed" if decision.passed else "blocked")
+    client.set_tag(champion["run_id"], "loopline.gate.index_reason", reason[:4000])
+    client.set_tag(champion["run_id"], "loopline.gate.index_against", before.info.run_id)
+    rolled_back = None
+    if not decision.passed:
+        rolled_back = rollback(index_config(assistant), to=previous["index_version"], settings=settings)
+        client.set_tag(champion["run_id"], "loopline.gate.decision", "blocked")
+        client.set_tag(champion["run_id"], "loopline.gate.reason", reason[:4000])
+        log.warning("Index %s blocked, rolled back to %s: %s", champion["index_version"], previous["index_version"],
+                    reason)
+    else:
+        log.info("Index %s passed: %s", champion["index_version"], reason)
+    return {"index_version": champion["index_version"], "against": previous["index_version"],
+            "passed": decision.passed, "reason": reason, "failed_checks": [c.name for c in decision.failures],
+            "rolled_back": rolled_back}

@@ -5,7 +5,10 @@
    are tagged on the version and the runs, and ``@champion`` does not move. The next run does not judge it again.
 2. A challenger with the champion's content (a new version, the same answers) passes and becomes the champion;
    it records the version it replaced.
-3. Yesterday's live answers (real answers, stamped yesterday) are all declined: the live check emits the fallback
+3. A new index version whose green tea page now says the wrong temperature goes live (its own retrieval gate
+   passes: the right documents are still found); the answers regress on fact recall, so the index gate blocks it
+   and rolls the index back to the version before.
+4. Yesterday's live answers (real answers, stamped yesterday) are all declined: the live check emits the fallback
    once (dedupe, cap, cooldown), and the fallback step moves ``@champion`` back to the version that passed before,
    tagged with why; the next answer uses it.
 """
@@ -166,3 +169,47 @@ def test_a_challenger_as_good_as_the_champion_is_promoted_then_rolled_back_on_a_
     assert steps.roll_back_champion(fallback, extra["crossed"], "asset_triggered__fb1",
                                     eval_world.settings)["already_done"] is True  # a retry moves nothing
     assert answer("How much wind does a kite need?", assistant, eval_world.settings).prompt_version == champion
+
+
+def test_a_new_index_version_that_makes_the_answers_worse_is_rolled_back(eval_world, gated):
+    import mlflow
+
+    from pipelines.assistant.retrieval import index_config
+    from pipelines.llm_eval import steps
+    from pipelines.rag.steps import run_once
+    from pipelines.rag.stores import open_store
+    from pipelines.rag.versions import load_rag_config
+
+    config, _ = gated
+    settings = eval_world.settings
+    before = steps.evaluate_answers(config, settings, run_key="index_gate_before")
+    with pytest.raises(steps.NoCandidate, match="no new index version"):
+        steps.gate_index(config, before, settings)
+
+    # The same instance rebuilt blue/green (another chunker) from a corpus whose tea page gives wrong figures.
+    corpus = eval_world.root / "corpus_wrong_tea"
+    corpus.mkdir()
+    for page in (eval_world.root / "corpus").iterdir():
+        text = page.read_text()
+        if page.name == "tea.md":
+            text = text.replace("80 degrees", "100 degrees").replace("two minutes", "ten minutes")
+            assert "100 degrees" in text, "the toy tea page changed: fix this test's edit"
+        (corpus / page.name).write_text(text)
+    live_before = before["index_version"]
+    rag = load_rag_config(eval_world.root / "evaltoy_rag_index.yaml")
+    wrong = rag.model_copy(update={"corpus": rag.corpus.model_copy(update={"path": str(corpus)}),
+                                   "chunker": rag.chunker.model_copy(update={"size_chars": 240})})
+    run_once(wrong, "build", settings)
+    assistant = steps.assistant_config(config)
+    with open_store(rag.index.backend, rag.instance, settings) as store:
+        assert store.live_version() != live_before, "the rebuilt version went live through its own gate"
+
+    after = steps.evaluate_answers(config, settings, run_key="index_gate_after")
+    assert after["index_version"] != live_before
+    result = steps.gate_index(config, after, settings)
+    assert result["passed"] is False and "fact_recall" in result["failed_checks"], result["reason"]
+    assert result["rolled_back"] == {"from": after["index_version"], "to": live_before, "changed": True}
+    with open_store(rag.index.backend, rag.instance, settings) as store:
+        assert store.live_version() == live_before == index_config(assistant).instance + "_v1"
+    tags = mlflow.get_run(after["run_id"]).data.tags
+    assert tags["loopline.gate.index_decision"] == "blocked" and "fact_recall fell to" in tags["loopline.gate.reason"]

@@ -42,6 +42,7 @@ def test_the_graph_evaluates_the_champion_then_a_candidate_gates_it_and_checks_l
     upstream = {task_id: task.upstream_task_ids for task_id, task in eval_dag.task_dict.items()}
     assert upstream == {
         "load_golden_set": set(), "evaluate_answers": {"load_golden_set"}, "write_report": {"evaluate_answers"},
+        "gate_index": {"evaluate_answers"},
         "find_candidate": {"load_golden_set"}, "evaluate_candidate": {"find_candidate", "evaluate_answers"},
         "gate_candidate": {"evaluate_answers", "evaluate_candidate", "find_candidate"},
         "write_candidate_report": {"evaluate_candidate"},
