@@ -5,17 +5,22 @@
 (:class:`PromptUnavailable`), the generator's files (:class:`GeneratorUnavailable`) and the live index
 (:class:`IndexUnavailable`). Then, inside one MLflow trace (experiment ``<instance>_assistant``):
 
+0. **the guard** (:mod:`pipelines.assistant.guard`) on the redacted question: a prompt-injection attempt is
+   declined here, before retrieval and with no generation (``refusal_reason`` ``guard: …``, on the root span);
 1. **retrieve** (span type RETRIEVER): the ``k`` best chunks of the live index in the configured mode, and
-   the best cosine similarity (a vector search) for the gate;
+   the best cosine similarity (a vector search) for the gate; the guard leaves out chunks that carry
+   instructions for the model (listed on the span as ``loopline.guard_dropped``);
 2. **assemble**: dedupe, choose by score within ``max_context_tokens``, number ``[1]``, ``[2]``… with the best
    passage last (nearest the question); the gate
    (:func:`pipelines.assistant.context.refusal_reason`) declines a weak match here, with no generation;
 3. **generate** (span type CHAT_MODEL): the champion prompt with the context and question, greedy decoding,
    token usage and latency as span attributes.
 
-Last, one query-log row (:mod:`pipelines.assistant.query_log`). The trace and the log carry the redacted
-question and answer only. An error before the trace leaves nothing behind; an error inside it leaves the
-trace (status ERROR) and no query-log row.
+Last, one query-log row (:mod:`pipelines.assistant.query_log`). Personal data is masked
+(:func:`pipelines.assistant.pii.redact`, Presidio) in every string the trace, the log and the returned
+:class:`Answer` carry (question, passages, messages, answer, sources); the guard checks the redacted question,
+the index and the model get it as asked, in memory only. An error before the trace leaves nothing behind; an
+error inside it leaves the trace (status ERROR) and no query-log row.
 """
 
 from __future__ import annotations
@@ -26,8 +31,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from pipelines.assistant import guard, query_log
 from pipelines.assistant import model as generator_model
-from pipelines.assistant import query_log
 from pipelines.assistant.context import (
     REFUSAL,
     Context,
@@ -38,9 +43,10 @@ from pipelines.assistant.context import (
     refusal_reason,
     unique_sources,
 )
+from pipelines.assistant.pii import redact, redact_payload
 from pipelines.assistant.prompts import load_champion
-from pipelines.assistant.questions import overlap, redact, validate_question
-from pipelines.assistant.retrieval import index_config, live_version, retrieve
+from pipelines.assistant.questions import overlap, validate_question
+from pipelines.assistant.retrieval import Retrieved, index_config, live_version, retrieve
 from pipelines.core import tracking
 from pipelines.core.settings import LooplineSettings, get_settings
 
@@ -74,6 +80,7 @@ class Answer:
     refusal_reason: str | None = None
     first_token_ms: float | None = None
     stopped: str | None = None
+    guard_dropped: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """The answer as ``--json`` prints it: :data:`JSON_KEYS` only."""
@@ -91,14 +98,13 @@ def _adapter(config: AssistantConfig, settings: LooplineSettings) -> tuple[str |
     return str(folder), f"{spec.model_name}/{version}"
 
 
-def _redacted_messages(messages: list[dict[str, str]], question: str, safe: str) -> list[dict[str, str]]:
-    return [{"role": m["role"], "content": m["content"].replace(question, safe)} for m in messages]
-
-
-def _documents(hits: list[Any]) -> list[dict[str, Any]]:
-    """Hits in the shape MLflow shows for a RETRIEVER span's outputs."""
-    return [{"id": h.chunk_id, "page_content": h.text,
-             "metadata": {"doc_id": h.doc_id, "heading": h.heading, "score": float(h.score)}} for h in hits]
+def _documents(hits: list[Any], verdicts: list[guard.Verdict]) -> list[dict[str, Any]]:
+    """Hits in the shape MLflow shows for a RETRIEVER span's outputs (redacted), with the guard's verdict."""
+    return redact_payload([
+        {"id": h.chunk_id, "page_content": h.text,
+         "metadata": {"doc_id": h.doc_id, "heading": h.heading, "score": float(h.score),
+                      **({"guard": v.reason} if v.flagged else {})}}
+        for h, v in zip(hits, verdicts, strict=True)])
 
 
 def answer(question: str | bytes, config: AssistantConfig, settings: LooplineSettings | None = None, *,
@@ -130,7 +136,7 @@ def answer(question: str | bytes, config: AssistantConfig, settings: LooplineSet
     backend = config.generator.backend
     prepared = generator_model.prepare(config.generator.base_model, settings, backend=backend)
     adapter_path, adapter_version = _adapter(config, settings)
-    live_version(rag, settings)
+    index_version = live_version(rag, settings)
     generator = generator_model.load(str(prepared.path), adapter_path, backend=backend)
     model_label = model_name(prepared, backend)
     deadline = started + config.budgets.max_latency_ms / 1000
@@ -148,19 +154,27 @@ def answer(question: str | bytes, config: AssistantConfig, settings: LooplineSet
                              "loopline.prompt_version": prompt.version, "loopline.model": model_label,
                              "loopline.adapter_version": adapter_version or "", "loopline.index": rag.instance,
                              "loopline.backend": backend, "loopline.origin": origin})
-        found, context, word_overlap, reason = _retrieve_traced(text, safe_question, config, rag, generator,
-                                                                settings)
+        verdict = guard.check_question(safe_question, config.guard, settings)
+        root.set_attributes({"loopline.guard": verdict.to_json() if config.guard.enabled else "off"})
+        dropped: list[dict[str, Any]] = []
+        if verdict.flagged:  # declined before retrieval: the question never reaches the index or the model
+            found, context, word_overlap = Retrieved([], None, index_version), EMPTY_CONTEXT, 0.0
+            reason = verdict.reason
+        else:
+            found, context, word_overlap, reason, dropped = _retrieve_traced(text, safe_question, config, rag,
+                                                                             generator, settings)
         if reason is None:
             messages = prompt.render(context.text, text)
-            generation = _generate_traced(generator, messages, config, text, safe_question, deadline)
-        reply, passages, refused, reason = _reply(generation, context, reason)
-        sources = unique_sources(passages)
+            generation = _generate_traced(generator, messages, config, deadline)
+        raw_reply, passages, refused, reason = _reply(generation, context, reason)
+        reply = redact(raw_reply)
+        sources = redact_payload(unique_sources(passages))
         latency_ms = round((time.perf_counter() - started) * 1000, 1)
         tokens_in = generation.tokens_in if generation else 0
         tokens_out = generation.tokens_out if generation else 0
-        root.set_outputs({"answer": redact(reply), "sources": sources, "refused": refused})
+        root.set_outputs({"answer": reply, "sources": sources, "refused": refused})
         root.set_attributes({"loopline.index_version": found.version, "loopline.refused": refused,
-                             "loopline.refusal_reason": reason or "", "loopline.tokens_in": tokens_in,
+                             "loopline.refusal_reason": redact(reason or ""), "loopline.tokens_in": tokens_in,
                              "loopline.tokens_out": tokens_out, "loopline.latency_ms": latency_ms})
         trace_id = root.trace_id
 
@@ -171,11 +185,12 @@ def answer(question: str | bytes, config: AssistantConfig, settings: LooplineSet
         retrieval_scores=[round(float(h.score), 4) for h in found.hits], similarity=found.similarity,
         overlap=round(word_overlap, 3), refusal_reason=reason,
         first_token_ms=generation.first_token_ms if generation else None,
-        stopped=generation.stopped if generation else None)
+        stopped=generation.stopped if generation else None, guard_dropped=dropped)
     query_log.write_row(rag.instance, day, trace_id, {
-        "query": safe_question, "answer": redact(reply), "ts": now.astimezone(UTC).isoformat(),
+        "query": safe_question, "answer": reply, "ts": now.astimezone(UTC).isoformat(),
         "assistant": config.dag_id, "origin": origin, "trace_id": trace_id, "refused": refused,
-        "refusal_reason": reason, "sources": sources, "prompt": prompt.name, **_row_figures(result)}, settings)
+        "refusal_reason": redact(reason) if reason else None, "sources": sources, "prompt": prompt.name,
+        "guard_dropped": [d["chunk_id"] for d in dropped], **_row_figures(result)}, settings)
     log.info("Answered in %.0f ms (%s): %d+%d tokens, index %s, prompt v%s%s", latency_ms,
              "declined: " + reason if reason else "generated", tokens_in, tokens_out, found.version, prompt.version,
              f", first token {generation.first_token_ms:.0f} ms" if generation and generation.first_token_ms else "")
@@ -198,13 +213,20 @@ def _row_figures(result: Answer) -> dict[str, Any]:
             "latency_ms": result.latency_ms, "similarity": result.similarity, "overlap": result.overlap}
 
 
+EMPTY_CONTEXT = Context((), "", 0, 0, 0)
+
+
 def _retrieve_traced(question: str, safe_question: str, config: AssistantConfig, rag: Any, generator: Any,
-                     settings: LooplineSettings) -> tuple[Any, Context, float, str | None]:
-    """Retrieve and assemble the context in their own spans; say why to decline, if the context is too weak.
+                     settings: LooplineSettings) -> tuple[Retrieved, Context, float, str | None, list[dict[str, Any]]]:
+    """Retrieve, guard and assemble the context in their spans; say why to decline, if the context is too weak.
+
+    Args:
+        question: the question as asked (searched with; never stored).
+        safe_question: the redacted question (what the span records).
 
     Returns:
-        The retrieval, the assembled context, the question's word overlap with it, and the refusal reason
-        (None: generate an answer).
+        The retrieval, the assembled context, the question's word overlap with it, the refusal reason (None:
+        generate an answer), and the chunks the guard left out (chunk id, document, reason).
     """
     import mlflow
     from mlflow.entities import SpanType
@@ -212,29 +234,37 @@ def _retrieve_traced(question: str, safe_question: str, config: AssistantConfig,
     with mlflow.start_span(name="retrieve", span_type=SpanType.RETRIEVER) as span:
         span.set_inputs({"query": safe_question, "k": config.retrieval.k, "mode": config.retrieval.mode})
         found = retrieve(question, config, rag, settings)
-        span.set_outputs(_documents(found.hits))
-        span.set_attributes({"loopline.index_version": found.version, "loopline.similarity": found.similarity})
+        verdicts = guard.check_passages([h.text for h in found.hits], config.guard, settings)
+        dropped = [{"chunk_id": h.chunk_id, "doc_id": h.doc_id, "reason": v.reason}
+                   for h, v in zip(found.hits, verdicts, strict=True) if v.flagged]
+        span.set_outputs(_documents(found.hits, verdicts))
+        span.set_attributes({"loopline.index_version": found.version, "loopline.similarity": found.similarity,
+                             "loopline.guard_dropped": redact_payload(dropped)})
+    if dropped:
+        log.warning("The guard left %d retrieved chunk(s) out of the context: %s", len(dropped),
+                    ", ".join(f"{d['chunk_id']} ({d['doc_id']}: {d['reason']})" for d in dropped))
+    kept = [h for h, v in zip(found.hits, verdicts, strict=True) if not v.flagged]
     with mlflow.start_span(name="assemble", span_type=SpanType.PARSER) as span:
-        context: Context = assemble_context(found.hits, config.retrieval.max_context_tokens,
+        context: Context = assemble_context(kept, config.retrieval.max_context_tokens,
                                             generator.count_tokens, generator.truncate)
         word_overlap = overlap(question, context.text)
         reason = refusal_reason(found.similarity, word_overlap, context,
                                 min_similarity=config.retrieval.min_similarity,
                                 min_overlap=config.retrieval.min_overlap)
-        span.set_outputs({**context.summary(), "overlap": round(word_overlap, 3), "refusal_reason": reason})
-    return found, context, word_overlap, reason
+        span.set_outputs(redact_payload({**context.summary(), "overlap": round(word_overlap, 3),
+                                         "refusal_reason": reason}))
+    return found, context, word_overlap, reason, dropped
 
 
-def _generate_traced(generator: Any, messages: list[dict[str, str]], config: AssistantConfig, question: str,
-                     safe_question: str, deadline: float) -> Any:
+def _generate_traced(generator: Any, messages: list[dict[str, str]], config: AssistantConfig,
+                     deadline: float) -> Any:
     """Generate inside a CHAT_MODEL span that records the (redacted) messages, token usage and latency."""
     import mlflow
     from mlflow.entities import SpanType
     from mlflow.tracing.constant import SpanAttributeKey, TokenUsageKey
 
     with mlflow.start_span(name="generate", span_type=SpanType.CHAT_MODEL) as span:
-        span.set_inputs({"messages": _redacted_messages(messages, question, safe_question),
-                         "max_new_tokens": config.generator.max_new_tokens})
+        span.set_inputs({"messages": redact_payload(messages), "max_new_tokens": config.generator.max_new_tokens})
         generation = generator_model.generate(generator, messages, config.generator.max_new_tokens,
                                               threads=config.generator.threads, deadline=deadline)
         span.set_outputs({"content": redact(generation.text), "stopped": generation.stopped})

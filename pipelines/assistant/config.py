@@ -94,6 +94,27 @@ class RetrievalSpec(StrictModel):
                                      "the chunks given to the model.")
 
 
+class GuardSpec(StrictModel):
+    """The input guard against prompt injection (``pipelines.assistant.guard``): rules plus a small model.
+
+    A question that a rule matches, or whose all-MiniLM-L6-v2 embedding is ``threshold`` or more similar to
+    an injection example, is declined before retrieval, with no generation. A retrieved chunk that a rule
+    matches, or one of whose sentences is ``passage_threshold`` or more similar, is left out of the context.
+    """
+
+    enabled: bool = Field(True, description="Check questions (and, with passages, the retrieved chunks) for "
+                                            "prompt injection; false: no guard.")
+    threshold: float = Field(
+        0.5, ge=0, le=1, description="Decline a question whose cosine similarity to the nearest injection example "
+                                     "is at least this (the 66 answerable docs questions scored at most 0.42; "
+                                     "docs/assistant.md).")
+    passages: bool = Field(True, description="Also check the retrieved chunks and leave out the ones that carry "
+                                             "instructions for the model.")
+    passage_threshold: float = Field(
+        0.65, ge=0, le=1, description="Leave out a chunk one of whose candidate sentences is at least this similar "
+                                     "to an injection example (docs chunks: at most 0.55).")
+
+
 class BudgetSpec(StrictModel):
     """Limits per question and per day."""
 
@@ -129,6 +150,8 @@ class AssistantConfig(PipelineBase):
     prompt: PromptSpec = Field(PromptSpec(), description="The chat prompt in MLflow's prompt registry.")
     retrieval: RetrievalSpec = Field(RetrievalSpec(), description="The chunks the prompt gets, and when to decline.")
     budgets: BudgetSpec = Field(BudgetSpec(), description="Question length, latency and daily token limits.")
+    guard: GuardSpec = Field(GuardSpec(), description="The input guard against prompt injection: questions and "
+                                                      "retrieved chunks.")
     check: CheckQuestions | None = Field(None, description="Questions check_answers asks; null: the task only "
                                                           "checks that the pieces load.")
 

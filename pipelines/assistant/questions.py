@@ -1,14 +1,14 @@
 """What comes in: a question checked before anything runs, its content words, and a redacted copy for the logs.
 
 :func:`validate_question` refuses empty, over-long and binary-looking input with :class:`QuestionRejected`;
-:func:`redact` masks e-mail addresses, IP addresses, card-like digit runs and phone numbers, so no log or
-trace keeps them; :func:`content_words` and :func:`overlap` measure how much of a question its context covers
-(the refusal gate in :mod:`pipelines.assistant.context`). Standard library only.
+:func:`redact` masks personal data (e-mail addresses, phone numbers, card numbers, IP addresses, IBANs, SSNs)
+with Presidio (:mod:`pipelines.assistant.pii`, imported on first use), so no log or trace keeps them;
+:func:`content_words` and :func:`overlap` measure how much of a question its context covers (the refusal gate
+in :mod:`pipelines.assistant.context`). Standard library only at import time.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import unicodedata
 
@@ -50,47 +50,16 @@ def validate_question(question: str | bytes, max_chars: int) -> str:
 
 # --- redaction ------------------------------------------------------------------------------------------------
 
-EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
-IPV4 = re.compile(r"(?<![\d.])\d{1,3}(?:\.\d{1,3}){3}(?![\d.])")
-IPV6 = re.compile(r"(?<![\w:])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?![\w:])")
-CARD = re.compile(r"(?<!\d)\d(?:[ -]?\d){12,18}(?!\d)")  # 13 to 19 digits, spaces or dashes between
-PHONE = re.compile(
-    r"(?<![\w+])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{1,4}\)[\s.-]?)?\d{2,4}(?:[\s.-]\d{2,4}){1,4}(?![\w])"
-    r"|(?<![\w+])\+\d{7,15}(?!\w)|(?<!\w)\d{9,12}(?!\w)")
-ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-
-
-def _ip(match: re.Match[str]) -> str:
-    try:
-        ipaddress.ip_address(match.group(0))
-    except ValueError:
-        return match.group(0)
-    return "[IP]"
-
-
-def _phone(match: re.Match[str]) -> str:
-    text = match.group(0)
-    digits = sum(ch.isdigit() for ch in text)
-    international = text.startswith(("+", "(")) or "(" in text
-    looks_like_phone = (7 <= digits <= 15 and not ISO_DATE.fullmatch(text.strip())
-                        and (international or digits >= 9 or re.search(r"\d[.-]\d", text) is not None))
-    return "[PHONE]" if looks_like_phone else text
-
-
-MASK = re.compile(r"\[(?:EMAIL|IP|CARD|PHONE)\]")
-
-
 def redact(text: str) -> str:
-    """``text`` with e-mail addresses, IP addresses, card-like digit runs and phone numbers masked.
+    """``text`` with e-mail addresses, phone numbers, card numbers, IP addresses, IBANs and SSNs masked.
 
-    Masks are ``[EMAIL]``, ``[IP]``, ``[CARD]`` and ``[PHONE]``. Dates (``2026-11-03``), versions and short
-    numbers ("80 degrees", "6 to 8 bar") stay.
+    Masks are ``[EMAIL]``, ``[PHONE]``, ``[CARD]``, ``[IP]``, ``[IBAN]`` and ``[SSN]``, found by Presidio's
+    pattern recognizers (:func:`pipelines.assistant.pii.redact`, which loads Presidio on first use). Dates
+    (``2026-11-03``), versions, ports and short numbers ("80 degrees", "6 to 8 bar") stay.
     """
-    text = EMAIL.sub("[EMAIL]", text)
-    text = IPV4.sub(_ip, text)
-    text = IPV6.sub(_ip, text)
-    text = CARD.sub("[CARD]", text)
-    return PHONE.sub(_phone, text)
+    from pipelines.assistant import pii
+
+    return pii.redact(text)
 
 
 # --- content words ----------------------------------------------------------------------------------------------
@@ -136,5 +105,7 @@ def overlap(question: str, context: str) -> float:
     Personal data is no content: the question's e-mail addresses, numbers and the like (what :func:`redact`
     masks) do not count.
     """
+    from pipelines.assistant.pii import MASK
+
     asked = content_words(MASK.sub(" ", redact(question)))
     return len(asked & content_words(context)) / len(asked) if asked else 0.0
