@@ -148,9 +148,10 @@ ASK_SCRIPT = """
 })();
 """
 
-STATE_CLASS = {"success": "good", "promoted": "good", "live": "good", "no_drift": "good", "approved": "good", "passed": "good",
-               "failed": "bad", "rejected": "bad", "drift": "bad", "blocked": "bad", "rolled_back": "bad", "running": "warn", "queued": "warn",
-               "building": "warn", "skipped": "neutral", "previous": "neutral", "checked": "neutral"}
+STATE_CLASS = {"success": "good", "promoted": "good", "live": "good", "no_drift": "good", "approved": "good",
+               "passed": "good", "failed": "bad", "rejected": "bad", "drift": "bad", "blocked": "bad",
+               "rolled_back": "bad", "running": "warn", "queued": "warn", "building": "warn", "skipped": "neutral",
+               "previous": "neutral", "checked": "neutral"}
 
 
 def _e(value: Any) -> str:
