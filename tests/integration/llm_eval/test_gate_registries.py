@@ -1,7 +1,7 @@
 """The gate's moves on both registries, against a real MLflow store: a prompt (the prompt registry) and an adapter
 (the model registry) found under @challenger, promoted with its tags (compare-and-set), not judged twice, rolled
 back to the version it replaced, and a retry of the rollback moving nothing. No model answers here: the
-answering side is tests/integration/llm_eval/test_llm_eval_gate.py."""
+answering side is tests/integration/llm_eval/test_release_gate_answers.py."""
 
 from __future__ import annotations
 
