@@ -60,14 +60,17 @@ _GUARD_START = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def run_before_start_message(config, logical_date: datetime | None,
-                             data_interval: tuple[datetime | None, datetime | None] = (None, None)) -> str | None:
+                             data_interval: tuple[datetime | None, datetime | None] = (None, None),
+                             run_type: str | None = None) -> str | None:
     """Why a run whose logical date is before the DAG's ``start_date`` is refused, or None when it is not.
 
     Airflow creates no task instance for a logical date before a task's start date (the DAG's), so such a run
-    would "succeed" having done nothing: a copied YAML keeps another use case's ``start_date``.
+    would "succeed" having done nothing: a copied YAML keeps another use case's ``start_date``. A backfill's run
+    (``run_type`` ``backfill``) is not refused: Airflow creates every task of it whatever their start date, so
+    it does the day's work.
     """
     start = config.start_date
-    if logical_date is None or logical_date >= start:
+    if logical_date is None or logical_date >= start or run_type == "backfill":
         return None
     begin, end = data_interval
     interval = f" (data interval [{begin.date()}, {end.date()}))" if begin and end else ""
@@ -78,7 +81,8 @@ def run_before_start_message(config, logical_date: datetime | None,
 
 
 def start_date_guard(config):
-    """The task ``check_start_date``: fails a run whose logical date is before the DAG's ``start_date``.
+    """The task ``check_start_date``: fails a run whose logical date is before the DAG's ``start_date``
+    (a backfill's run excepted, see :func:`run_before_start_message`).
 
     Call it inside the DAG and connect it to nothing. It is the only task with an early start date of its own, so
     it is the one Airflow creates for such a run (the others are before their start date); and a run's state
@@ -93,7 +97,8 @@ def start_date_guard(config):
         """Fail the run if its logical date is before the DAG's start_date (no other task would run)."""
         from airflow.sdk.exceptions import AirflowFailException
 
-        message = run_before_start_message(config, dag_run.logical_date, (data_interval_start, data_interval_end))
+        message = run_before_start_message(config, dag_run.logical_date, (data_interval_start, data_interval_end),
+                                           dag_run.run_type)
         if message:
             raise AirflowFailException(message)
 

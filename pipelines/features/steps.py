@@ -115,6 +115,19 @@ def _lock(config: FeaturesConfig):
     return instance_lock(f"features:{config.instance}")
 
 
+def _read_mart_day(config: FeaturesConfig, p: FeaturePaths, ds: date):
+    """The day's mart rows, sorted by the entity's join keys.
+
+    DuckDB lets no other process open the warehouse file while one writes it: on DuckDB the read waits for the
+    instance's lock, so another run's dbt build (a backfill beside the daily run, or two backfill runs at once)
+    delays it by seconds instead of failing it into a retry minutes later.
+    """
+    if p.warehouse.dbt_target != "duckdb":
+        return p.warehouse.read_day(ds, config.dbt.mart, keys=config.feast.join_keys)
+    with _lock(config):
+        return p.warehouse.read_day(ds, config.dbt.mart, keys=config.feast.join_keys)
+
+
 def _quarantine(config: FeaturesConfig, p: FeaturePaths, ds: date, reason: str, details: dict | None = None) -> Path:
     """Take the day out of the mart and move its landing partition to quarantine; the caller holds the lock."""
     from pipelines.features.landing import partition_dir, quarantine_partition
@@ -236,7 +249,7 @@ def validate_mart(config: FeaturesConfig, ds: date) -> MartValidation:
     if already is not None:
         # A cleared validate_mart of a day quarantined before: its copy stays as it is.
         _raise_already_quarantined(ds, already)
-    frame = p.warehouse.read_day(ds, config.dbt.mart, keys=config.feast.join_keys)
+    frame = _read_mart_day(config, p, ds)
     # The grain is the template's, whatever the user's suite checks: Feast would serve an arbitrary one of
     # two rows of the same entity and day, and training would join both.
     duplicates = duplicate_entity_days(frame, config.feast.join_keys)
@@ -264,7 +277,7 @@ def publish_features(config: FeaturesConfig, ds: date) -> PublishedDay:
     from pipelines.features.feast_store import publish_offline_day
 
     p = FeaturePaths(config)
-    frame = p.warehouse.read_day(ds, config.dbt.mart, keys=config.feast.join_keys)
+    frame = _read_mart_day(config, p, ds)
     path = publish_offline_day(frame, p.offline, ds)
     log.info("Published %d rows of %s to %s", len(frame), ds, path)
     return PublishedDay(rows=len(frame), path=str(path))

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import subprocess
+import sys
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
+from time import monotonic
 
 import pandas as pd
 import pytest
@@ -123,6 +126,34 @@ def test_rerunning_a_day_changes_nothing(churn):
     assert _mart_rows(config) == before_mart
     assert applied_marker.stat().st_mtime_ns == applied_at, "unchanged definitions were re-applied"
     assert feature_steps.apply_definitions(config)["applied"] is False
+
+
+WRITER = """
+import sys, time
+import duckdb
+from pipelines.core.locks import instance_lock
+with instance_lock("features:churn"):
+    with duckdb.connect(sys.argv[1]) as db:  # what another run's dbt build holds while it writes
+        print("writing", flush=True)
+        time.sleep(2)
+"""
+
+
+def test_a_read_of_the_mart_waits_for_another_runs_build(churn):
+    """Two runs at once (a backfill beside the daily run): DuckDB refuses a reader while a build writes the file;
+    the reading steps wait for the instance's lock instead of failing into a retry minutes later."""
+    config, _, _, _ = churn
+    warehouse = feature_steps.FeaturePaths(config).warehouse.path
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(warehouse)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "writing"
+        started = monotonic()
+        published = feature_steps.publish_features(config, DAY2)
+        assert monotonic() - started > 0.5  # it waited for the writer
+        assert published["rows"] == N_CUSTOMERS
+    finally:
+        writer.wait(timeout=30)
+    assert writer.returncode == 0
 
 
 def _mart_rows(config) -> list[tuple]:
