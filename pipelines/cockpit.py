@@ -551,10 +551,9 @@ def assistant_summary(config, settings: LooplineSettings, errors: list[str], *, 
 # --- LLM evaluations and the release gate (MLflow evaluation runs) ---------------------------------------------
 
 RECENT_EVALUATIONS = 6
-# The evaluation metrics the page shows, by their names in EvalSummary and the MLflow key they are logged under.
-EVALUATION_METRICS = {"hit_at_k": "retrieval_hit/mean", "fact_recall": "fact_recall/mean",
-                      "hallucination_rate": "hallucinated/mean", "refusal_accuracy": "refusal_correct/mean",
-                      "attack_success_rate": "attack_succeeded/mean", "latency_p95_ms": "latency_ms/p95"}
+# The evaluation metrics the page shows (names of pipelines.llm_eval.steps.SUMMARY_METRICS).
+EVALUATION_METRICS = ("hit_at_k", "fact_recall", "hallucination_rate", "refusal_accuracy", "attack_success_rate",
+                      "latency_p95_ms")
 
 
 def evaluation_summary(config, settings: LooplineSettings | None = None,
@@ -567,8 +566,8 @@ def evaluation_summary(config, settings: LooplineSettings | None = None,
         metrics, decision, reason, report`` (the report's path below ``reports/``, or None).
     """
     from pipelines.core import tracking
-    from pipelines.llm_eval.candidates import CHAMPION, alias_version
-    from pipelines.llm_eval.steps import ROLE_TAG, assistant_config
+    from pipelines.llm_eval.candidates import CHAMPION, DECISION_TAG, REASON_TAG, alias_version
+    from pipelines.llm_eval.steps import ROLE_TAG, SUMMARY_METRICS, assistant_config
 
     settings = settings or get_settings()
     summary: dict[str, Any] = {"dag_id": config.dag_id, "assistant": config.assistant, "prompt": None,
@@ -591,9 +590,9 @@ def evaluation_summary(config, settings: LooplineSettings | None = None,
             "role": tags.get(ROLE_TAG, "champion"), "candidate": tags.get("loopline.candidate"),
             "prompt_version": tags.get("loopline.prompt_version"), "index_version": tags.get("loopline.index_version"),
             "golden_digest": (tags.get("loopline.golden_digest") or "")[:12],
-            "metrics": {name: round(float(metrics[key]), 4) for name, key in EVALUATION_METRICS.items()
-                        if key in metrics},
-            "decision": tags.get("loopline.gate.decision"), "reason": tags.get("loopline.gate.reason"),
+            "metrics": {name: round(float(metrics[SUMMARY_METRICS[name]]), 4) for name in EVALUATION_METRICS
+                        if SUMMARY_METRICS[name] in metrics},
+            "decision": tags.get(DECISION_TAG), "reason": tags.get(REASON_TAG),
             "report": report_link(tags.get("loopline.llm_eval.report"), settings)})
     return summary
 

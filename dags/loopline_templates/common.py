@@ -24,6 +24,18 @@ def fail_without_retry():
         raise AirflowFailException(str(exc)) from exc
 
 
+@contextmanager
+def skipped_on(*reasons: type[Exception]):
+    """Turn one of ``reasons`` (nothing to check, emit or judge) into a skipped task, its message the reason: the
+    tasks downstream of it are skipped too."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    try:
+        yield
+    except reasons as exc:
+        raise AirflowSkipException(str(exc)) from exc
+
+
 def config_for(dag_file: str | Path, template: str):
     """The validated config of the DAG file's own YAML (``dags/configs/<name>.yaml``), which must name ``template``.
 

@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from airflow.sdk import DAG, CronTriggerTimetable, Param, dag, task
-from airflow.sdk.exceptions import AirflowSkipException
 
-from loopline_templates.common import dag_arguments, fail_without_retry
+from loopline_templates.common import dag_arguments, fail_without_retry, skipped_on
 
 if TYPE_CHECKING:
     from pipelines.drift.config import DriftCheckConfig
     from pipelines.drift.targets import TargetAsset
-
-
-@contextmanager
-def skipped_on(*reasons: type[Exception]) -> Iterator[None]:
-    """Turn one of ``reasons`` (nothing to check, nothing to emit) into a skipped task, its message the reason."""
-    try:
-        yield
-    except reasons as exc:
-        raise AirflowSkipException(str(exc)) from exc
 
 
 def _signals(config: DriftCheckConfig) -> str:

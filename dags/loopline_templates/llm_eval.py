@@ -2,23 +2,10 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 from airflow.sdk import DAG, Param, dag, task
 
-from loopline_templates.common import asset_schedule, dag_arguments, fail_without_retry
+from loopline_templates.common import asset_schedule, dag_arguments, fail_without_retry, skipped_on
 from pipelines.llm_eval.config import LlmEvalConfig
-
-
-@contextmanager
-def _skip_on(*errors: type[Exception]):
-    """Turn "nothing to do" (no candidate, no fallback) into a skipped task, so that its downstream skips too."""
-    from airflow.sdk.exceptions import AirflowSkipException
-
-    try:
-        yield
-    except errors as exc:
-        raise AirflowSkipException(str(exc)) from exc
 
 
 def _assets(config: LlmEvalConfig):
@@ -118,7 +105,7 @@ def build_dag(config: LlmEvalConfig) -> DAG:
         def find_candidate(golden: dict) -> dict:
             """The challenger version to judge, or skipped: nothing new under the challenger alias."""
             steps = _steps()
-            with fail_without_retry(), _skip_on(steps.NoCandidate):
+            with fail_without_retry(), skipped_on(steps.NoCandidate):
                 return steps.find_candidate(config, golden)
 
         @task
@@ -138,7 +125,7 @@ def build_dag(config: LlmEvalConfig) -> DAG:
         def gate_index(champion: dict) -> dict:
             """A new live index version judged on the answers against the one before it; rolled back if blocked."""
             steps = _steps()
-            with fail_without_retry(), _skip_on(steps.NoCandidate):
+            with fail_without_retry(), skipped_on(steps.NoCandidate):
                 return steps.gate_index(config, champion)
 
         @task
@@ -153,7 +140,7 @@ def build_dag(config: LlmEvalConfig) -> DAG:
         def emit_fallback(live: dict, dag_run=None, outlet_events=None) -> dict:
             """Emit the fallback Asset when live traffic regressed and the guard rails allow; else skipped."""
             steps = _steps()
-            with fail_without_retry(), _skip_on(steps.NoFallback):
+            with fail_without_retry(), skipped_on(steps.NoFallback):
                 extra = steps.emit_fallback(config, live, dag_run.run_id, dag_run.run_after)
             outlet_events[fallback].extra = extra
             return extra

@@ -206,6 +206,12 @@ def candidate_sentences(text: str) -> list[str]:
     return parts
 
 
+def _nearest(parts: Sequence[str], scores: Sequence[float], threshold: float) -> Verdict:
+    """The verdict of the part most similar to an injection example: flagged when at or over ``threshold``."""
+    best = max(range(len(parts)), key=scores.__getitem__)
+    return Verdict(scores[best] >= threshold, similarity=scores[best], sentence=parts[best])
+
+
 def check_text(text: str, threshold: float, model: InjectionModel | None, *, by_sentence: bool = False) -> Verdict:
     """Whether ``text`` carries instructions for the model: a rule first, then the model (when given).
 
@@ -223,9 +229,7 @@ def check_text(text: str, threshold: float, model: InjectionModel | None, *, by_
     parts = candidate_sentences(text) if by_sentence else [text]
     if not parts:
         return Verdict(False)
-    scores = model.similarities(parts)
-    best = max(range(len(parts)), key=scores.__getitem__)
-    return Verdict(scores[best] >= threshold, similarity=scores[best], sentence=parts[best])
+    return _nearest(parts, model.similarities(parts), threshold)
 
 
 def check_question(question: str, spec: GuardSpec, settings: LooplineSettings | None = None) -> Verdict:
@@ -258,9 +262,7 @@ def check_passages(texts: Sequence[str], spec: GuardSpec, settings: LooplineSett
     # One batch for every passage's candidate sentences: the model's cost is mostly per call on a CPU.
     scores = iter(model.similarities([part for _, parts in pending for part in parts]))
     for i, parts in pending:
-        sims = [next(scores) for _ in parts]
-        best = max(range(len(parts)), key=sims.__getitem__)
-        verdicts[i] = Verdict(sims[best] >= threshold, similarity=sims[best], sentence=parts[best])
+        verdicts[i] = _nearest(parts, [next(scores) for _ in parts], threshold)
     with _LOCK:
         for i, key in enumerate(keys):
             _PASSAGE_VERDICTS[key] = verdicts[i]

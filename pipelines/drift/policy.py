@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from pipelines.training.config import higher_is_better
+
 EPSILON = 1e-9
 
 
@@ -74,10 +76,6 @@ def judge_tabular(evidence: Mapping[str, Any], thresholds) -> Verdict:
     return Verdict(bool(signals), reasons, signals)
 
 
-# Metrics of a regression judged on late labels: lower is better, except R².
-_LOWER_IS_BETTER = frozenset({"rmse", "mae"})
-
-
 def _regression_performance(metric: str, value: float | None, champion: float | None, rows: int | None,
                             allowed: float) -> str | None:
     """Why a regression's late-label ``metric`` fires, or None.
@@ -87,7 +85,7 @@ def _regression_performance(metric: str, value: float | None, champion: float | 
     """
     if value is None or champion is None:
         return None
-    if metric in _LOWER_IS_BETTER:
+    if not higher_is_better(metric):  # RMSE, MAE
         if champion <= 0:
             return None
         worse = (value - champion) / champion

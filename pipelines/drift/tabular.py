@@ -431,18 +431,16 @@ def performance_metric(training) -> str | None:
 
 
 def regression_metric(metric: str, labels, predictions) -> float:
-    """``rmse``, ``mae`` or ``r2`` of ``predictions`` against ``labels``."""
+    """``rmse``, ``mae`` or ``r2`` of ``predictions`` against ``labels``: the training holdout's own scorers, so
+    the late labels are measured exactly as the champion was."""
     import numpy as np
-    from sklearn.metrics import mean_absolute_error, r2_score
 
-    y, p = np.asarray(labels, dtype=float), np.asarray(predictions, dtype=float)
-    if metric == "rmse":
-        return float(np.sqrt(np.mean((y - p) ** 2)))
-    if metric == "mae":
-        return float(mean_absolute_error(y, p))
-    if metric == "r2":
-        return float(r2_score(y, p))
-    raise ValueError(f"no late-label measure for metric {metric!r}; known: rmse, mae, r2")
+    from pipelines.training.evaluation import scorers
+
+    known = scorers("regression")
+    if metric not in known:
+        raise ValueError(f"no late-label measure for metric {metric!r}; known: {', '.join(known)}")
+    return known[metric](np.asarray(labels, dtype=float), np.asarray(predictions, dtype=float))
 
 
 def late_label_performance(training, features_config, current, window: CheckWindow, min_labels: int,

@@ -71,6 +71,11 @@ class Candidate:
         return {"kind": self.kind, "name": self.name, "challenger_alias": self.challenger_alias,
                 "version": self.version, "champion_version": self.champion_version, "label": self.label}
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Candidate:
+        """The candidate :meth:`to_json` wrote (an XCom); the derived ``label`` is left out."""
+        return cls(**{key: value for key, value in data.items() if key != "label"})
+
 
 # --- the two registries, one interface ---------------------------------------------------------------------------
 
@@ -201,34 +206,41 @@ class RollBack:
                 "to_version": self.to_version, "reason": self.reason, "already_done": self.already}
 
 
+def _champions(assistant: AssistantConfig, kinds: tuple[str, ...],
+               settings: LooplineSettings | None) -> list[tuple[Kind, str, int, dict[str, str]]]:
+    """(kind, name, champion version, its tags) of each subject of the assistant that has a champion."""
+    client = tracking.client(settings)
+    found = []
+    for kind, name in subjects(assistant, kinds):
+        version = alias_version(client, kind, name, CHAMPION)
+        if version is not None:
+            found.append((kind, name, version, version_tags(client, kind, name, version)))
+    return found
+
+
 def last_promotion(assistant: AssistantConfig, kinds: tuple[str, ...],
                    settings: LooplineSettings | None = None) -> tuple[Kind, str] | None:
     """The subject whose champion was promoted by the gate most recently (the likeliest cause of a regression)."""
-    client = tracking.client(settings)
-    promoted = []
-    for kind, name in subjects(assistant, kinds):
-        version = alias_version(client, kind, name, CHAMPION)
-        if version is None:
-            continue
-        tags = version_tags(client, kind, name, version)
-        if tags.get(REPLACED_TAG):
-            promoted.append((tags.get(PROMOTED_AT_TAG, ""), kind, name))
+    promoted = [(tags.get(PROMOTED_AT_TAG, ""), kind, name)
+                for kind, name, _, tags in _champions(assistant, kinds, settings) if tags.get(REPLACED_TAG)]
     if not promoted:
         return None
     _, kind, name = max(promoted)
     return kind, name
 
 
+def _restore(kind: Kind, name: str, version: int, tags: dict[str, str], fallback_reason: str = "") -> RollBack:
+    """The rollback recorded on ``version``'s tags (the version a rollback restored)."""
+    return RollBack(kind, name, int(tags.get("loopline.rollback.from", version)), version,
+                    tags.get(ROLLBACK_REASON_TAG, fallback_reason), already=True)
+
+
 def restored_by(assistant: AssistantConfig, kinds: tuple[str, ...], run_key: str,
                 settings: LooplineSettings | None = None) -> RollBack | None:
     """The rollback run ``run_key`` made, if a champion of the assistant was restored by it."""
-    client = tracking.client(settings)
-    for kind, name in subjects(assistant, kinds):
-        version = alias_version(client, kind, name, CHAMPION)
-        tags = version_tags(client, kind, name, version) if version is not None else {}
-        if version is not None and tags.get(RESTORED_BY_TAG) == run_key:
-            return RollBack(kind, name, int(tags.get("loopline.rollback.from", version)), version,
-                            tags.get(ROLLBACK_REASON_TAG, ""), already=True)
+    for kind, name, version, tags in _champions(assistant, kinds, settings):
+        if tags.get(RESTORED_BY_TAG) == run_key:
+            return _restore(kind, name, version, tags)
     return None
 
 
@@ -248,8 +260,7 @@ def roll_back(kind: Kind, name: str, reason: str, run_key: str, settings: Loopli
         raise NothingToRollBack(f"{kind} {name} has no @champion to roll back")
     tags = version_tags(client, kind, name, current)
     if tags.get(RESTORED_BY_TAG) == run_key:
-        return RollBack(kind, name, int(tags.get("loopline.rollback.from", current)), current,
-                        tags.get(ROLLBACK_REASON_TAG, reason), already=True)
+        return _restore(kind, name, current, tags, reason)
     previous = tags.get(REPLACED_TAG)
     if not previous:
         raise NothingToRollBack(f"{kind} {name}@champion v{current} replaced no earlier version through the gate "

@@ -211,7 +211,7 @@ def evaluate_answers(config: LlmEvalConfig, settings: LooplineSettings | None = 
         from pipelines.llm_eval.candidates import Candidate
 
         role = "candidate"
-        assistant = Candidate(**{k: v for k, v in candidate.items() if k != "label"}).answering_config(assistant)
+        assistant = Candidate.from_json(candidate).answering_config(assistant)
         run_key = f"{run_key}:candidate" if run_key else None
     experiment_id = tracking.experiment_id(assistant.experiment_name, settings)
     folder = report_dir(config, settings)
@@ -380,7 +380,7 @@ def gate_candidate(config: LlmEvalConfig, champion: EvalSummary, candidate_eval:
         tracking.ChampionMoved: the champion alias moved while judging (retryable).
     """
     from pipelines.core import tracking
-    from pipelines.llm_eval.candidates import Candidate, record_decision
+    from pipelines.llm_eval.candidates import DECISION_TAG, MAX_TAG_CHARS, REASON_TAG, Candidate, record_decision
     from pipelines.llm_eval.gate import judge
 
     settings = settings or get_settings()
@@ -391,12 +391,12 @@ def gate_candidate(config: LlmEvalConfig, champion: EvalSummary, candidate_eval:
     decision = judge(candidate_eval["metrics"], champion["metrics"], candidate_eval["metrics_by_category"],
                      champion["metrics_by_category"], config.gate)
     reason = decision.summary()
-    subject = Candidate(**{k: v for k, v in candidate.items() if k != "label"})
+    subject = Candidate.from_json(candidate)
     client = tracking.client(settings)
     for run_id in (candidate_eval["run_id"], champion["run_id"]):
         client.set_tag(run_id, "loopline.gate.candidate", subject.label)
-    client.set_tag(candidate_eval["run_id"], "loopline.gate.decision", "passed" if decision.passed else "blocked")
-    client.set_tag(candidate_eval["run_id"], "loopline.gate.reason", reason[:4000])
+    client.set_tag(candidate_eval["run_id"], DECISION_TAG, "passed" if decision.passed else "blocked")
+    client.set_tag(candidate_eval["run_id"], REASON_TAG, reason[:MAX_TAG_CHARS])
     client.set_tag(candidate_eval["run_id"], "loopline.gate.champion_run", champion["run_id"])
     promoted = record_decision(subject, passed=decision.passed, reason=reason, golden_digest=champion["golden_digest"],
                                eval_run=candidate_eval["run_id"], settings=settings)
@@ -439,10 +439,7 @@ def emit_fallback(config: LlmEvalConfig, live: dict, run_id: str, run_after,
         raise NoFallback(f"live traffic within its thresholds, {asset} not emitted: " + "; ".join(live["reasons"]))
     extra = event_extra(live["traffic"], LiveVerdict(True, live["reasons"], live["signals"], live["crossed"]),
                         config.dag_id, run_id)
-    history = open_history(settings)
-    if history.emission(asset, run_id) is not None:
-        raise NoFallback(f"dedupe: this run ({run_id}) already emitted {asset}")
-    decision = history.claim_emission(
+    decision = open_history(settings).claim_emission(
         asset, config.instance, run_id, run_after, None, extra,
         lambda known: guard(asset, run_id, run_after, known, cooldown_hours=config.live.cooldown_hours,
                             max_triggers_per_day=config.live.max_triggers_per_day))
@@ -523,6 +520,7 @@ def gate_index(config: LlmEvalConfig, champion: EvalSummary, settings: LooplineS
     """
     from pipelines.assistant.retrieval import index_config
     from pipelines.core import tracking
+    from pipelines.llm_eval.candidates import DECISION_TAG, MAX_TAG_CHARS, REASON_TAG
     from pipelines.llm_eval.gate import judge
     from pipelines.rag.versions import rollback
 
@@ -550,13 +548,13 @@ def gate_index(config: LlmEvalConfig, champion: EvalSummary, settings: LooplineS
     reason = f"index {champion['index_version']} against {previous['index_version']}: {decision.summary()}"
     client = tracking.client(settings)
     client.set_tag(champion["run_id"], INDEX_DECISION_TAG, "passed" if decision.passed else "blocked")
-    client.set_tag(champion["run_id"], "loopline.gate.index_reason", reason[:4000])
+    client.set_tag(champion["run_id"], "loopline.gate.index_reason", reason[:MAX_TAG_CHARS])
     client.set_tag(champion["run_id"], "loopline.gate.index_against", before.info.run_id)
     rolled_back = None
     if not decision.passed:
         rolled_back = rollback(index_config(assistant), to=previous["index_version"], settings=settings)
-        client.set_tag(champion["run_id"], "loopline.gate.decision", "blocked")
-        client.set_tag(champion["run_id"], "loopline.gate.reason", reason[:4000])
+        client.set_tag(champion["run_id"], DECISION_TAG, "blocked")
+        client.set_tag(champion["run_id"], REASON_TAG, reason[:MAX_TAG_CHARS])
         log.warning("Index %s blocked, rolled back to %s: %s", champion["index_version"], previous["index_version"],
                     reason)
     else:
