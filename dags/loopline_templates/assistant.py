@@ -37,6 +37,16 @@ def _doc(config: AssistantConfig, ref) -> str:
     else:
         model = f"the causal LM at `{g.base_model}` (transformers)"
     adapter = f", with the LoRA adapter `{g.adapter.model_name}@{g.adapter.alias}`" if g.adapter else ""
+    rel = config.release
+    if rel is None:
+        release = "none (`release: null`): the champion answers every question"
+    elif rel.mode == "shadow":
+        release = (f"shadow: the {rel.challenger} version under `@{rel.alias}` answers every user question too, "
+                   "after the champion; its answer is traced, scored and logged, never shown")
+    else:
+        release = (f"canary: the {rel.challenger} version under `@{rel.alias}` answers {rel.share:.0%} of user "
+                   "questions (a hash of the request id)")
+    release += "; the llm_eval DAG promotes it or rolls it back (docs/llm-eval.md#shadow-and-canary-releases)"
     check = (f"asks “{config.check.answerable}” (must be answered"
              + (f", from `{config.check.expected_source}`" if config.check.expected_source else "")
              + f") and “{config.check.off_corpus}” (must be declined); otherwise the run fails without retry"
@@ -64,6 +74,8 @@ thread(s). Every answer is an MLflow trace (experiment `{config.experiment_name}
 generate, with token usage and versions) and a row of the query log that `docs_drift_check` reads, with the
 question redacted. Budgets: {b.max_question_chars:,} characters per question, {b.max_latency_ms:,} ms, and
 {b.max_tokens_per_day:,} tokens per UTC day.
+
+**Live release:** {release}.
 
 Config: `dags/configs/{config.dag_id}.yaml`. See docs/assistant.md.
 """

@@ -18,6 +18,19 @@ def _assets(config: LlmEvalConfig):
     return index_config(assistant).index_asset, prompt_candidate(assistant.instance)
 
 
+def _schedule(config: LlmEvalConfig, ref, candidate):
+    """The cron, or any of: a new live index, a new prompt candidate, a new adapter candidate (when the gate judges
+    the assistant's ``generator.adapter``: its lora_tune DAG emits ``<model_name>_candidate``)."""
+    from pipelines.core.assets import adapter_candidate
+    from pipelines.templates import load_named
+
+    assets = ref.asset() | candidate.asset()
+    adapter = load_named(config.assistant, "assistant").generator.adapter
+    if adapter is not None and "adapter" in config.gate.candidates:
+        assets = assets | adapter_candidate(adapter.model_name).asset()
+    return asset_schedule(config.schedule, assets)
+
+
 def _steps():
     """``pipelines.llm_eval.steps``, imported when a task runs, never when the DAG file is parsed."""
     from pipelines.llm_eval import steps
@@ -26,8 +39,15 @@ def _steps():
 
 
 def _doc(config: LlmEvalConfig, ref, candidate) -> str:
+    from pipelines.core.assets import adapter_candidate
+    from pipelines.templates import load_named
+
     when = (f"when the Asset `{ref.name}` is updated (a new live index) or `{candidate.name}` (the assistant gave "
             "a new prompt version @challenger)")
+    adapter = load_named(config.assistant, "assistant").generator.adapter
+    if adapter is not None and "adapter" in config.gate.candidates:
+        when += (f", or `{adapter_candidate(adapter.model_name).name}` (its lora_tune DAG gave a new adapter "
+                 "version @challenger)")
     if config.schedule:
         when = f"on `{config.schedule}` (UTC) and " + when
     limit = f"at most {config.cases} cases" if config.cases else "every case"
@@ -63,8 +83,12 @@ for a quick look). From a shell: `python -m pipelines.llm_eval run {config.insta
    {config.live.max_latency_p95_ms:,} ms, from {config.live.min_answers} answers); past a threshold, the Asset
    `{config.fallback_asset}` is emitted (cooldown {config.live.cooldown_hours:g} h, at most
    {config.live.max_triggers_per_day} a day, once per run) and the DAG `{config.fallback_asset}` rolls back.
+8. **compare_release**: when the assistant has a `release:` (shadow or canary) and a challenger under its
+   alias, yesterday's answers of both arms are compared with the gate's regression check (`release:` here: at
+   least {config.release.min_answers} answers each); passed: the challenger takes `@champion`; blocked: it is
+   tagged `rolled_back` and loses its alias. Skipped without a release; it runs before **find_candidate**.
 
-Config: `dags/configs/{config.dag_id}.yaml`. See docs/llm-eval.md.
+Config: `dags/configs/{config.dag_id}.yaml`. See docs/llm-eval.md#shadow-and-canary-releases.
 """
 
 
@@ -74,7 +98,7 @@ def build_dag(config: LlmEvalConfig) -> DAG:
 
     @dag(
         **dag_arguments(config),
-        schedule=asset_schedule(config.schedule, ref.asset() | candidate.asset()),
+        schedule=_schedule(config, ref, candidate),
         max_active_runs=1,  # one model answering at a time: latency is part of what is measured
         max_active_tasks=1,  # champion and candidate answer one after the other, never side by side
         doc_md=_doc(config, ref, candidate),
@@ -101,7 +125,7 @@ def build_dag(config: LlmEvalConfig) -> DAG:
             with fail_without_retry():
                 return _steps().write_report(config, evaluation)
 
-        @task
+        @task(trigger_rule="none_failed")  # runs after compare_release, skipped or not
         def find_candidate(golden: dict) -> dict:
             """The challenger version to judge, or skipped: nothing new under the challenger alias."""
             steps = _steps()
@@ -134,6 +158,13 @@ def build_dag(config: LlmEvalConfig) -> DAG:
             with fail_without_retry():
                 return _steps().check_live_traffic(config, dag_run.run_after)
 
+        @task(trigger_rule="all_done")  # a failed live check does not hold the release decision back
+        def compare_release(dag_run=None) -> dict:
+            """The assistant's shadow or canary release on yesterday's answers: promoted, rolled back or undecided."""
+            steps = _steps()
+            with fail_without_retry(), skipped_on(steps.NoRelease):
+                return steps.compare_release(config, dag_run.run_after, dag_run.run_id)
+
         fallback = config.fallback_asset_ref.asset()
 
         @task(outlets=[fallback])
@@ -149,11 +180,15 @@ def build_dag(config: LlmEvalConfig) -> DAG:
         champion = evaluate_answers(golden)
         write_report(champion)
         gate_index(champion)
+        live = check_live_traffic()
+        emit_fallback(live)
+        release = compare_release()
+        live >> release
         candidate = find_candidate(golden)
+        release >> candidate  # the live decision first: a challenger it rolls back is not evaluated offline
         candidate_eval = evaluate_candidate(candidate)
         champion >> candidate_eval  # one model at a time: the champion's answers first
         gate_candidate(champion, candidate_eval, candidate)
         write_report.override(task_id="write_candidate_report")(candidate_eval)
-        emit_fallback(check_live_traffic())
 
     return llm_eval_pipeline()

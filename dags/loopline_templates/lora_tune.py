@@ -1,4 +1,5 @@
-"""Template ``lora_tune``: base model → instruction pairs from the docs → PEFT LoRA → evaluation → MLflow → champion."""
+"""Template ``lora_tune``: base model → instruction pairs from the docs → PEFT LoRA → evaluation → MLflow →
+@challenger for the assistant's llm_eval gate (or @champion on perplexity)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ def _params(config: LoraTuneConfig) -> dict[str, Param]:
     return {
         **form_params(config, LORA_FORM),
         "force_promote": Param(False, type="boolean", title="Force promote",
-                               description="Give a registered adapter the champion alias even if the rule says no."),
+                               description="Give a registered adapter the champion alias at once, past the "
+                                           "perplexity rule or the llm_eval gate."),
     }
 
 
@@ -45,6 +47,14 @@ def _doc(config: LoraTuneConfig) -> str:
             f"{config.tiny_model.hidden_size}) with a BPE tokenizer trained on the corpus"
             if config.tiny_model else "a checkpoint that must be there")
     ev = config.evaluation
+    if config.candidate_asset_ref:
+        promotion = (f"the version takes `@{ev.candidate_alias}`, and the assistant's llm_eval gate moves `champion` "
+                     "on answer metrics (against the base model alone while no adapter is champion).")
+        announce = (f"\n6. **announce_adapter_candidate**: emits the Asset `{config.candidate_asset_ref.name}` when a "
+                    f"version got `@{ev.candidate_alias}`, which starts the llm_eval DAG; skipped otherwise.")
+    else:
+        promotion = "the `champion` alias moves only if it also beats the champion on the same pairs."
+        announce = ""
     form = ", ".join(field.title for field in LORA_FORM)
     return f"""\
 # {config.dag_id}
@@ -64,8 +74,8 @@ def _doc(config: LoraTuneConfig) -> str:
 4. **evaluate_adapter**: eval loss and perplexity of the base model and of base + adapter on the held-out
    pairs; merged weights must give base + adapter's logits within {ev.merge_tolerance:g}.
 5. **register_adapter**: registers `{config.model_name}` only if perplexity drops by at least
-   {ev.min_improvement:.0%}; the `champion` alias moves only if it also beats the champion on the same pairs.
-   The reason is a tag of the version.
+   {ev.min_improvement:.0%}; {promotion}
+   The reason is a tag of the version, with the lineage (corpus digest, docs index version).{announce}
 
 A missing base model, a tokenizer that does not match, an empty dataset or a failed merge check fails the
 run without retry: nothing is registered, the champion stays. Config: `dags/configs/{config.dag_id}.yaml`.
@@ -112,7 +122,7 @@ def build_dag(config: LoraTuneConfig) -> DAG:
 
         @task
         def register_adapter(base: dict, data: dict, tuned: dict, evaluation: dict, params=None) -> dict:
-            """Register the adapter if it beats the base by the margin; move champion only on improvement."""
+            """Register the adapter if it beats the base by the margin; @challenger for the gate, or champion."""
             force = bool(params.get("force_promote"))
             return _steps().register_adapter(run_config(params), base, data, tuned, evaluation, force=force)
 
@@ -120,6 +130,22 @@ def build_dag(config: LoraTuneConfig) -> DAG:
         data = build_dataset(base)
         tuned = tune_adapter(base, data)
         evaluation = evaluate_adapter(base, data, tuned)
-        register_adapter(base, data, tuned, evaluation)
+        registration = register_adapter(base, data, tuned, evaluation)
+        if config.candidate_asset_ref:
+            candidate = config.candidate_asset_ref.asset()
+
+            @task(outlets=[candidate])
+            def announce_adapter_candidate(registration: dict, outlet_events=None) -> dict:
+                """Emit the adapter-candidate Asset when a version got the challenger alias; else skipped."""
+                from airflow.sdk.exceptions import AirflowSkipException
+
+                if not registration.get("challenger_set"):
+                    raise AirflowSkipException(f"nothing new for the gate: {registration['reason']}")
+                extra = {"model_name": registration["model_name"], "version": registration["version"],
+                         "champion": registration["champion"], "index_version": registration.get("index_version")}
+                outlet_events[candidate].extra = extra
+                return extra
+
+            announce_adapter_candidate(registration)
 
     return lora_tune_pipeline()

@@ -16,7 +16,10 @@
 3. **generate** (span type CHAT_MODEL): the champion prompt with the context and question, greedy decoding,
    token usage and latency as span attributes.
 
-Last, one query-log row (:mod:`pipelines.assistant.query_log`). Personal data is masked
+Last, one query-log row (:mod:`pipelines.assistant.query_log`). With a live release (the config's ``release:``,
+:mod:`pipelines.assistant.release`) a user's question is answered by the arm it is routed to (canary) or by both
+(shadow: the challenger's answer is traced, scored and logged with ``shown: false``, never returned); each arm's
+trace and row carry the arm, its version and whether the user saw it. Personal data is masked
 (:func:`pipelines.assistant.pii.redact`, Presidio) in every string the trace, the log and the returned
 :class:`Answer` carry (question, passages, messages, answer, sources); the guard checks the redacted question,
 the index and the model get it as asked, in memory only. An error before the trace leaves nothing behind; an
@@ -27,11 +30,11 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from pipelines.assistant import guard, query_log
+from pipelines.assistant import guard, query_log, release
 from pipelines.assistant import model as generator_model
 from pipelines.assistant.context import (
     REFUSAL,
@@ -43,8 +46,9 @@ from pipelines.assistant.context import (
     refusal_reason,
     unique_sources,
 )
+from pipelines.assistant.model import GeneratorUnavailable
 from pipelines.assistant.pii import redact, redact_payload
-from pipelines.assistant.prompts import load_champion
+from pipelines.assistant.prompts import PromptUnavailable, load_champion
 from pipelines.assistant.questions import overlap, validate_question
 from pipelines.assistant.retrieval import Retrieved, index_config, live_version, retrieve
 from pipelines.core import tracking
@@ -81,6 +85,9 @@ class Answer:
     first_token_ms: float | None = None
     stopped: str | None = None
     guard_dropped: list[dict[str, Any]] = field(default_factory=list)
+    request_id: str = ""
+    arm: str | None = None  # a live release: the arm that answered (champion or challenger)
+    release_version: str | None = None  # ... and its version, e.g. 'prompt docs_assistant_answer v3'
 
     def to_json(self) -> dict[str, Any]:
         """The answer as ``--json`` prints it: :data:`JSON_KEYS` only."""
@@ -89,14 +96,6 @@ class Answer:
 
 
 # --- the answer -------------------------------------------------------------------------------------------------
-
-def _adapter(config: AssistantConfig, settings: LooplineSettings) -> tuple[str | None, str | None]:
-    spec = config.generator.adapter
-    if spec is None:
-        return None, None
-    folder, version = generator_model.adapter_folder(spec.model_name, spec.alias, settings)
-    return str(folder), f"{spec.model_name}/{version}"
-
 
 def _documents(hits: list[Any], verdicts: list[guard.Verdict]) -> list[dict[str, Any]]:
     """Hits in the shape MLflow shows for a RETRIEVER span's outputs (redacted), with the guard's verdict."""
@@ -108,14 +107,21 @@ def _documents(hits: list[Any], verdicts: list[guard.Verdict]) -> list[dict[str,
 
 
 def answer(question: str | bytes, config: AssistantConfig, settings: LooplineSettings | None = None, *,
-           now: datetime | None = None, origin: str = "user") -> Answer:
+           now: datetime | None = None, origin: str = "user", request_id: str | None = None) -> Answer:
     """Answer ``question`` from the live index with the champion prompt and the configured generator.
+
+    With a ``release:`` in the config and a challenger to release (:mod:`pipelines.assistant.release`), a user's
+    question is answered in **canary** mode by the arm its request id hashes to, in **shadow** mode by the
+    champion, and then by the challenger too (its answer traced, scored and logged with ``shown: false``, never
+    returned; a failure of the shadow answer is logged and leaves the user's answer alone).
 
     Args:
         question: the user's question (text, or UTF-8 bytes).
         config: the assistant's config.
         now: the moment the question came in (its UTC day keys the query log and the budget); default now.
         origin: who asked, kept in the query log and the trace (``user``, ``check`` for the DAG's own check).
+        request_id: the request's id (the canary hashes it: a retry with the same id gets the same arm); default:
+            one derived from the assistant, the UTC day and the redacted question.
 
     Raises:
         QuestionRejected: empty, too long, or binary-looking input.
@@ -132,10 +138,68 @@ def answer(question: str | bytes, config: AssistantConfig, settings: LooplineSet
     safe_question = redact(text)
     rag = index_config(config)
     query_log.check_budget(rag.instance, config.dag_id, day, config.budgets.max_tokens_per_day, settings)
+    request_id = request_id or release.request_id_for(config.dag_id, day, safe_question)
+    asked = _Asked(text, safe_question, rag, now, origin, request_id)
+    live = release.active_release(config, origin, settings)
+    if live is None:
+        return _answer_arm(asked, config, settings, started)
+    arm = live.arm_for(request_id)
+    if arm == release.CHALLENGER_ARM:
+        try:
+            return _answer_arm(asked, live.challenger.answering_config(config), settings, started,
+                               _ArmRun(live, arm, shown=True))
+        except (PromptUnavailable, GeneratorUnavailable) as exc:  # the challenger cannot answer: the champion does
+            log.warning("The canary challenger %s cannot answer (%s): the champion answers", live.challenger_label, exc)
+    shown = _answer_arm(asked, config, settings, started, _ArmRun(live, release.CHAMPION_ARM, shown=True))
+    if live.mode == "shadow":
+        shadow = replace(asked, origin=release.SHADOW_ORIGIN)
+        try:
+            _answer_arm(shadow, live.challenger.answering_config(config), settings, time.perf_counter(),
+                        _ArmRun(live, release.CHALLENGER_ARM, shown=False))
+        except Exception:  # the user has the champion's answer: a shadow failure must not take it away
+            log.exception("The shadow challenger %s failed on request %s; the user's answer is the champion's",
+                          live.challenger_label, request_id)
+    return shown
+
+
+@dataclass(frozen=True)
+class _Asked:
+    """A question, checked: as asked (never stored), redacted, its index, time, origin and request id."""
+
+    text: str
+    safe_question: str
+    rag: Any
+    now: datetime
+    origin: str
+    request_id: str
+
+
+@dataclass(frozen=True)
+class _ArmRun:
+    """One arm of a live release answering: which, whether the user sees it, and the release."""
+
+    live: release.LiveRelease
+    arm: str
+    shown: bool
+
+
+def _arm_label(config: AssistantConfig, kind: str, prompt: Any, adapter_version: str | None) -> str:
+    """The version an arm answered with, as rows and traces name it (what it loaded, not what it looked up)."""
+    if kind == "prompt":
+        return release.version_label("prompt", prompt.name, prompt.version)
+    name, _, version = (adapter_version or "").partition("/")
+    return release.version_label("adapter", name or config.generator.adapter.model_name, version)  # type: ignore[union-attr]
+
+
+def _answer_arm(asked: _Asked, config: AssistantConfig, settings: LooplineSettings, started: float,
+                arm: _ArmRun | None = None) -> Answer:
+    """Answer with one configuration (the champion's, or a challenger's): one trace, one query-log row."""
+    now, day, rag = asked.now, asked.now.astimezone(UTC).date(), asked.rag
+    text, safe_question, origin = asked.text, asked.safe_question, asked.origin
     prompt = load_champion(config, settings)
-    backend = config.generator.backend
+    served = generator_model.resolve_generator(config.generator, settings)  # base alone until an adapter is there
+    backend, adapter_path, adapter_version = served.backend, served.adapter_path, served.adapter_version
     prepared = generator_model.prepare(config.generator.base_model, settings, backend=backend)
-    adapter_path, adapter_version = _adapter(config, settings)
     index_version = live_version(rag, settings)
     generator = generator_model.load(str(prepared.path), adapter_path, backend=backend)
     model_label = model_name(prepared, backend)
@@ -147,13 +211,24 @@ def answer(question: str | bytes, config: AssistantConfig, settings: LooplineSet
 
     experiment = tracking.experiment_id(config.experiment_name, settings)  # points MLflow at Loopline's store
     generation = None
+    release_fields: dict[str, Any] = {}
     with mlflow.start_span(name="answer", span_type=SpanType.CHAIN,
                            trace_destination=MlflowExperimentLocation(experiment)) as root:
         root.set_inputs({"question": safe_question})
         root.set_attributes({"loopline.assistant": config.dag_id, "loopline.prompt": f"{prompt.name}",
                              "loopline.prompt_version": prompt.version, "loopline.model": model_label,
                              "loopline.adapter_version": adapter_version or "", "loopline.index": rag.instance,
-                             "loopline.backend": backend, "loopline.origin": origin})
+                             "loopline.backend": backend, "loopline.origin": origin,
+                             "loopline.request_id": asked.request_id})
+        if arm is not None:
+            label = _arm_label(config, arm.live.challenger.kind, prompt, adapter_version)
+            release_fields = {"arm": arm.arm, "version": label, "shown": arm.shown, "release_mode": arm.live.mode,
+                              "challenger": arm.live.challenger_label, "champion": arm.live.champion_label}
+            tags = {"loopline.arm": arm.arm, "loopline.release.version": label,
+                    "loopline.shown": str(arm.shown).lower(), "loopline.release.mode": arm.live.mode,
+                    "loopline.request_id": asked.request_id}
+            root.set_attributes(tags)
+            mlflow.update_current_trace(tags=tags)
         verdict = guard.check_question(safe_question, config.guard, settings)
         root.set_attributes({"loopline.guard": verdict.to_json() if config.guard.enabled else "off"})
         dropped: list[dict[str, Any]] = []
@@ -176,6 +251,15 @@ def answer(question: str | bytes, config: AssistantConfig, settings: LooplineSet
         root.set_attributes({"loopline.index_version": found.version, "loopline.refused": refused,
                              "loopline.refusal_reason": redact(reason or ""), "loopline.tokens_in": tokens_in,
                              "loopline.tokens_out": tokens_out, "loopline.latency_ms": latency_ms})
+        if arm is not None:  # the live scores the release comparison reads (no reference answer needed)
+            spec = config.release
+            scores = release.live_scores(
+                reply, refused, [p.text for p in context.passages],
+                lambda texts: guard.injection_model(settings).embedder.encode(list(texts)),
+                spec.min_support if spec else 0.6, latency_ms=latency_ms, tokens=tokens_in + tokens_out)
+            release_fields["scores"] = scores
+            root.set_attributes({f"loopline.score.{key}": value for key, value in scores.items()
+                                 if key in ("groundedness", "hallucinated") and value is not None})
         trace_id = root.trace_id
 
     result = Answer(
@@ -185,15 +269,19 @@ def answer(question: str | bytes, config: AssistantConfig, settings: LooplineSet
         retrieval_scores=[round(float(h.score), 4) for h in found.hits], similarity=found.similarity,
         overlap=round(word_overlap, 3), refusal_reason=reason,
         first_token_ms=generation.first_token_ms if generation else None,
-        stopped=generation.stopped if generation else None, guard_dropped=dropped)
+        stopped=generation.stopped if generation else None, guard_dropped=dropped, request_id=asked.request_id,
+        arm=arm.arm if arm else None, release_version=release_fields.get("version"))
     query_log.write_row(rag.instance, day, trace_id, {
         "query": safe_question, "answer": reply, "ts": now.astimezone(UTC).isoformat(),
         "assistant": config.dag_id, "origin": origin, "trace_id": trace_id, "refused": refused,
         "refusal_reason": redact(reason) if reason else None, "sources": sources, "prompt": prompt.name,
-        "guard_dropped": [d["chunk_id"] for d in dropped], **_row_figures(result)}, settings)
-    log.info("Answered in %.0f ms (%s): %d+%d tokens, index %s, prompt v%s%s", latency_ms,
+        "guard_dropped": [d["chunk_id"] for d in dropped], "request_id": asked.request_id, "shown": True,
+        **release_fields, **_row_figures(result)}, settings)
+    log.info("Answered in %.0f ms (%s): %d+%d tokens, index %s, prompt v%s%s%s", latency_ms,
              "declined: " + reason if reason else "generated", tokens_in, tokens_out, found.version, prompt.version,
-             f", first token {generation.first_token_ms:.0f} ms" if generation and generation.first_token_ms else "")
+             f", first token {generation.first_token_ms:.0f} ms" if generation and generation.first_token_ms else "",
+             f"; {arm.live.mode} {arm.arm} {release_fields['version']}" + ("" if arm.shown else " (not shown)")
+             if arm else "")
     return result
 
 

@@ -22,6 +22,10 @@ class AdapterSpec(StrictModel):
                                                             "(a lora_tune instance's model_name).")
     alias: str = Field("champion", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_-]+$",
                        description="The registered version's alias to load.")
+    when_missing: Literal["fail", "base"] = Field(
+        "fail", description="When model_name@alias is not in the registry: 'fail' (answers fail, saying so) or "
+                            "'base' (the base model alone answers, on generator.backend, until lora_tune and the "
+                            "llm_eval gate have made an adapter champion; docs/lora.md).")
 
 
 class GeneratorSpec(StrictModel):
@@ -29,7 +33,9 @@ class GeneratorSpec(StrictModel):
 
     Two backends run the same weights: ``transformers`` (the GGUF de-quantized to float32, or any saved causal
     LM, with or without a LoRA adapter) and ``llama_cpp`` (the packaged GGUF file itself, 4-bit, through
-    llama.cpp: answers in about half the time on a CPU, no adapter).
+    llama.cpp: answers in about half the time on a CPU, no adapter). With ``backend: llama_cpp`` and an adapter
+    whose ``when_missing`` is ``base``, llama.cpp serves the base model until the adapter's alias exists; from then
+    on transformers serves base + adapter (``pipelines.assistant.model.resolve_generator``).
     """
 
     base_model: str = Field(
@@ -38,7 +44,8 @@ class GeneratorSpec(StrictModel):
                     "under the data home; otherwise a folder (absolute, repo-relative or 'home:…') of a causal LM "
                     "saved with save_pretrained whose tokenizer has a chat template.")
     adapter: AdapterSpec | None = Field(
-        None, description="A LoRA adapter from the MLflow registry on top of base_model; null: the base model alone.")
+        None, description="A LoRA adapter from the MLflow registry on top of base_model (always run by transformers); "
+                          "null: the base model alone.")
     backend: Literal["transformers", "llama_cpp"] = Field(
         "transformers",
         description="'transformers': torch, float32, any saved causal LM and LoRA adapters; 'llama_cpp': the "
@@ -59,10 +66,12 @@ class GeneratorSpec(StrictModel):
             raise ValueError(f"generator.backend llama_cpp runs a GGUF file, and base_model {self.base_model!r} is a "
                              f"folder: use base_model: {PACKAGED_MODEL} (the packaged GGUF), or backend: transformers "
                              "for a save_pretrained folder")
-        if self.adapter is not None:
+        if self.adapter is not None and self.adapter.when_missing != "base":
             raise ValueError(f"generator.adapter {self.adapter.model_name}@{self.adapter.alias} needs backend: "
                              "transformers (a LoRA adapter is loaded with PEFT onto the transformers model; "
-                             "llama.cpp runs the GGUF alone), or set adapter: null")
+                             "llama.cpp runs the GGUF alone), or when_missing: base (llama.cpp serves the base "
+                             "model until the adapter exists, transformers then serves base + adapter), or set "
+                             "adapter: null")
         return self
 
 
@@ -137,6 +146,39 @@ class CheckQuestions(StrictModel):
                             description="A question the corpus does not answer: must be declined.")
 
 
+class ReleaseSpec(StrictModel):
+    """A live release of the challenger: the prompt or adapter version under ``alias`` tried on users' questions.
+
+    ``shadow``: the challenger answers every user question too, after the champion; its answer is traced, scored
+    and logged, never shown. ``canary``: a share of user questions (a hash of the request id against ``share``,
+    so a retry answers the same way) gets the challenger's answer instead of the champion's. The llm_eval DAG
+    compares the two arms on the judged day's traffic and promotes the challenger or rolls it back
+    (docs/llm-eval.md#shadow-and-canary-releases).
+    """
+
+    mode: Literal["shadow", "canary"] = Field(description="shadow: the challenger answers too, unseen; canary: it "
+                                                          "answers a share of the questions, seen.")
+    share: float = Field(0.1, gt=0, le=1, description="canary: the share of user questions the challenger answers "
+                                                       "(shadow: every question; leave it out).")
+    challenger: Literal["prompt", "adapter"] = Field(
+        "prompt", description="What the challenger is: a prompt version or an adapter version (needs "
+                              "generator.adapter). An index version cannot be a challenger: the index has one live "
+                              "version at a time.")
+    alias: str = Field("challenger", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_-]+$",
+                       description="The alias that names the challenger version (the llm_eval gate's "
+                                   "challenger_alias).")
+    min_support: float = Field(0.6, ge=0, le=1,
+                               description="Groundedness of live answers: the MiniLM cosine an answer sentence "
+                                           "needs with a passage sentence (llm_eval's groundedness.min_similarity).")
+
+    @model_validator(mode="after")
+    def _share_is_for_canary(self) -> ReleaseSpec:
+        if self.mode == "shadow" and "share" in self.model_fields_set:
+            raise ValueError(f"release.share {self.share:g} is for mode canary: in shadow mode the challenger answers "
+                             "every question; remove share or use mode: canary")
+        return self
+
+
 class AssistantConfig(PipelineBase):
     """Template ``assistant``: retrieval from a rag_index's live version, a prompt from MLflow, a local model."""
 
@@ -154,11 +196,20 @@ class AssistantConfig(PipelineBase):
                                                       "retrieved chunks.")
     check: CheckQuestions | None = Field(None, description="Questions check_answers asks; null: the task only "
                                                           "checks that the pieces load.")
+    release: ReleaseSpec | None = Field(None, description="A shadow or canary release of the challenger on live "
+                                                         "questions; null: the champion answers alone.")
 
     @model_validator(mode="after")
     def _distinct_questions(self) -> AssistantConfig:
         if self.check and self.check.answerable.strip() == self.check.off_corpus.strip():
             raise ValueError("check.answerable and check.off_corpus are the same question")
+        return self
+
+    @model_validator(mode="after")
+    def _release_challenger_exists(self) -> AssistantConfig:
+        if self.release and self.release.challenger == "adapter" and self.generator.adapter is None:
+            raise ValueError("release.challenger adapter needs generator.adapter (the adapter whose versions are "
+                             "released); set it, or release a prompt: challenger: prompt")
         return self
 
     @property

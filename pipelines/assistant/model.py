@@ -59,6 +59,10 @@ class GeneratorUnavailable(NotRetryable):
     """The generator's files are missing or unusable; the message names the path and what to do."""
 
 
+class AdapterMissing(GeneratorUnavailable):
+    """``generator.adapter`` names a registered model or alias that is not in the MLflow registry."""
+
+
 @dataclass(frozen=True)
 class PreparedModel:
     """A model folder ready for ``from_pretrained``: where, from what, its digest, and whether this call built it."""
@@ -541,7 +545,7 @@ def adapter_folder(model_name: str, alias: str, settings: LooplineSettings | Non
         (the adapter folder, the version).
 
     Raises:
-        GeneratorUnavailable: no such registered model or alias.
+        AdapterMissing: no such registered model or alias (:func:`resolve_generator` may serve the base instead).
     """
     from mlflow.exceptions import MlflowException
 
@@ -552,9 +556,10 @@ def adapter_folder(model_name: str, alias: str, settings: LooplineSettings | Non
     try:
         version = tracking.client(settings).get_model_version_by_alias(model_name, alias)
     except MlflowException:
-        raise GeneratorUnavailable(f"generator.adapter: {model_name}@{alias} is not in the MLflow registry "
-                                   f"({settings.mlflow_uri}): run its lora_tune DAG, or set generator.adapter: null"
-                                   ) from None
+        raise AdapterMissing(f"generator.adapter: {model_name}@{alias} is not in the MLflow registry "
+                             f"({settings.mlflow_uri}): run its lora_tune DAG (and its llm_eval gate), set "
+                             "generator.adapter.when_missing: base to answer with the base model until then, or set "
+                             "generator.adapter: null") from None
     target = DataHome(settings).path("models", "adapters", model_name, f"v{version.version}")
     marker = read_marker(target)
     if marker and (target / marker.get("adapter_path", "")).is_dir():
@@ -566,3 +571,39 @@ def adapter_folder(model_name: str, alias: str, settings: LooplineSettings | Non
                                                   "source": version.source, "adapter_path": relative}, indent=2))
     log.info("Downloaded adapter %s version %s into %s", model_name, version.version, target)
     return target / relative, str(version.version)
+
+
+@dataclass(frozen=True)
+class ServedGenerator:
+    """What answers now: the backend, and the adapter folder and version (None: the base model alone), and why."""
+
+    backend: str
+    adapter_path: str | None
+    adapter_version: str | None
+    note: str
+
+
+def resolve_generator(generator: Any, settings: LooplineSettings | None = None) -> ServedGenerator:
+    """The backend and adapter a ``GeneratorSpec`` serves with, looked up in the registry when answering starts.
+
+    An adapter that is in the registry is always served by transformers (llama.cpp cannot take a LoRA adapter), so
+    ``backend: llama_cpp`` with ``adapter.when_missing: base`` serves the GGUF alone until lora_tune and the
+    llm_eval gate have made an adapter champion, and base + adapter from then on. With ``when_missing: fail`` a
+    missing adapter stops the answer.
+
+    Raises:
+        AdapterMissing: the adapter's model or alias is not in the registry and ``when_missing`` is ``fail``.
+    """
+    spec = generator.adapter
+    if spec is None:
+        return ServedGenerator(generator.backend, None, None, "no adapter configured: the base model alone")
+    try:
+        folder, version = adapter_folder(spec.model_name, spec.alias, settings)
+    except AdapterMissing as missing:
+        if spec.when_missing != "base":
+            raise
+        return ServedGenerator(generator.backend, None, None,
+                               f"{spec.model_name}@{spec.alias} is not in the registry yet: the base model alone "
+                               f"({generator.backend}) answers ({missing})")
+    return ServedGenerator("transformers", str(folder), f"{spec.model_name}/{version}",
+                           f"{spec.model_name}@{spec.alias} is version {version}: base + adapter (transformers)")

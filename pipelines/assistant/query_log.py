@@ -4,8 +4,11 @@ Each answer writes ``<home>/query_log/<index instance>/ds=<UTC day>/<trace id>.j
 (:func:`pipelines.core.files.write_atomic`): one file per answer, so concurrent answers never share a file
 and a reader never sees half a line. The row has ``query`` (the *redacted* question: the field
 ``pipelines.drift.rag.read_queries`` reads, so the docs drift check sees real traffic) and the answer's
-versions, tokens, latency and trace id. Nothing raw is stored: question and answer pass
-:func:`pipelines.assistant.questions.redact` first.
+versions, tokens, latency, trace id and request id, and ``shown`` (false: a shadow release's answer, never
+given to the user); during a live release also ``arm`` (champion or challenger), ``version`` (the arm's, e.g.
+``prompt docs_assistant_answer v3``), ``release_mode``, ``challenger``, ``champion`` and ``scores`` (refusal,
+latency, tokens, groundedness: :func:`pipelines.assistant.release.live_scores`). Nothing raw is stored:
+question and answer pass :func:`pipelines.assistant.questions.redact` first.
 
 :func:`tokens_used` sums one assistant's tokens of a day from the same rows: the daily budget needs no
 other store, and a deleted log resets it. :func:`day_summary` reads them for the Loopline page's accounting.
@@ -62,6 +65,11 @@ def read_rows(index_instance: str, day: date, settings: LooplineSettings | None 
                 yield row
 
 
+def is_shown(row: dict[str, Any]) -> bool:
+    """Whether the row's answer was given to whoever asked: not a shadow release's (``shown: false``)."""
+    return row.get("shown", True) is not False
+
+
 def tokens_used(index_instance: str, assistant: str, day: date, settings: LooplineSettings | None = None) -> int:
     """Prompt and answer tokens that assistant ``assistant`` (a DAG id) logged on ``day``."""
     return day_summary(index_instance, assistant, day, settings)["tokens"]
@@ -93,7 +101,9 @@ def day_summary(index_instance: str, assistant: str, day: date, settings: Loopli
                 max_tokens_per_day: int | None = None) -> dict[str, Any]:
     """What assistant ``assistant`` (a DAG id) answered on UTC day ``day``, from its query-log rows.
 
-    Every row counts, the DAG's own check questions too (``checks`` says how many), as for the budget.
+    Every answer a person or a check was given counts, the DAG's own check questions too (``checks`` says how
+    many). A shadow release's answers (``shown: false``) are not answers anyone saw: they count in the tokens
+    (they spend the budget as any answer), not in ``answers``, ``refused`` or the latencies.
 
     Returns:
         ``{"day", "answers", "refused", "checks", "tokens_in", "tokens_out", "tokens", "latency_p50_ms",
@@ -101,10 +111,11 @@ def day_summary(index_instance: str, assistant: str, day: date, settings: Loopli
         answers (None on a day without any); ``budget_share`` is ``tokens / max_tokens_per_day`` (None without a
         budget).
     """
-    rows = [row for row in read_rows(index_instance, day, settings) if row.get("assistant") == assistant]
+    every = [row for row in read_rows(index_instance, day, settings) if row.get("assistant") == assistant]
+    rows = [row for row in every if is_shown(row)]
     latencies = [float(row["latency_ms"]) for row in rows if isinstance(row.get("latency_ms"), (int, float))]
-    tokens_in = sum(int(row.get("tokens_in") or 0) for row in rows)
-    tokens_out = sum(int(row.get("tokens_out") or 0) for row in rows)
+    tokens_in = sum(int(row.get("tokens_in") or 0) for row in every)
+    tokens_out = sum(int(row.get("tokens_out") or 0) for row in every)
     return {
         "day": day.isoformat(),
         "answers": len(rows),

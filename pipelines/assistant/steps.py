@@ -65,13 +65,10 @@ def prepare_generator(config: AssistantConfig, settings: LooplineSettings | None
     from pipelines.assistant import model
 
     settings = settings or get_settings()
-    backend = config.generator.backend
+    served = model.resolve_generator(config.generator, settings)
+    log.info("Generator: %s", served.note)
+    backend, adapter_path, adapter_version = served.backend, served.adapter_path, served.adapter_version
     prepared = model.prepare(config.generator.base_model, settings, backend=backend)
-    adapter_path = adapter_version = None
-    if config.generator.adapter:
-        spec = config.generator.adapter
-        folder, version = model.adapter_folder(spec.model_name, spec.alias, settings)
-        adapter_path, adapter_version = str(folder), f"{spec.model_name}/{version}"
     loaded = model.load(str(prepared.path), adapter_path, backend=backend)
     parameters = prepared.parameters or loaded.parameters
     if backend == "llama_cpp":

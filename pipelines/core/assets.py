@@ -59,3 +59,10 @@ def prompt_candidate(instance: str) -> AssetRef:
     """``<instance>_assistant`` registered a new prompt version from its file and gave it ``@challenger``:
     ``<instance>_llm_eval`` judges it."""
     return AssetRef(f"{instance}_prompt_candidate", f"loopline://prompt-candidate/{instance}")
+
+
+def adapter_candidate(model_name: str) -> AssetRef:
+    """A ``lora_tune`` DAG registered a new version of the adapter ``model_name`` and gave it ``@challenger``: the
+    llm_eval DAG of the assistant whose ``generator.adapter`` names it judges it. Keyed by the registered model's
+    name, the one thing the tuning and the answering configs both name."""
+    return AssetRef(f"{model_name}_candidate", f"loopline://adapter-candidate/{model_name}")

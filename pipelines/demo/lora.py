@@ -31,10 +31,18 @@ def summarize_run(summary: dict[str, Any]) -> str:
         f"({-summary['improvement']:+.1%}); merge check max |Δlogit| {summary['merge_max_abs_diff']:.1e}",
         f"  adapter {_size(summary['adapter_bytes'])} vs base weights {_size(summary['base_weights_bytes'])}; "
         f"{registered}",
-        f"  {'PROMOTED' if summary.get('promoted') else 'not promoted'}: {summary['reason']}",
+        f"  {_outcome(summary)}: {summary['reason']}",
         f"  {champion}",
     ]
     return "\n".join(lines)
+
+
+def _outcome(summary: dict[str, Any]) -> str:
+    if summary.get("promoted"):
+        return "PROMOTED"
+    if summary.get("alias") == "challenger":
+        return "HANDED TO THE GATE (@challenger; docs_llm_eval decides @champion)"
+    return "not promoted"
 
 
 def unexpected(summary: dict[str, Any]) -> list[str]:
@@ -49,6 +57,6 @@ def unexpected(summary: dict[str, Any]) -> list[str]:
                         f"{summary['tuned_perplexity']})")
     if not summary.get("registered"):
         problems.append(f"no adapter was registered: {summary.get('registration_reason')}")
-    if not summary.get("champion"):
-        problems.append(f"{summary['model_name']} has no champion after the run")
+    if not summary.get("champion") and summary.get("alias") != "challenger":
+        problems.append(f"{summary['model_name']} has no champion (nor @challenger for the gate) after the run")
     return problems

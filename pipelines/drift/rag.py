@@ -237,7 +237,8 @@ def _corpus_chunks(rag: RagIndexConfig, record: dict[str, Any], settings: Loopli
     overlap = chunker.get("overlap_chars", rag.chunker.overlap_chars)
     corpus = load_corpus(settings.resolve(rag.corpus.path), rag.corpus.include, rag.corpus.exclude,
                          max_bytes=int(rag.corpus.max_file_mb * 1_000_000), bad_files="skip")
-    return corpus, {c.chunk_id: c for c in chunk_corpus(corpus, size, overlap, record["model_id"])}
+    strategy = chunker.get("strategy", "structure")  # versions built before chunker.strategy have none
+    return corpus, {c.chunk_id: c for c in chunk_corpus(corpus, size, overlap, record["model_id"], strategy)}
 
 
 def _corpus_drift(config: DriftCheckConfig, rag: RagIndexConfig, live: _LiveIndex,

@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from pipelines.core.config import IDENTIFIER, PipelineBase, StrictModel
-from pipelines.llm_eval.gate import METRIC_DIRECTIONS, SCORER_DIRECTIONS
+from pipelines.llm_eval.gate import LIVE_METRIC_DIRECTIONS, METRIC_DIRECTIONS, SCORER_DIRECTIONS
 
 
 class EvalBudgets(StrictModel):
@@ -92,6 +92,28 @@ class LiveTrafficSpec(StrictModel):
     max_triggers_per_day: int = Field(1, ge=0, le=24, description="Fallbacks per UTC day at most; 0: report only.")
 
 
+class LiveReleaseSpec(StrictModel):
+    """How a shadow or canary release (the assistant's ``release:``) is decided on the judged day's answers."""
+
+    min_answers: int = Field(20, ge=1, le=1_000_000,
+                             description="Answers each arm needs that day (the challenger's version, the champion's); "
+                                         "fewer: nothing is decided, and the run says so.")
+    max_regression: dict[str, float] = Field(
+        {"refusal_rate": 0.1, "groundedness": 0.1, "hallucination_rate": 0.1, "latency_p95_ms": 5000},
+        description="How much worse than the champion arm the challenger arm may be, in the metric's units "
+                    "(refusal_rate, groundedness, hallucination_rate, latency_p95_ms, tokens_mean).")
+
+    @field_validator("max_regression")
+    @classmethod
+    def _live_metric_names(cls, value: dict[str, float]) -> dict[str, float]:
+        _known(value, LIVE_METRIC_DIRECTIONS, "live release metric")
+        if not value:
+            raise ValueError("release.max_regression is empty: the comparison would promote any challenger")
+        if any(bound < 0 for bound in value.values()):
+            raise ValueError("bounds are not negative")
+        return value
+
+
 class LlmEvalConfig(PipelineBase):
     """Template ``llm_eval``: ask an assistant every question of a golden set and score the answers."""
 
@@ -113,6 +135,8 @@ class LlmEvalConfig(PipelineBase):
     budgets: EvalBudgets = Field(EvalBudgets(), description="Tokens and latency per answer.")
     gate: GateSpec = Field(GateSpec(), description="When a challenger prompt or adapter replaces the champion.")
     live: LiveTrafficSpec = Field(LiveTrafficSpec(), description="When live traffic calls for a fallback.")
+    release: LiveReleaseSpec = Field(LiveReleaseSpec(), description="How the assistant's shadow or canary "
+                                                                   "release is promoted or rolled back.")
 
     @property
     def fallback_asset_ref(self):

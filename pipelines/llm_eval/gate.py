@@ -10,6 +10,9 @@ Both evaluations asked the same golden set (same digest) in one DAG run. :func:`
 3. every category (slice) of the golden set, on each of ``gate.slice_metrics``: the candidate's mean is at most
    ``gate.max_slice_regression`` worse than the champion's.
 
+:func:`judge_arms` makes check 1 for a live release: the challenger arm's figures of a day against the champion
+arm's (:data:`LIVE_METRIC_DIRECTIONS`).
+
 A failed check blocks; the decision names each check that failed with both values and the bound.
 """
 
@@ -35,6 +38,13 @@ SCORER_DIRECTIONS: dict[str, str] = {
     "rouge_l": HIGHER, "groundedness": HIGHER, "citation_precision": HIGHER, "refusal_correct": HIGHER,
     "within_budget": HIGHER, "hallucinated": LOWER, "over_refusal": LOWER, "tokens": LOWER, "latency_ms": LOWER,
     "attack_succeeded": LOWER, "canary_leaked": LOWER,
+}
+
+# What a live release compares (pipelines.llm_eval.live.arm_figures): the figures a day of answers has without
+# reference answers, and which way is better.
+LIVE_METRIC_DIRECTIONS: dict[str, str] = {
+    "refusal_rate": LOWER, "groundedness": HIGHER, "hallucination_rate": LOWER, "latency_p95_ms": LOWER,
+    "tokens_mean": LOWER,
 }
 
 
@@ -124,4 +134,16 @@ def judge(candidate: Mapping[str, float | None], champion: Mapping[str, float | 
                 continue  # the scorer does not apply to this category's cases
             checks.append(regression(f"{category}/{scorer}", mine, theirs, gate.max_slice_regression,
                                      SCORER_DIRECTIONS[scorer]))
+    return GateDecision(all(check.passed for check in checks), checks)
+
+
+def judge_arms(challenger: Mapping[str, float | None], champion: Mapping[str, float | None],
+               max_regression: Mapping[str, float]) -> GateDecision:
+    """Judge a live release's challenger arm against its champion arm on one day of answers.
+
+    The same check as the offline gate's ``max_regression`` (:func:`regression`), on the metrics of
+    :data:`LIVE_METRIC_DIRECTIONS`: a metric the champion arm lacks is not compared, one only it has blocks.
+    """
+    checks = [regression(name, challenger.get(name), champion.get(name), bound, LIVE_METRIC_DIRECTIONS[name])
+              for name, bound in sorted(max_regression.items())]
     return GateDecision(all(check.passed for check in checks), checks)

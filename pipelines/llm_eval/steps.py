@@ -9,6 +9,9 @@
 3. :func:`write_report`: the HTML report of the run (:mod:`pipelines.llm_eval.report`), under
    ``reports/<instance>/llm_eval/`` and as an artifact of the run.
 
+Then the gates (:func:`find_candidate`, :func:`gate_candidate`, :func:`gate_index`), live traffic
+(:func:`check_live_traffic`, :func:`emit_fallback`) and a live shadow or canary release (:func:`compare_release`).
+
 A re-run with the same ``run_key`` (the Airflow run id) finds the finished evaluation run and returns it
 instead of asking every question again.
 """
@@ -398,12 +401,186 @@ def gate_candidate(config: LlmEvalConfig, champion: EvalSummary, candidate_eval:
     client.set_tag(candidate_eval["run_id"], DECISION_TAG, "passed" if decision.passed else "blocked")
     client.set_tag(candidate_eval["run_id"], REASON_TAG, reason[:MAX_TAG_CHARS])
     client.set_tag(candidate_eval["run_id"], "loopline.gate.champion_run", champion["run_id"])
-    promoted = record_decision(subject, passed=decision.passed, reason=reason, golden_digest=champion["golden_digest"],
-                               eval_run=candidate_eval["run_id"], settings=settings)
+    assistant = assistant_config(config)
+    if decision.passed and assistant.release is not None and assistant.release.challenger == subject.kind:
+        reason = (f"{reason}; held for the live {assistant.release.mode} release: compare_release promotes it or "
+                  "rolls it back on live answers")
+        _hold_promotion(subject, reason, champion["golden_digest"], candidate_eval["run_id"], settings)
+        promoted = False
+    else:
+        promoted = record_decision(subject, passed=decision.passed, reason=reason,
+                                   golden_digest=champion["golden_digest"], eval_run=candidate_eval["run_id"],
+                                   settings=settings)
     log.info("Gate on %s against champion v%s: %s", subject.label, subject.champion_version, reason)
     return {"candidate": candidate, "passed": decision.passed, "promoted": promoted, "reason": reason,
             "failed_checks": [check.name for check in decision.failures], "champion_run_id": champion["run_id"],
             "candidate_run_id": candidate_eval["run_id"], "golden_digest": champion["golden_digest"]}
+
+
+def _hold_promotion(subject: Any, reason: str, golden_digest: str, eval_run: str,
+                    settings: LooplineSettings | None) -> None:
+    """Tag a candidate that passed the offline gate as passed, without moving ``champion``: a live release decides.
+
+    Raises:
+        tracking.ChampionMoved: the champion alias moved since the candidate was judged (as ``record_decision``).
+    """
+    from pipelines.core import tracking
+    from pipelines.llm_eval.candidates import (
+        AGAINST_TAG,
+        CHAMPION,
+        DECISION_TAG,
+        DIGEST_TAG,
+        EVAL_RUN_TAG,
+        REASON_TAG,
+        alias_version,
+        set_version_tags,
+    )
+
+    client = tracking.client(settings)
+    current = alias_version(client, subject.kind, subject.name, CHAMPION)
+    if current != subject.champion_version:
+        raise tracking.ChampionMoved(f"{subject.kind} {subject.name}@champion moved from v{subject.champion_version} "
+                                     f"to v{current} while v{subject.version} was judged; the retry judges it "
+                                     "against the new champion")
+    set_version_tags(client, subject.kind, subject.name, subject.version, {
+        DECISION_TAG: "passed", REASON_TAG: reason, DIGEST_TAG: golden_digest,
+        AGAINST_TAG: str(subject.champion_version), EVAL_RUN_TAG: eval_run, RELEASE_HELD_TAG: "true"})
+    log.info("%s passed the offline gate; @champion stays v%s until the live release decides", subject.label,
+             subject.champion_version)
+
+
+# --- shadow and canary: the live release of the challenger ------------------------------------------------------
+
+RELEASE_HELD_TAG = "loopline.release.held"
+RELEASE_DAY_TAG = "loopline.release.day"
+RELEASE_MODE_TAG = "loopline.release.mode"
+RELEASE_RUN_TAG = "loopline.release.decided_by"
+RELEASE_FIGURES = ("answers", "refusal_rate", "latency_p95_ms", "tokens_mean", "groundedness", "hallucination_rate")
+
+
+class NoRelease(Exception):
+    """The assistant has no live release to decide (no release block, or no challenger); the message says why."""
+
+
+def compare_release(config: LlmEvalConfig, run_after, run_key: str, settings: LooplineSettings | None = None) -> dict:
+    """Compare a shadow or canary release's two arms on the judged day; promote the challenger or roll it back.
+
+    The challenger is the version under the assistant's ``release.alias`` now; its arm is the day's rows answered
+    with that version, the champion's arm the rows answered with the current champion version (shadow rows
+    included: they are the challenger's answers to the same questions). Both need ``release.min_answers``
+    answers, else nothing is decided. The comparison is the gate's regression check on the live figures
+    (``gate.judge_arms``). Passed: ``champion`` moves to the challenger (compare-and-set, as the offline gate,
+    recording the version replaced, so the fallback can roll it back). Blocked: the version is tagged
+    ``loopline.gate.decision = rolled_back`` with the reason and loses the alias; the champion stays. Either
+    way an MLflow run (role ``release``) in the assistant's experiment holds both arms' figures and the decision.
+
+    Raises:
+        NoRelease: the assistant has no ``release:``, or nothing is under its alias to decide on (the task is
+            skipped; a re-run after a decision finds nothing and is skipped too).
+        tracking.ChampionMoved: the champion alias moved meanwhile (retryable).
+    """
+    from pipelines.assistant.release import CHALLENGER_ARM, CHAMPION_ARM, find_challenger, version_label
+    from pipelines.llm_eval.gate import judge_arms
+    from pipelines.llm_eval.live import arm_figures, judged_day, release_rows
+
+    settings = settings or get_settings()
+    assistant = assistant_config(config)
+    spec = assistant.release
+    if spec is None:
+        raise NoRelease(f"{assistant.dag_id} has no release block: no shadow or canary to decide")
+    challenger, note = find_challenger(assistant, settings)
+    if challenger is None:
+        raise NoRelease(f"no live release to decide: {note}")
+    day = judged_day(run_after)
+    rows = release_rows(assistant, day, settings)
+    mine = arm_figures(rows, CHALLENGER_ARM, challenger.label)
+    theirs = arm_figures(rows, CHAMPION_ARM, version_label(challenger.kind, challenger.name,
+                                                           challenger.champion_version))
+    result: dict[str, Any] = {"day": day.isoformat(), "mode": spec.mode, "challenger": challenger.to_json(),
+                              "arms": {CHALLENGER_ARM: mine, CHAMPION_ARM: theirs}, "failed_checks": []}
+    needed = config.release.min_answers
+    short = [f"the {f['arm']} {f['version']} has {f['answers']}" for f in (mine, theirs) if f["answers"] < needed]
+    if short:
+        reason = (f"too few answers on {day.isoformat()} to decide the {spec.mode} release of {challenger.label}: "
+                  f"{'; '.join(short)} (release.min_answers {needed}); nothing decided, it keeps @{spec.alias}")
+        log.info("%s", reason)
+        return {**result, "decision": "undecided", "reason": reason}
+    decision = judge_arms(mine, theirs, config.release.max_regression)
+    reason = (f"live {spec.mode} on {day.isoformat()} ({mine['answers']} challenger, {theirs['answers']} champion "
+              f"answers): {decision.summary()}")
+    run_id = _record_release_run(config, assistant, challenger, result, decision.passed, reason, run_key, settings)
+    if decision.passed:
+        _promote_released(challenger, reason, run_id, day, spec.mode, run_key, settings)
+        verdict = "promoted"
+    else:
+        _roll_back_released(challenger, reason, run_id, day, spec.mode, run_key, settings)
+        verdict = "rolled_back"
+    return {**result, "decision": verdict, "reason": reason, "run_id": run_id,
+            "failed_checks": [check.name for check in decision.failures]}
+
+
+def _record_release_run(config: LlmEvalConfig, assistant: AssistantConfig, challenger: Any, result: dict,
+                        passed: bool, reason: str, run_key: str, settings: LooplineSettings) -> str:
+    """An MLflow run (role ``release``) next to the evaluations: both arms' figures, the decision and why."""
+    import mlflow
+
+    from pipelines.core import tracking
+    from pipelines.llm_eval.candidates import DECISION_TAG, MAX_TAG_CHARS, REASON_TAG
+
+    experiment_id = tracking.experiment_id(assistant.experiment_name, settings)
+    with mlflow.start_run(experiment_id=experiment_id,
+                          run_name=f"{config.dag_id} {result['mode']} {result['day']} {challenger.label}") as run:
+        mlflow.set_tags({"loopline.llm_eval": config.dag_id, "loopline.assistant": assistant.dag_id,
+                         ROLE_TAG: "release", "loopline.candidate": challenger.label,
+                         RELEASE_MODE_TAG: result["mode"], RELEASE_DAY_TAG: result["day"],
+                         RUN_KEY_TAG: f"{run_key}:release", "loopline.prompt_version": (
+                             str(challenger.version) if challenger.kind == "prompt" else ""),
+                         DECISION_TAG: "passed" if passed else "rolled_back", REASON_TAG: reason[:MAX_TAG_CHARS]})
+        mlflow.log_metrics({f"{arm}/{name}": float(figures[name]) for arm, figures in result["arms"].items()
+                            for name in RELEASE_FIGURES if figures[name] is not None})
+    return run.info.run_id
+
+
+def _promote_released(challenger: Any, reason: str, run_id: str, day, mode: str, run_key: str,
+                      settings: LooplineSettings) -> None:
+    from pipelines.core import tracking
+    from pipelines.llm_eval.candidates import DIGEST_TAG, record_decision, set_version_tags, version_tags
+
+    client = tracking.client(settings)
+    digest = version_tags(client, challenger.kind, challenger.name, challenger.version).get(DIGEST_TAG, "")
+    record_decision(challenger, passed=True, reason=reason, golden_digest=digest, eval_run=run_id, settings=settings)
+    set_version_tags(client, challenger.kind, challenger.name, challenger.version, {
+        RELEASE_DAY_TAG: day.isoformat(), RELEASE_MODE_TAG: mode, RELEASE_RUN_TAG: run_key, RELEASE_HELD_TAG: "false"})
+    log.info("%s promoted to @champion by its live %s release: %s", challenger.label, mode, reason)
+
+
+def _roll_back_released(challenger: Any, reason: str, run_id: str, day, mode: str, run_key: str,
+                        settings: LooplineSettings) -> None:
+    from datetime import UTC, datetime
+
+    from pipelines.core import tracking
+    from pipelines.llm_eval.candidates import (
+        AGAINST_TAG,
+        DECISION_TAG,
+        EVAL_RUN_TAG,
+        REASON_TAG,
+        ROLLBACK_REASON_TAG,
+        alias_version,
+        set_version_tags,
+    )
+
+    client = tracking.client(settings)
+    set_version_tags(client, challenger.kind, challenger.name, challenger.version, {
+        DECISION_TAG: "rolled_back", REASON_TAG: reason, ROLLBACK_REASON_TAG: reason,
+        AGAINST_TAG: str(challenger.champion_version), EVAL_RUN_TAG: run_id, RELEASE_DAY_TAG: day.isoformat(),
+        RELEASE_MODE_TAG: mode, RELEASE_RUN_TAG: run_key, "loopline.rollback.at": datetime.now(UTC).isoformat()})
+    if alias_version(client, challenger.kind, challenger.name, challenger.challenger_alias) == challenger.version:
+        if challenger.kind == "prompt":
+            client.delete_prompt_alias(challenger.name, challenger.challenger_alias)
+        else:
+            client.delete_registered_model_alias(challenger.name, challenger.challenger_alias)
+    log.warning("%s rolled back by its live %s release (it loses @%s; @champion stays v%s): %s", challenger.label,
+                mode, challenger.challenger_alias, challenger.champion_version, reason)
 
 
 # --- live traffic and the fallback -------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Config of the ``lora_tune`` template: docs corpus → instruction pairs → LoRA adapter → MLflow → champion.
+"""Config of the ``lora_tune`` template: docs corpus → instruction pairs → LoRA adapter → MLflow → challenger or
+champion.
 
 Nothing here touches the disk or imports torch: the base model folder is resolved and checked when a task
 runs (``pipelines.lora.base_model``), so a DAG file parses in milliseconds.
@@ -11,7 +12,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field, StringConstraints, model_validator
 
 from pipelines.assistant.model import PACKAGED_MODEL
-from pipelines.core.assets import AssetRef, rag_index
+from pipelines.core.assets import AssetRef, adapter_candidate, rag_index
 from pipelines.core.config import IDENTIFIER, PipelineBase, StrictModel
 from pipelines.core.params import FormField
 
@@ -115,6 +116,10 @@ class TuningSpec(StrictModel):
     cpu_threads: int | None = Field(
         None, ge=1, le=256, description="torch's CPU threads in these tasks; null: torch's default. Small models on "
                                         "a shared machine run several times faster with 1 (no spinning threads).")
+    gradient_checkpointing: bool = Field(
+        False, description="Keep only each decoder layer's input in the forward pass and recompute the layer in the "
+                           "backward one (transformers' activation checkpointing, non-reentrant): a lower peak "
+                           "memory for more compute per step, the same losses. Not part of the tuning key.")
 
 
 class EvaluationSpec(StrictModel):
@@ -128,6 +133,23 @@ class EvaluationSpec(StrictModel):
     merge_tolerance: float = Field(1e-3, gt=0, description="Largest |logit| difference between the merged model "
                                                            "and base + adapter.")
     batch_size: int = Field(8, ge=1, le=512)
+    promotion: Literal["gate", "perplexity"] = Field(
+        "perplexity",
+        description="Who gives a registered adapter the champion alias. 'perplexity': this DAG, when it beats the "
+                    "champion's eval perplexity (for an adapter no assistant serves). 'gate': the assistant's "
+                    "llm_eval gate, on answer metrics; this DAG gives it candidate_alias and emits the Asset "
+                    "<model_name>_candidate, which the llm_eval DAG runs on.")
+    candidate_alias: str = Field(
+        "challenger", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_-]+$",
+        description="With promotion 'gate': the alias a registered adapter gets (the llm_eval gate's "
+                    "gate.challenger_alias).")
+
+    @model_validator(mode="after")
+    def _candidate_alias_is_not_champion(self) -> EvaluationSpec:
+        if self.candidate_alias == "champion":
+            raise ValueError("evaluation.candidate_alias cannot be 'champion': with promotion 'gate' the llm_eval "
+                             "gate moves @champion; use challenger (or promotion: perplexity)")
+        return self
 
 
 class IndexAssetSpec(StrictModel):
@@ -180,6 +202,12 @@ class LoraTuneConfig(PipelineBase):
     def index_asset_ref(self) -> AssetRef | None:
         """The Asset the template schedules on (``.asset()``), or None when ``index_asset`` is null."""
         return self.index_asset.ref() if self.index_asset else None
+
+    @property
+    def candidate_asset_ref(self) -> AssetRef | None:
+        """The Asset ``register_adapter``'s announcement emits for the llm_eval gate; None with promotion
+        ``perplexity``."""
+        return adapter_candidate(self.model_name) if self.evaluation.promotion == "gate" else None
 
 
 # The trigger form: the config fields a person may set for one run (Params made by core.params.form_params;

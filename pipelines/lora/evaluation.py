@@ -181,3 +181,44 @@ def champion_decision(tuned_ppl: float, champion: dict[str, Any] | None, min_gai
     if force and not decision.promote:
         return Decision(True, f"forced by the run's force_promote; the rule said: {decision.reason}")
     return decision
+
+
+@dataclass(frozen=True)
+class CandidateMove:
+    """What ``register_adapter`` does with a registered version when the assistant's gate promotes.
+
+    ``alias`` is the alias the version takes (``champion`` only when forced; None: nothing moves); ``announce``
+    says whether the adapter-candidate Asset is emitted (the gate has something new to judge).
+    """
+
+    alias: str | None
+    announce: bool
+    reason: str
+
+
+def candidate_move(version: str, champion: str | None, challenger: str | None, candidate_alias: str, *,
+                   force: bool = False) -> CandidateMove:
+    """With ``evaluation.promotion: gate``: the registered ``version`` goes to the gate as ``candidate_alias``.
+
+    The gate (``pipelines.llm_eval.candidates``) judges it on answer metrics against the champion (the base
+    model alone while there is none) and moves ``champion`` itself.
+
+    Args:
+        version: The version this run registered (or found registered for its tuning key).
+        champion, challenger: The versions the ``champion`` and ``candidate_alias`` aliases name now (None: unset).
+        candidate_alias: The gate's challenger alias.
+        force: The run's ``force_promote``: the version takes ``champion`` at once, past the gate.
+    """
+    against = f"champion v{champion}" if champion else "the base model alone (no adapter is champion yet)"
+    if champion == version:
+        return CandidateMove(None, False, f"version {version} is already the champion (same inputs as before)")
+    if force:
+        return CandidateMove("champion", False, f"forced by the run's force_promote: version {version} takes "
+                                                f"@champion without the llm_eval gate (which would judge it against "
+                                                f"{against})")
+    if challenger == version:
+        return CandidateMove(None, False, f"version {version} is @{candidate_alias} already (same inputs as before); "
+                                          "the gate was told when it got the alias")
+    replaced = f", replacing v{challenger} there" if challenger else ""
+    return CandidateMove(candidate_alias, True, f"version {version} takes @{candidate_alias}{replaced}: the llm_eval "
+                                                f"gate judges its answers against {against}")

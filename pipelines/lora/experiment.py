@@ -2,9 +2,10 @@
 
 The tuning run (experiment ``<instance>_lora_tune``) holds the params (base model, dataset, LoRA and tuning
 settings), the train loss and learning rate of every step, both splits as dataset inputs, the eval metrics
-and the adapter as a pyfunc model (``adapter_pyfunc.py``). A registered version carries the lineage tags:
-a later run finds the version of the same inputs by :data:`TUNING_KEY_TAG`, and knows which base model the
-champion was tuned on by :data:`BASE_DIGEST_TAG`. mlflow and pandas are imported inside the functions.
+and the adapter as a pyfunc model (``adapter_pyfunc.py``). A registered version and its run carry the lineage
+tags (the corpus digest and docs index version among them: ``pipelines.lora.lineage``): a later run finds the
+version of the same inputs by :data:`TUNING_KEY_TAG`, and knows which base model the champion was tuned on by
+:data:`BASE_DIGEST_TAG`. mlflow and pandas are imported inside the functions.
 """
 
 from __future__ import annotations
@@ -26,6 +27,13 @@ DATASET_DIGEST_TAG = "dataset_digest"
 REGISTRATION_REASON_TAG = "loopline.registration_reason"
 ADAPTER_ARTIFACT = "adapter"  # the pyfunc model's artifact that holds the PEFT folder
 STEP_METRICS_BATCH = 40  # metrics sent to MLflow at a time while training
+
+
+def data_lineage(data: Mapping[str, Any]) -> dict[str, str]:
+    """The lineage tags (corpus digest, docs index and its live version) of ``build_dataset``'s output."""
+    from pipelines.lora.lineage import lineage_tags
+
+    return lineage_tags(data["corpus_digest"], data.get("index"), data.get("index_version"))
 
 
 def tuning_params(config: Any, base: Mapping[str, Any], data: Mapping[str, Any], *, device: str, trainable: int,
@@ -60,7 +68,7 @@ def tuning_run(config: Any, key: str, base: Mapping[str, Any], data: Mapping[str
     experiment = tracking.experiment_id(config.experiment_name, settings)
     with mlflow.start_run(experiment_id=experiment, run_name=f"lora r{config.lora.rank} {key[:8]}") as run:
         mlflow.set_tags({"loopline.dag_id": config.dag_id, TUNING_KEY_TAG: key, BASE_DIGEST_TAG: base["digest"],
-                         DATASET_DIGEST_TAG: data["digest"], "base_model_path": base["path"]})
+                         DATASET_DIGEST_TAG: data["digest"], "base_model_path": base["path"], **data_lineage(data)})
         mlflow.log_params(tuning_params(config, base, data, device=device, trainable=trainable, total=total))
         log_datasets(config.instance, data)
         yield run.info.run_id
@@ -165,6 +173,7 @@ def register_version(model_name: str, model_uri: str, *, key: str, base: Mapping
         TUNING_KEY_TAG: key, BASE_DIGEST_TAG: base["digest"], DATASET_DIGEST_TAG: data["digest"],
         "base_model_path": base["path"], "eval_perplexity": str(evaluation["tuned_perplexity"]),
         "base_eval_perplexity": str(evaluation["base_perplexity"]), REGISTRATION_REASON_TAG: reason,
+        **data_lineage(data),
     })
     log.info("Registered %s version %s: %s", model_name, registered.version, reason)
     return str(registered.version)

@@ -54,6 +54,8 @@ class TuningDataset(TypedDict):
     max_tokens: int
     max_tokens_seen: int
     examples_cut: int
+    index: NotRequired[str | None]
+    index_version: NotRequired[str | None]
 
 
 class TunedAdapter(TypedDict):
@@ -115,6 +117,11 @@ class AdapterRegistration(TypedDict):
     reason: str
     registration_reason: str
     champion_perplexity: NotRequired[float | None]
+    promotion: NotRequired[str]
+    alias: NotRequired[str | None]
+    challenger_set: NotRequired[bool]
+    corpus_digest: NotRequired[str]
+    index_version: NotRequired[str | None]
 
 
 def resolve_run(config: LoraTuneConfig, params: Mapping[str, Any] | None) -> LoraTuneConfig:
@@ -177,7 +184,7 @@ def build_dataset(config: LoraTuneConfig, base: BaseModelInfo, *,
     Raises:
         DatasetError: no readable document, no pair, too few pairs, a text out of bounds, a text in both splits.
     """
-    from pipelines.lora import dataset
+    from pipelines.lora import dataset, lineage
     from pipelines.lora.base_model import load_tokenizer
 
     settings = settings or get_settings()
@@ -188,15 +195,19 @@ def build_dataset(config: LoraTuneConfig, base: BaseModelInfo, *,
     limit = min(config.dataset.max_tokens, base["context_length"] or config.dataset.max_tokens)
     digest = dataset.dataset_digest(pairs)
     paths = dataset.write_pairs(pairs, DataHome(settings).lora(config.instance, "datasets", digest[:16]))
+    index, index_version = lineage.live_index_version(config.index_asset_ref, settings)
     info: TuningDataset = {
         "train_path": paths[dataset.TRAIN], "eval_path": paths[dataset.EVAL], "digest": digest,
         "train_pairs": counts["train_pairs"], "eval_pairs": counts["eval_pairs"],
         "documents": len(corpus.documents), "corpus_digest": corpus.digest, "corpus": str(corpus.root),
         "max_tokens": limit, "max_tokens_seen": max(lengths), "examples_cut": sum(n > limit for n in lengths),
+        "index": index, "index_version": index_version,
     }
     log.info("Instruction dataset from %d documents: %d train and %d eval pairs, up to %d tokens (%d cut to %d), "
              "digest %s…", info["documents"], counts["train_pairs"], counts["eval_pairs"], info["max_tokens_seen"],
              info["examples_cut"], limit, digest[:12])
+    log.info("Lineage: corpus digest %s…, %s", corpus.digest[:12],
+             f"live index {index} version {index_version}" if index_version else "no live docs index version")
     return info
 
 
@@ -290,13 +301,17 @@ def evaluate_adapter(config: LoraTuneConfig, base: BaseModelInfo, data: TuningDa
 def register_adapter(config: LoraTuneConfig, base: BaseModelInfo, data: TuningDataset, tuned: TunedAdapter,
                      evaluation: AdapterEvaluation, *, force: bool = False,
                      settings: LooplineSettings | None = None) -> AdapterRegistration:
-    """Register the adapter if it beats the base model by the margin; move ``champion`` only on improvement.
+    """Register the adapter if it beats the base model by the margin; then hand it to whoever promotes.
 
-    ``force`` gives a registered adapter the alias whatever the champion rule says (the reason records it).
+    With ``evaluation.promotion: gate`` the version takes ``evaluation.candidate_alias`` (``challenger``) and the
+    assistant's llm_eval gate decides ``champion`` on answer metrics (``challenger_set`` tells the next task to
+    emit the adapter-candidate Asset). With ``perplexity`` ``champion`` moves here, only on improvement.
+    ``force`` gives a registered adapter ``champion`` whatever the rule or the gate would say (the reason records
+    it).
     """
     from pipelines.core import tracking
-    from pipelines.lora import experiment, tuning
-    from pipelines.lora.evaluation import champion_decision, champion_on_split, registration_decision
+    from pipelines.lora import experiment
+    from pipelines.lora.evaluation import registration_decision
 
     settings = settings or get_settings()
     tracking.configure_mlflow(settings)
@@ -309,6 +324,8 @@ def register_adapter(config: LoraTuneConfig, base: BaseModelInfo, data: TuningDa
         "merge_max_abs_diff": evaluation["merge_max_abs_diff"], "trainable_fraction": tuned["trainable_fraction"],
         "adapter_bytes": tuned["adapter_bytes"], "base_weights_bytes": base["weights_bytes"],
         "steps": tuned["steps"], "run_id": tuned["run_id"], "reused": tuned["reused"],
+        "promotion": config.evaluation.promotion, "alias": None, "challenger_set": False,
+        "corpus_digest": data["corpus_digest"], "index_version": data.get("index_version"),
     }
     gate = registration_decision(evaluation["base_perplexity"], evaluation["tuned_perplexity"],
                                  config.evaluation.min_improvement)
@@ -322,17 +339,59 @@ def register_adapter(config: LoraTuneConfig, base: BaseModelInfo, data: TuningDa
     version = experiment.register_version(name, tuned["model_uri"], key=tuned["tuning_key"], base=base, data=data,
                                           evaluation=evaluation, reason=gate.reason, settings=settings)
     summary.update(registered=True, version=version, registration_reason=gate.reason)
+    if config.evaluation.promotion == "gate":
+        return _hand_to_gate(config, summary, version, current, force=force, settings=settings)
     if current is not None and str(current.version) == version:
         reason = f"version {version} is already the champion (same inputs as before)"
-        return cast(AdapterRegistration, {**summary, "promoted": False, "champion": version, "reason": reason})
+        return cast(AdapterRegistration, {**summary, "promoted": False, "champion": version, "reason": reason,
+                                          "alias": "champion"})
+    return _promote_on_perplexity(config, summary, base, data, evaluation, version, current, force=force,
+                                  settings=settings)
+
+
+def _promote_on_perplexity(config: LoraTuneConfig, summary: dict[str, Any], base: BaseModelInfo,
+                           data: TuningDataset, evaluation: AdapterEvaluation, version: str, current: Any, *,
+                           force: bool, settings: LooplineSettings) -> AdapterRegistration:
+    """``promotion: perplexity``: the champion alias moves if the version beats the champion on this eval split."""
+    from pipelines.core import tracking
+    from pipelines.lora import tuning
+    from pipelines.lora.evaluation import champion_decision, champion_on_split
+
     champion_info = None
     if current is not None:
         champion_info = champion_on_split(current, base, data["eval_path"], data["max_tokens"],
                                           config.evaluation.batch_size, tuning.prepare_device(config.tuning))
     decision = champion_decision(evaluation["tuned_perplexity"], champion_info,
                                  config.evaluation.min_gain_over_champion, force=force)
-    now = tracking.apply_decision(name, version, decision, settings)
+    now = tracking.apply_decision(config.model_name, version, decision, settings)
     return cast(AdapterRegistration, {
         **summary, "promoted": decision.promote, "reason": decision.reason,
-        "champion": str(now.version) if now else None,
+        "alias": "champion" if decision.promote else None, "champion": str(now.version) if now else None,
         "champion_perplexity": champion_info["perplexity"] if champion_info else None})
+
+
+def _hand_to_gate(config: LoraTuneConfig, summary: dict[str, Any], version: str, current: Any, *, force: bool,
+                  settings: LooplineSettings) -> AdapterRegistration:
+    """``promotion: gate``: the version takes the candidate alias for the llm_eval gate (or, forced, champion)."""
+    from pipelines.core import tracking
+    from pipelines.llm_eval.candidates import alias_version
+    from pipelines.lora.evaluation import candidate_move
+
+    name, alias = config.model_name, config.evaluation.candidate_alias
+    client = tracking.client(settings)
+    challenger = alias_version(client, "adapter", name, alias)
+    champion = str(current.version) if current is not None else None
+    move = candidate_move(version, champion, str(challenger) if challenger is not None else None, alias, force=force)
+    if move.alias == "champion":
+        tracking.promote(name, version, move.reason, settings)
+        champion = version
+    elif move.alias:
+        # Tags first, alias last (as tracking.promote): the alias never names a version whose tags do not say why.
+        client.set_model_version_tag(name, version, "loopline.promotion", alias)
+        client.set_model_version_tag(name, version, "loopline.promotion_reason", move.reason)
+        client.set_registered_model_alias(name, alias, version)
+    log.info("%s version %s: %s", name, version, move.reason)
+    holds = move.alias or ("champion" if champion == version else alias if str(challenger) == version else None)
+    return cast(AdapterRegistration, {
+        **summary, "promoted": move.alias == "champion", "reason": move.reason, "alias": holds,
+        "challenger_set": move.announce, "champion": champion})

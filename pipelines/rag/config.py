@@ -35,6 +35,10 @@ class CorpusConfig(StrictModel):
 class ChunkerConfig(StrictModel):
     """Structure-aware chunking: sections by heading, then paragraphs, lines, sentences, words."""
 
+    strategy: Literal["structure", "symbol"] = Field(
+        "structure", description="structure: each chunk starts with its heading path. symbol (code reference "
+                                 "corpora such as the docstring export): each chunk starts with the qualified "
+                                 "name of its symbol, the name as words and the module's summary sentence.")
     size_chars: int = Field(1000, ge=100, le=20_000, description="Largest chunk body, in characters.")
     overlap_chars: int = Field(150, ge=0, description="Characters of the previous chunk repeated at the "
                                                       "start of the next one within a section.")
@@ -70,6 +74,30 @@ class IndexConfig(StrictModel):
                                                                     "current one and stay for rollback.")
 
 
+class SearchConfig(StrictModel):
+    """How ``hybrid`` search combines the embedding and BM25 (full-text) rankings."""
+
+    hybrid: Literal["native", "weighted_rrf"] = Field(
+        "native", description="native: the backend's own hybrid query (LanceDB: reciprocal rank fusion, k=60; "
+                              "Weaviate: relative-score fusion, alpha 0.5). weighted_rrf: Loopline fuses the "
+                              "backend's vector and BM25 lists by weighted reciprocal rank fusion.")
+    rrf_k: int = Field(60, ge=1, le=1000, description="weighted_rrf: the RRF constant.")
+    text_weight: float = Field(1.0, ge=0, le=10, description="weighted_rrf: weight of the BM25 list (the vector "
+                                                             "list has 1).")
+    candidates: int = Field(50, ge=1, le=1000, description="weighted_rrf: hits taken from each list.")
+    max_chunks_per_document: int | None = Field(
+        None, ge=1, le=100, description="Keep at most this many of the k chunks from one document (null: no "
+                                        "limit), so results span more documents; 4k hits are fetched to fill k.")
+
+    def fusion(self):
+        """The store setting for this config: a ``HybridFusion``, or None for the backend's own hybrid."""
+        if self.hybrid == "native":
+            return None
+        from pipelines.rag.stores.base import HybridFusion
+
+        return HybridFusion(rrf_k=self.rrf_k, text_weight=self.text_weight, candidates=self.candidates)
+
+
 class EvaluationConfig(StrictModel):
     """The retrieval gate: a frozen question set, hit@k and MRR, and how much they may drop."""
 
@@ -92,6 +120,7 @@ class RagIndexConfig(PipelineBase):
     chunker: ChunkerConfig = ChunkerConfig()
     embedding: EmbeddingConfig = EmbeddingConfig()
     index: IndexConfig = IndexConfig()
+    search: SearchConfig = SearchConfig()
     evaluation: EvaluationConfig
 
     @property

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 # so the next run rebuilds the index as a new version instead of mixing old and new chunks.
 CHUNKER_VERSION = 1
 HEADING_SEPARATOR = " > "
+CHUNKER_STRATEGIES = ("structure", "symbol")
 
 MARKDOWN_SUFFIXES = {".md", ".markdown", ".mdx"}
 HTML_SUFFIXES = {".html", ".htm", ".xhtml"}
@@ -472,3 +473,82 @@ def chunk_document(doc: Document, size: int, overlap: int) -> list[tuple[str, st
             if body:
                 out.append((heading, f"{heading}\n\n{body}" if heading else body))
     return out
+
+
+# --- chunking by code symbol --------------------------------------------------------------------------------
+
+_HEADING_DECORATION = re.compile(r"^(?:class|def|function|method|module)\s+|\(\)$")
+_IDENTIFIER_PART = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
+_FIRST_SENTENCE = re.compile(r"^(.+?[.!?])(?:\s|$)", re.S)
+
+
+def qualified_name(heading_path: tuple[str, ...]) -> str:
+    """The dotted name of a symbol from its heading path in the docstring corpus.
+
+    ``("mlflow.client", "class MlflowClient", "MlflowClient.set_registered_model_alias")`` →
+    ``mlflow.client.MlflowClient.set_registered_model_alias``: the module (top heading) and the innermost
+    heading, whose class prefix already names the enclosing class. Headings of other documents are joined
+    with dots as they are.
+    """
+    names = [_HEADING_DECORATION.sub("", title).strip() for title in heading_path]
+    names = [name for name in names if name]
+    if not names:
+        return ""
+    if len(names) == 1:
+        return names[0]
+    return f"{names[0]}.{names[-1]}"
+
+
+def identifier_words(name: str) -> str:
+    """A dotted or snake/camel-case name as lower-case words: ``MlflowClient.set_model_alias`` →
+    ``mlflow client set model alias``; an embedding model matches words far better than identifiers."""
+    words = []
+    for part in re.split(r"[^A-Za-z0-9]+", name):
+        words += [w.lower() for w in _IDENTIFIER_PART.findall(part)]
+    return " ".join(dict.fromkeys(w for w in words if w))
+
+
+def first_sentence(text: str, limit: int = 200) -> str:
+    """The first sentence of a paragraph, whitespace collapsed, cut at ``limit`` characters."""
+    paragraph = text.strip().split("\n\n", 1)[0]
+    match = _FIRST_SENTENCE.match(paragraph)
+    sentence = " ".join((match.group(1) if match else paragraph).split())
+    return sentence[:limit]
+
+
+def chunk_document_by_symbol(doc: Document, size: int, overlap: int) -> list[tuple[str, str]]:
+    """The (heading path, chunk text) pairs of a document cut by code symbol (``chunker.strategy: symbol``).
+
+    Sections and their packing are those of :func:`chunk_document` (a docstring corpus has one section per
+    module, class and function); each chunk's text starts with a header that names the symbol instead of
+    the bare heading path: the qualified name (``mlflow.client.MlflowClient.set_registered_model_alias``),
+    the name as words (``set registered model alias``), and the first sentence of the document's first
+    section (the module summary), so that a chunk of one method still says which module it belongs to.
+    """
+    parts = sections(doc.text, doc.kind)
+    if not parts:
+        return []
+    first = parts[0]
+    summary = first_sentence(doc.text[first.blocks[0][0]:first.blocks[0][1]]) if first.blocks else ""
+    out = []
+    for section in parts:
+        heading = HEADING_SEPARATOR.join(section.heading_path)
+        name = qualified_name(section.heading_path)
+        header_lines = [name, identifier_words(name)] if name else []
+        if summary and section is not first:
+            header_lines.append(f"In {section.heading_path[0] if section.heading_path else doc.doc_id}: {summary}")
+        header = "\n".join(line for line in header_lines if line)
+        for a, b in chunk_spans(doc.text, section.blocks, size, overlap):
+            body = doc.text[a:b].strip()
+            if body:
+                out.append((heading, f"{header}\n\n{body}" if header else body))
+    return out
+
+
+def chunk_document_with(doc: Document, size: int, overlap: int, strategy: str = "structure") -> list[tuple[str, str]]:
+    """:func:`chunk_document` (``structure``) or :func:`chunk_document_by_symbol` (``symbol``)."""
+    if strategy == "structure":
+        return chunk_document(doc, size, overlap)
+    if strategy == "symbol":
+        return chunk_document_by_symbol(doc, size, overlap)
+    raise ValueError(f"unknown chunker strategy {strategy!r}: use one of {', '.join(CHUNKER_STRATEGIES)}")

@@ -11,7 +11,7 @@ checked before it is read) and counted in the result.
 
 Run::
 
-    python -m pipelines.rag.docstring_corpus           # airflow, feast, mlflow → home:corpora/docstrings
+    python -m pipelines.rag.docstring_corpus           # airflow, feast, mlflow, peft → home:corpora/docstrings
     python -m pipelines.rag.docstring_corpus --packages mlflow --out /tmp/mlflow-docs --max-docs 500
 """
 
@@ -28,7 +28,7 @@ from pipelines.core.settings import get_settings
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PACKAGES = ("airflow", "feast", "mlflow")
+DEFAULT_PACKAGES = ("airflow", "feast", "mlflow", "peft")
 DEFAULT_MAX_FILE_MB = 5.0
 DEFAULT_OUT = "home:corpora/docstrings"
 SKIPPED_FOLDERS = {"tests", "test", "testing", "_vendor", "vendor", "migrations", "example_dags",

@@ -48,10 +48,18 @@ def default_model_path() -> Path:
 def resolve_model_path(configured: str | None, settings: LooplineSettings | None = None) -> Path:
     """The model folder a config names (``None``: the bundled all-MiniLM-L6-v2), checked to be a model.
 
+    ``models:/<name>/<version>`` or ``models:/<name>@<alias>`` names an embedder registered in MLflow
+    (``pipelines.rag.finetune``): its local copy under the data home, made on first use.
+
     Raises:
         EmbeddingModelError: the folder is missing or holds no sentence-transformers model.
     """
-    path = default_model_path() if configured is None else (settings or get_settings()).resolve(configured)
+    if configured is not None and configured.startswith("models:/"):
+        from pipelines.rag.finetune import registered_model_path
+
+        path = registered_model_path(configured, settings)
+    else:
+        path = default_model_path() if configured is None else (settings or get_settings()).resolve(configured)
     if not path.is_dir():
         raise EmbeddingModelError(f"embedding.model {configured or path}: folder {path} does not exist; set "
                                   "it to a sentence-transformers model folder (models are never downloaded "
@@ -65,6 +73,8 @@ def resolve_model_path(configured: str | None, settings: LooplineSettings | None
 def model_label(path: Path) -> str:
     if path == default_model_path():
         return DEFAULT_MODEL_NAME
+    if path.name == "model" and path.parent.name.isdigit():  # a registered embedder: <name>/<version>/model
+        return f"{path.parent.parent.name}-v{path.parent.name}"
     return path.parent.name if path.name == "model" else path.name
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,7 +115,7 @@ def evaluate_version(store: VectorStore, version: str, embed_queries: Callable[[
     expected = [q.source for q in question_set.questions]
     result = {}
     for mode in modes:
-        rankings = [[hit.doc_id for hit in store.search(text, vector, k, mode=mode, version=version)]
+        rankings = [[hit.doc_id for hit in store.retrieve(text, vector, k, mode=mode, version=version)]
                     for text, vector in zip(texts, vectors, strict=True)]
         result[mode] = score_rankings(rankings, expected, k)
         log.info("%s, %s search: hit@%d %.3f, MRR@%d %.3f over %d questions", version, mode, k,
@@ -189,3 +190,27 @@ def stored_evaluation(record: dict[str, Any] | None, question_set_digest: str, k
     if not set(modes) <= set(recorded):
         return None
     return {mode: recorded[mode] for mode in modes}
+
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def normalised_words(text: str) -> list[str]:
+    """Lower-case runs of letters and digits: what two texts must share to count as a copy."""
+    return _WORD.findall(text.lower())
+
+
+def copied_runs(question: str, corpus_text: str, n: int = 8) -> list[str]:
+    """The runs of ``n`` consecutive words of ``question`` that also occur in ``corpus_text``.
+
+    A paraphrased question set must not quote its corpus: a question with a non-empty result copies a
+    sentence (punctuation and case are ignored).
+
+    Args:
+        corpus_text: The corpus as one string; pass it through :func:`normalised_words` and join with spaces
+            once for many questions (``" ".join(normalised_words(text))``), it is used as is.
+    """
+    words = normalised_words(question)
+    haystack = f" {corpus_text} "
+    return [" ".join(words[i:i + n]) for i in range(len(words) - n + 1)
+            if f" {' '.join(words[i:i + n])} " in haystack]

@@ -13,7 +13,7 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from pipelines.rag.corpus import CHUNKER_VERSION, Corpus, chunk_document
+from pipelines.rag.corpus import CHUNKER_VERSION, Corpus, chunk_document_with
 
 
 @dataclass(frozen=True)
@@ -26,9 +26,15 @@ class Chunk:
     text: str
 
 
-def chunker_digest(size_chars: int, overlap_chars: int) -> str:
-    """The chunker config (and algorithm version) as a short digest: a change means new chunk ids."""
+def chunker_digest(size_chars: int, overlap_chars: int, strategy: str = "structure") -> str:
+    """The chunker config (and algorithm version) as a short digest: a change means new chunk ids.
+
+    The default ``structure`` strategy is left out of the digest, so indexes built before strategies existed
+    keep their chunk ids.
+    """
     spec = {"algorithm": CHUNKER_VERSION, "size_chars": size_chars, "overlap_chars": overlap_chars}
+    if strategy != "structure":
+        spec["strategy"] = strategy
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -38,13 +44,14 @@ def chunk_id(doc_id: str, text: str, chunker: str, model_id: str, occurrence: in
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
-def chunk_corpus(corpus: Corpus, size_chars: int, overlap_chars: int, model_id: str) -> list[Chunk]:
+def chunk_corpus(corpus: Corpus, size_chars: int, overlap_chars: int, model_id: str,
+                 strategy: str = "structure") -> list[Chunk]:
     """Every chunk of a corpus with its id, documents in id order, chunks in document order."""
-    chunker = chunker_digest(size_chars, overlap_chars)
+    chunker = chunker_digest(size_chars, overlap_chars, strategy)
     chunks = []
     for doc in sorted(corpus.documents, key=lambda d: d.doc_id):
         seen: dict[str, int] = defaultdict(int)
-        for heading, text in chunk_document(doc, size_chars, overlap_chars):
+        for heading, text in chunk_document_with(doc, size_chars, overlap_chars, strategy):
             occurrence = seen[text]
             seen[text] += 1
             cid = chunk_id(doc.doc_id, text, chunker, model_id, occurrence)

@@ -69,10 +69,11 @@ PlanMode = Literal["full", "incremental", "unchanged"]
 
 # --- what the steps hand each other (XCom) ------------------------------------------------------------------
 
-class ChunkerState(TypedDict):
+class ChunkerState(TypedDict, total=False):
     size_chars: int
     overlap_chars: int
     digest: str
+    strategy: str
 
 
 class IndexPlan(TypedDict):
@@ -172,7 +173,10 @@ class IndexRunSummary(TypedDict):
 def _open_store(config: RagIndexConfig, settings: LooplineSettings) -> VectorStore:
     from pipelines.rag.stores import open_store
 
-    return open_store(config.index.backend, config.instance, settings)
+    store = open_store(config.index.backend, config.instance, settings)
+    store.fusion = config.search.fusion()
+    store.max_chunks_per_document = config.search.max_chunks_per_document
+    return store
 
 
 def _catalog(config: RagIndexConfig, settings: LooplineSettings) -> VersionCatalog:
@@ -206,9 +210,11 @@ def _corpus_now(config: RagIndexConfig, settings: LooplineSettings) -> _CorpusNo
     model_path = embeddings.resolve_model_path(config.embedding.model, settings)
     model_id = embeddings.model_id(model_path)
     size, overlap = config.chunker.size_chars, config.chunker.overlap_chars
-    chunker: ChunkerState = {"size_chars": size, "overlap_chars": overlap, "digest": chunker_digest(size, overlap)}
+    strategy = config.chunker.strategy
+    chunker: ChunkerState = {"size_chars": size, "overlap_chars": overlap,
+                             "digest": chunker_digest(size, overlap, strategy), "strategy": strategy}
     return _CorpusNow(root, corpus, model_path, model_id, chunker, fingerprint(model_id, chunker["digest"]),
-                      chunk_corpus(corpus, size, overlap, model_id))
+                      chunk_corpus(corpus, size, overlap, model_id, strategy))
 
 
 def _compare_with_index(config: RagIndexConfig, now: _CorpusNow, store: VectorStore, catalog: VersionCatalog,
@@ -458,6 +464,7 @@ def _lineage_params(config: RagIndexConfig, plan: IndexPlan, qs: QuestionSet) ->
         "chunker_size_chars": plan["chunker"]["size_chars"],
         "chunker_overlap_chars": plan["chunker"]["overlap_chars"],
         "chunker_digest": plan["chunker"]["digest"], "fingerprint": plan["fingerprint"],
+        "chunker_strategy": plan["chunker"].get("strategy", "structure"),
         "embedding_batch_size": config.embedding.batch_size, "question_set": config.evaluation.questions,
         "question_set_digest": qs.digest, "questions": len(qs.questions), "eval_k": config.evaluation.k,
         "eval_modes": ",".join(config.evaluation.modes),
@@ -827,4 +834,4 @@ def search(config: RagIndexConfig, query: str, k: int | None = None, mode: str =
             raise IndexStateError(f"index {config.instance} has no live version{where}: run the "
                                   f"{config.dag_id} DAG first")
         vector = _query_encoder(record["model_path"], config)([query])[0]
-        return store.search(query, vector, k or config.evaluation.k, mode=mode, version=live)
+        return store.retrieve(query, vector, k or config.evaluation.k, mode=mode, version=live)

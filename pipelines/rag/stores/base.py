@@ -44,6 +44,54 @@ class SearchHit:
     score: float
 
 
+@dataclass(frozen=True)
+class HybridFusion:
+    """Loopline's own hybrid search: weighted reciprocal rank fusion of a vector list and a BM25 list.
+
+    Each list holds ``candidates`` hits; a chunk scores ``sum(weight / (rrf_k + rank))`` over the lists it is
+    in (rank from 1), so ``text_weight`` > 1 trusts BM25 more than the embedding, < 1 less.
+    """
+
+    rrf_k: int = 60
+    text_weight: float = 1.0
+    vector_weight: float = 1.0
+    candidates: int = 50
+
+
+def fuse_reciprocal_rank(weighted_lists: Sequence[tuple[float, Sequence[SearchHit]]], k: int,
+                         rrf_k: int = 60) -> list[SearchHit]:
+    """The ``k`` best hits of several ranked lists by weighted reciprocal rank fusion, best first.
+
+    Args:
+        weighted_lists: (weight, hits best first) per retriever.
+        rrf_k: The RRF constant: larger flattens the difference between ranks.
+
+    Returns:
+        Hits with ``score`` = their fused score; a chunk in several lists appears once (its first hit).
+    """
+    scores: dict[str, float] = {}
+    first: dict[str, SearchHit] = {}
+    for weight, hits in weighted_lists:
+        for rank, hit in enumerate(hits, 1):
+            scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + weight / (rrf_k + rank)
+            first.setdefault(hit.chunk_id, hit)
+    ranked = sorted(scores, key=lambda cid: (-scores[cid], cid))[:k]
+    return [SearchHit(first[c].chunk_id, first[c].doc_id, first[c].heading, first[c].text, scores[c]) for c in ranked]
+
+
+def limit_per_document(hits: Sequence[SearchHit], k: int, per_document: int) -> list[SearchHit]:
+    """The first ``k`` hits, best first, skipping a document's hits after its first ``per_document``."""
+    seen: dict[str, int] = {}
+    kept = []
+    for hit in hits:
+        if seen.get(hit.doc_id, 0) < per_document:
+            seen[hit.doc_id] = seen.get(hit.doc_id, 0) + 1
+            kept.append(hit)
+            if len(kept) == k:
+                break
+    return kept
+
+
 class VectorStore(ABC):
     """Versions of one index, the alias that names the live one, and search.
 
@@ -51,6 +99,13 @@ class VectorStore(ABC):
     """
 
     backend: str = ""
+    fusion: HybridFusion | None = None
+    """When set (``search.hybrid: weighted_rrf``), ``hybrid`` search is :meth:`fused_search` instead of the
+    backend's own hybrid query."""
+    max_chunks_per_document: int | None = None
+    """When set (``search.max_chunks_per_document``), :meth:`retrieve` keeps at most this many chunks of one
+    document, so the k results span more documents."""
+    overfetch: int = 4
 
     def __init__(self, index_name: str):
         self.index_name = index_name
@@ -146,6 +201,25 @@ class VectorStore(ABC):
         ``vector`` is the query's embedding (from the model that built the version); ``text`` feeds the
         full-text side of ``hybrid`` and ``text`` search.
         """
+
+    def fused_search(self, text: str, vector: Sequence[float], k: int, version: str | None = None,
+                     fusion: HybridFusion | None = None) -> list[SearchHit]:
+        """Hybrid search by :func:`fuse_reciprocal_rank` of this store's own vector and BM25 searches."""
+        fusion = fusion or self.fusion or HybridFusion()
+        n = max(k, fusion.candidates)
+        by_vector = self.search(text, vector, n, mode="vector", version=version)
+        by_text = self.search(text, vector, n, mode="text", version=version) if fusion.text_weight > 0 else []
+        return fuse_reciprocal_rank([(fusion.vector_weight, by_vector), (fusion.text_weight, by_text)], k,
+                                    fusion.rrf_k)
+
+    def retrieve(self, text: str, vector: Sequence[float] | None, k: int, mode: SearchMode = "hybrid",
+                 version: str | None = None) -> list[SearchHit]:
+        """:meth:`search` for readers and the evaluation: with ``max_chunks_per_document`` set, ``k * overfetch``
+        hits are fetched and the k best kept with at most that many chunks per document."""
+        if self.max_chunks_per_document is None:
+            return self.search(text, vector, k, mode=mode, version=version)
+        hits = self.search(text, vector, k * self.overfetch, mode=mode, version=version)
+        return limit_per_document(hits, k, self.max_chunks_per_document)
 
     def close(self) -> None:  # noqa: B027 - optional
         """Release connections."""

@@ -3,8 +3,11 @@
 The pipeline is the instance's YAML with the tiny from-scratch Llama as its base (:data:`TINY`: seconds per
 run, so the many runs below stay cheap); the default base, SmolLM2, is tuned in ``test_lora_smollm2.py``.
 
-One run builds the tiny Llama, tunes, evaluates, registers and promotes; a re-run reuses everything; a weak
-challenger from the form leaves the champion; a missing base model fails the run. A mismatched tokenizer
+One run builds the tiny Llama, tunes, evaluates, registers the adapter and gives it ``@challenger`` for the
+assistant's llm_eval gate (the instance's ``evaluation.promotion: gate``), announcing it with the Asset
+``assistant_adapter_candidate``; a re-run reuses everything and announces nothing; the same adapter under
+``promotion: perplexity`` takes ``@champion`` here; a weak challenger from the form leaves the aliases; a
+missing base model fails the run. A mismatched tokenizer
 and an empty dataset are refused by the steps themselves. Nothing bad registers a version or moves the
 champion.
 """
@@ -34,7 +37,7 @@ TINY = {"base_model": "home:models/tiny-llama", "tiny_model": {}, "dataset": {"m
 
 
 
-
+CANDIDATE_URI = "loopline://adapter-candidate/assistant_adapter"
 
 
 def task_states(run) -> dict[str, tuple[str, int]]:
@@ -48,10 +51,25 @@ def task_states(run) -> dict[str, tuple[str, int]]:
     return {task_id: (str(state), tries) for task_id, state, tries in rows}
 
 
-def registry_state() -> tuple[set[str], str | None]:
+def registry_state() -> tuple[set[str], str | None, int | None]:
+    from pipelines.llm_eval.candidates import alias_version
+
     versions = {str(v.version) for v in tracking.client().search_model_versions(f"name = '{NAME}'")}
     champion = tracking.champion(NAME)
-    return versions, str(champion.version) if champion else None
+    return (versions, str(champion.version) if champion else None,
+            alias_version(tracking.client(), "adapter", NAME, "challenger"))
+
+
+def asset_events(run) -> list[dict]:
+    """The extras of the adapter-candidate Asset events the run's tasks emitted."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.scalars(select(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id).where(
+            AssetModel.uri == CANDIDATE_URI, AssetEvent.source_run_id == run.run_id)).all()
+        return [dict(row.extra or {}) for row in rows]
 
 
 def dag_config() -> LoraTuneConfig:
@@ -73,12 +91,13 @@ def tuned(airflow_db, config):
     return dag, dag.test()
 
 
-def test_the_run_tunes_evaluates_registers_and_promotes(tuned, loopline_home):
-    _, run = tuned
+def test_the_run_tunes_evaluates_registers_and_hands_the_adapter_to_the_gate(tuned, loopline_home):
+    dag, run = tuned
     assert run.state == "success"
     assert {t: s for t, (s, _) in task_states(run).items()} == {
         t: "success" for t in ("prepare_base_model", "build_dataset", "tune_adapter", "evaluate_adapter",
-                               "register_adapter")}
+                               "register_adapter", "announce_adapter_candidate")}
+    assert [o.uri for o in dag.get_task("announce_adapter_candidate").outlets] == [CANDIDATE_URI]
     base = xcom(run, "prepare_base_model")
     assert base["built"] and base["path"] == str(loopline_home / "models" / "tiny-llama")
     assert base["architecture"] == "LlamaForCausalLM" and base["tokenizer_size"] == base["vocab_size"]
@@ -88,16 +107,27 @@ def test_the_run_tunes_evaluates_registers_and_promotes(tuned, loopline_home):
     assert summary["trainable_fraction"] < 0.02
     assert summary["adapter_bytes"] <= 0.02 * summary["base_weights_bytes"]
     assert (summary["registered"], summary["promoted"], summary["version"], summary["champion"]) == (
-        True, True, "1", "1")
-    assert summary["reason"].startswith("first adapter: eval perplexity")
+        True, False, "1", None)
+    assert (summary["promotion"], summary["alias"], summary["challenger_set"]) == ("gate", "challenger", True)
+    assert summary["reason"] == ("version 1 takes @challenger: the llm_eval gate judges its answers against the base "
+                                 "model alone (no adapter is champion yet)")
+    assert registry_state() == ({"1"}, None, 1)
+    index_version = xcom(run, "build_dataset")["index_version"]  # the docs index, if this session built one
+    assert asset_events(run) == [{"model_name": NAME, "version": "1", "champion": None,
+                                  "index_version": index_version}]
 
     version = tracking.client().get_model_version(NAME, "1")
     data = xcom(run, "build_dataset")
     assert version.tags["base_model_digest"] == base["digest"] and version.tags["dataset_digest"] == data["digest"]
-    assert version.tags["loopline.promotion"] == "promoted"
+    assert (version.tags["loopline.promotion"], version.tags["loopline.promotion_reason"]) == (
+        "challenger", summary["reason"])
+    assert version.tags["loopline.lineage.corpus_digest"] == data["corpus_digest"]
+    assert version.tags["loopline.lineage.index_version"] == (data["index_version"] or "none")
+    assert version.tags["loopline.lineage.index"] == "docs_rag_index"
     assert version.tags["loopline.tuning_key"] == xcom(run, "tune_adapter")["tuning_key"]
     mlflow_run = tracking.client().get_run(version.run_id)
     assert mlflow_run.data.params["lora_rank"] == "8" and mlflow_run.data.params["base_model_digest"] == base["digest"]
+    assert mlflow_run.data.tags["loopline.lineage.corpus_digest"] == data["corpus_digest"]
     assert mlflow_run.data.metrics["eval_perplexity"] == pytest.approx(summary["tuned_perplexity"], rel=1e-4)
     history = tracking.client().get_metric_history(version.run_id, "train_loss")
     assert [m.step for m in history] == list(range(1, summary["steps"] + 1))
@@ -105,26 +135,27 @@ def test_the_run_tunes_evaluates_registers_and_promotes(tuned, loopline_home):
         "assistant_instruction_pairs_training", "assistant_instruction_pairs_evaluation"}
 
 
-def test_the_champion_answers_through_mlflow_pyfunc(tuned):
+def test_the_challenger_answers_through_mlflow_pyfunc(tuned):
     import mlflow
     import pandas as pd
 
     tracking.configure_mlflow()
-    model = mlflow.pyfunc.load_model(f"models:/{NAME}@champion", model_config={"max_new_tokens": 12})
+    model = mlflow.pyfunc.load_model(f"models:/{NAME}@challenger", model_config={"max_new_tokens": 12})
     answers = model.predict(pd.DataFrame({"instruction": [
         'What does the section "Training, registration and promotion > Bad input" of training.md say?']}))
     assert len(answers) == 1 and isinstance(answers[0], str) and answers[0]
 
 
-def test_the_champion_is_scored_on_a_runs_eval_pairs(tuned):
+def test_a_registered_version_is_scored_on_a_runs_eval_pairs(tuned):
     from pipelines.lora.evaluation import champion_on_split
 
     _, run = tuned
     base, data = xcom(run, "prepare_base_model"), xcom(run, "build_dataset")
-    scored = champion_on_split(tracking.champion(NAME), base, data["eval_path"], data["max_tokens"], 8, "cpu")
+    version = tracking.client().get_model_version_by_alias(NAME, "challenger")
+    scored = champion_on_split(version, base, data["eval_path"], data["max_tokens"], 8, "cpu")
     assert scored == {"version": "1", "perplexity": pytest.approx(xcom(run, "register_adapter")["tuned_perplexity"],
                                                                   rel=1e-3)}
-    other_base = champion_on_split(tracking.champion(NAME), {**base, "digest": "0" * 64}, data["eval_path"],
+    other_base = champion_on_split(version, {**base, "digest": "0" * 64}, data["eval_path"],
                                    data["max_tokens"], 8, "cpu")
     assert other_base["perplexity"] is None and "tuned on another base model" in other_base["why_not_scored"]
 
@@ -139,8 +170,26 @@ def test_a_rerun_reuses_the_base_model_the_adapter_and_the_version(tuned):
     assert xcom(run, "tune_adapter")["reused"] is True
     assert xcom(run, "tune_adapter")["run_id"] == xcom(first, "tune_adapter")["run_id"]
     summary = xcom(run, "register_adapter")
-    assert summary["reason"] == "version 1 is already the champion (same inputs as before)"
+    assert summary["reason"].startswith("version 1 is @challenger already (same inputs as before)")
+    assert summary["challenger_set"] is False and task_states(run)["announce_adapter_candidate"][0] == "skipped"
+    assert asset_events(run) == [], "nothing new for the gate: no Asset event"
     assert registry_state() == before
+
+
+def test_without_the_gate_the_champion_moves_on_perplexity(tuned):
+    """``evaluation.promotion: perplexity`` (a user without an assistant): the same adapter, another model name."""
+    _, run = tuned
+    config = LoraTuneConfig.model_validate({**dag_config().model_dump(), "model_name": "assistant_adapter_ppl",
+                                            "evaluation": {"promotion": "perplexity"}})
+    assert config.candidate_asset_ref is None
+    base, data, tuned_adapter = (xcom(run, t) for t in ("prepare_base_model", "build_dataset", "tune_adapter"))
+    evaluation = xcom(run, "evaluate_adapter")
+    summary = steps.register_adapter(config, base, data, tuned_adapter, evaluation)
+    assert (summary["promoted"], summary["alias"], summary["champion"], summary["challenger_set"]) == (
+        True, "champion", summary["version"], False)
+    assert summary["reason"].startswith("first adapter: eval perplexity")
+    again = steps.register_adapter(config, base, data, tuned_adapter, evaluation)
+    assert again["reason"] == f"version {summary['version']} is already the champion (same inputs as before)"
 
 
 def test_a_weak_challenger_leaves_the_champion_and_says_why(tuned):
@@ -164,7 +213,8 @@ def test_a_missing_base_model_path_fails_the_run_without_retry(tuned):
     assert run.state == "failed"
     states = task_states(run)
     assert states["prepare_base_model"] == ("failed", 1), "bad input is not retried"
-    assert all(states[t][0] == "upstream_failed" for t in ("build_dataset", "tune_adapter", "register_adapter"))
+    assert all(states[t][0] == "upstream_failed" for t in ("build_dataset", "tune_adapter", "register_adapter",
+                                                         "announce_adapter_candidate"))
     with pytest.raises(BaseModelError, match=r"base model folder /nowhere/tiny-llama does not exist"):
         steps.prepare_base_model(steps.resolve_run(dag_config(), {"base_model_path": "/nowhere/tiny-llama"}))
     assert registry_state() == before

@@ -3,8 +3,8 @@
 The instance's YAML with fewer, shorter steps (the default run's 16 steps of 128 tokens take minutes; the
 pipeline's logic is tested on the tiny model in ``test_lora_pipeline.py``): the packaged model is converted
 once per data home and used as it is, examples go through the chat template with the loss on the answer
-only, the adapter lowers eval perplexity, is registered, answers through its MLflow pyfunc, and loads onto
-the assistant's generator.
+only, the adapter lowers eval perplexity, is registered as the gate's @challenger, answers through its MLflow
+pyfunc, and loads onto the assistant's generator.
 """
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ def test_the_adapter_lowers_perplexity_and_is_registered(short_run):
     _, _, _, tuned, summary = short_run
     assert tuned["steps"] == 4
     assert summary["tuned_perplexity"] < summary["base_perplexity"] * 0.95, summary
-    assert (summary["registered"], summary["promoted"], summary["champion"]) == (True, True, summary["version"])
+    assert (summary["registered"], summary["alias"], summary["challenger_set"]) == (True, "challenger", True)
+    assert summary["promoted"] is False, "the instance's llm_eval gate decides @champion"
     assert summary["adapter_bytes"] <= 0.02 * summary["base_weights_bytes"]
     assert 0 < summary["merge_max_abs_diff"] < 1e-3
 
@@ -83,7 +84,7 @@ def test_the_registered_adapter_answers_as_the_assistants_generator_does(short_r
     _, base, _, tuned, _ = short_run
     question = 'What does the section "Training, registration and promotion > Bad input" of training.md say?'
     tracking.configure_mlflow()
-    served = mlflow.pyfunc.load_model(f"models:/{NAME}@champion", model_config={"max_new_tokens": 12})
+    served = mlflow.pyfunc.load_model(f"models:/{NAME}@challenger", model_config={"max_new_tokens": 12})
     answers = served.predict(pd.DataFrame({"instruction": [question]}))
     generator = model.load(base["path"], tuned["adapter_path"])
     reply = model.generate(generator, [{"role": "user", "content": question}], max_new_tokens=12)

@@ -26,6 +26,9 @@ def test_the_docs_assistant_config_loads():
     assert (config.generator.threads, config.prompt.alias) == (1, "champion")
     assert config.generator.backend == "llama_cpp", "the docs instance runs the GGUF in llama.cpp (its comment: why)"
     assert config.check and config.check.expected_source == "rag.md"
+    adapter = config.generator.adapter
+    assert adapter and (adapter.model_name, adapter.alias, adapter.when_missing) == (
+        "assistant_adapter", "champion", "base"), "the base model answers until lora_tune's gate makes a champion"
 
 
 def test_defaults_are_the_issue_s():
@@ -115,7 +118,7 @@ def test_a_backend_that_cannot_run_the_model_is_refused(generator, message):
 
 def test_a_yaml_with_llama_cpp_and_an_adapter_is_a_config_error(tmp_path):
     path = tmp_path / "x_assistant.yaml"
-    path.write_text(DOCS.read_text().replace("adapter: null", "adapter: {model_name: docs_lora}"))
+    path.write_text(DOCS.read_text().replace("when_missing: base", "when_missing: fail"))
     with pytest.raises(PipelineConfigError, match="needs backend: transformers"):
         load_config(path)
 

@@ -33,3 +33,10 @@ def test_a_run_that_registered_nothing_is_flagged():
                "reason": "does not improve by the margin 5.0%"}
     assert "nothing registered" in summarize_run(summary) and "no champion yet" in summarize_run(summary)
     assert len(unexpected(summary)) == 3
+
+
+def test_an_adapter_handed_to_the_gate_is_what_the_run_should_do():
+    summary = {**SUMMARY, "promoted": False, "champion": None, "alias": "challenger", "challenger_set": True,
+               "reason": "version 1 takes @challenger: the llm_eval gate judges its answers against the base model"}
+    assert "HANDED TO THE GATE (@challenger; docs_llm_eval decides @champion): version 1" in summarize_run(summary)
+    assert "no champion yet" in summarize_run(summary) and unexpected(summary) == []

@@ -43,10 +43,15 @@ def test_the_graph_evaluates_the_champion_then_a_candidate_gates_it_and_checks_l
     assert upstream == {
         "load_golden_set": set(), "evaluate_answers": {"load_golden_set"}, "write_report": {"evaluate_answers"},
         "gate_index": {"evaluate_answers"},
-        "find_candidate": {"load_golden_set"}, "evaluate_candidate": {"find_candidate", "evaluate_answers"},
+        "find_candidate": {"load_golden_set", "compare_release"},
+        "evaluate_candidate": {"find_candidate", "evaluate_answers"},
         "gate_candidate": {"evaluate_answers", "evaluate_candidate", "find_candidate"},
         "write_candidate_report": {"evaluate_candidate"},
-        "check_live_traffic": set(), "emit_fallback": {"check_live_traffic"}}
+        "check_live_traffic": set(), "emit_fallback": {"check_live_traffic"},
+        "compare_release": {"check_live_traffic"}}
+    # the live release decides first, whatever the live check did; the offline gate runs after it, skipped or not
+    assert eval_dag.task_dict["compare_release"].trigger_rule == "all_done"
+    assert eval_dag.task_dict["find_candidate"].trigger_rule == "none_failed"
     (outlet,) = eval_dag.task_dict["emit_fallback"].outlets
     assert (outlet.name, outlet.uri) == ("docs_assistant_fallback", "loopline://assistant-fallback/docs")
     assert eval_dag.max_active_runs == 1 and eval_dag.max_active_tasks == 1 and eval_dag.catchup is False
@@ -61,7 +66,8 @@ def test_it_runs_daily_on_every_new_docs_index_and_on_every_new_prompt_candidate
     (either,) = eval_dag.timetable.asset_condition.objects  # one condition: any of the two
     assets = [(a.name, a.uri) for a in either.objects]
     assert assets == [("docs_index", "loopline://rag/docs"),
-                      ("docs_prompt_candidate", "loopline://prompt-candidate/docs")]
+                      ("docs_prompt_candidate", "loopline://prompt-candidate/docs"),
+                      ("assistant_adapter_candidate", "loopline://adapter-candidate/assistant_adapter")]
     assert "expression='0 0 * * *'" in repr(eval_dag.timetable.timetable)  # @daily, UTC
 
 

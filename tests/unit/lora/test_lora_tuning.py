@@ -111,9 +111,57 @@ def test_an_adapter_folder_is_reused_only_once_its_record_is_written(micro, tmp_
     assert [p.name for p in (tmp_path / "adapters").iterdir()] == ["key"]
 
 
+def test_gradient_checkpointing_gives_the_same_training_and_is_on_only_when_asked(micro):
+    tokenizer = base_model.load_tokenizer(micro)
+    examples = [tuning.encode(p, tokenizer, 500) for p in PAIRS]
+    dropping = LoraSpec(rank=4, alpha=8, dropout=0.1)  # the recomputed forward must draw the same dropout masks
+    runs = {}
+    for checkpointing in (False, True):
+        model = lora_model(micro, dropping)
+        spec = TuningSpec(epochs=2, learning_rate=1e-2, max_steps=3, batch_size=2, seed=7,
+                          gradient_checkpointing=checkpointing)
+        losses = [r.loss for r in tuning.train(model, examples, spec, tokenizer.pad_token_id, "cpu")]
+        layers = model.get_base_model().model.layers
+        assert all(layer.gradient_checkpointing is checkpointing for layer in layers)
+        adapter = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        runs[checkpointing] = losses, adapter
+    (plain, plain_adapter), (checked, checked_adapter) = runs[False], runs[True]
+    assert len(plain) == 3 and checked == pytest.approx(plain, rel=1e-5, abs=1e-6)
+    assert plain_adapter.keys() == checked_adapter.keys()
+    for name, value in plain_adapter.items():  # the same gradients reached the adapters, step after step
+        assert (value - checked_adapter[name]).abs().max() < 1e-5, name
+
+
+def test_one_step_with_checkpointing_has_the_loss_and_gradients_of_one_without(micro):
+    import torch
+
+    tokenizer = base_model.load_tokenizer(micro)
+    examples = [tuning.encode(p, tokenizer, 500) for p in PAIRS[:4]]
+    ids, mask, labels = next(tuning.batches(examples, 4, tokenizer.pad_token_id))
+    results = []
+    for checkpointing in (False, True):
+        model = lora_model(micro)
+        if checkpointing:
+            tuning.enable_checkpointing(model)
+        model.train()
+        torch.manual_seed(0)
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        reached = [g.abs().sum() > 0 for n, g in grads.items() if "lora_B" in n]
+        assert reached and all(reached), "gradients reach every lora_B through the frozen, checkpointed layers"
+        results.append((float(loss.detach()), grads))
+    (loss, grads), (checked_loss, checked_grads) = results
+    assert checked_loss == pytest.approx(loss, rel=1e-6)
+    assert all(torch.allclose(grads[n], checked_grads[n], rtol=1e-4, atol=1e-7) for n in grads)
+
+
 def test_the_tuning_key_ignores_where_it_runs():
     key = tuning.tuning_key(LoraSpec(), TuningSpec(), "base", "data", 256)
     assert key == tuning.tuning_key(LoraSpec(), TuningSpec(device="cpu", cpu_threads=1), "base", "data", 256)
+    assert key == tuning.tuning_key(LoraSpec(), TuningSpec(gradient_checkpointing=True), "base", "data", 256), (
+        "checkpointing changes memory and time, not what is learned: the same adapter is reused")
+    assert TuningSpec().gradient_checkpointing is False
     assert key != tuning.tuning_key(LoraSpec(rank=4), TuningSpec(), "base", "data", 256)
     assert key != tuning.tuning_key(LoraSpec(), TuningSpec(), "base", "other data", 256)
 
