@@ -211,7 +211,8 @@ def _check_registered_models(client, stack) -> None:
     run = client.get_run(champion.run_id)
     assert run.data.metrics["holdout_roc_auc"] > 0.6
     assert {a.path for a in client.list_artifacts(champion.run_id, "evaluation")} >= {"evaluation/roc_curve.png"}
-    adapter = client.get_model_version_by_alias("assistant_adapter", "champion")  # the LoRA run's, same server
+    # The LoRA run's, same server: lora_tune hands a registered adapter to the answer gate as @challenger
+    adapter = client.get_model_version_by_alias("assistant_adapter", "challenger")
     assert adapter.run_id and client.get_run(adapter.run_id).data.metrics
     scored = stack["scored"]
     assert scored["model_version"] == str(champion.version)
