@@ -252,11 +252,10 @@ def _answer_arm(asked: _Asked, config: AssistantConfig, settings: LooplineSettin
                              "loopline.refusal_reason": redact(reason or ""), "loopline.tokens_in": tokens_in,
                              "loopline.tokens_out": tokens_out, "loopline.latency_ms": latency_ms})
         if arm is not None:  # the live scores the release comparison reads (no reference answer needed)
-            spec = config.release
             scores = release.live_scores(
                 reply, refused, [p.text for p in context.passages],
                 lambda texts: guard.injection_model(settings).embedder.encode(list(texts)),
-                spec.min_support if spec else 0.6, latency_ms=latency_ms, tokens=tokens_in + tokens_out)
+                arm.live.min_support, latency_ms=latency_ms, tokens=tokens_in + tokens_out)
             release_fields["scores"] = scores
             root.set_attributes({f"loopline.score.{key}": value for key, value in scores.items()
                                  if key in ("groundedness", "hallucinated") and value is not None})

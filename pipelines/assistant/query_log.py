@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -70,6 +70,11 @@ def is_shown(row: dict[str, Any]) -> bool:
     return row.get("shown", True) is not False
 
 
+def latencies_ms(rows: Iterable[dict[str, Any]]) -> list[float]:
+    """The answer latencies of ``rows`` that have one, in milliseconds."""
+    return [float(row["latency_ms"]) for row in rows if isinstance(row.get("latency_ms"), (int, float))]
+
+
 def tokens_used(index_instance: str, assistant: str, day: date, settings: LooplineSettings | None = None) -> int:
     """Prompt and answer tokens that assistant ``assistant`` (a DAG id) logged on ``day``."""
     return day_summary(index_instance, assistant, day, settings)["tokens"]
@@ -113,7 +118,7 @@ def day_summary(index_instance: str, assistant: str, day: date, settings: Loopli
     """
     every = [row for row in read_rows(index_instance, day, settings) if row.get("assistant") == assistant]
     rows = [row for row in every if is_shown(row)]
-    latencies = [float(row["latency_ms"]) for row in rows if isinstance(row.get("latency_ms"), (int, float))]
+    latencies = latencies_ms(rows)
     tokens_in = sum(int(row.get("tokens_in") or 0) for row in every)
     tokens_out = sum(int(row.get("tokens_out") or 0) for row in every)
     return {

@@ -67,11 +67,13 @@ def version_label(kind: str, name: str, version: int | str | None) -> str:
 
 @dataclass(frozen=True)
 class LiveRelease:
-    """The release in force for one answer: its mode and share, and the challenger with its champion."""
+    """The release in force for one answer: its mode and share, the challenger with its champion, and how its
+    answers are scored."""
 
     mode: str
     share: float
     challenger: Candidate
+    min_support: float = 0.6  # release.min_support: what live_scores counts as a supported sentence
 
     @property
     def challenger_label(self) -> str:
@@ -133,7 +135,7 @@ def active_release(config: AssistantConfig, origin: str,
     if challenger is None:
         log.info("No live release: %s", note)
         return None
-    return LiveRelease(config.release.mode, config.release.share, challenger)
+    return LiveRelease(config.release.mode, config.release.share, challenger, config.release.min_support)
 
 
 def live_scores(answer: str, refused: bool, passages: Sequence[str], embed: Callable[[Sequence[str]], Any],

@@ -166,19 +166,22 @@ def _describe(version: str | None) -> str:
     return f"v{version}" if version is not None else "no version"
 
 
-def promote(model_name: str, version: str | int, reason: str, settings: LooplineSettings | None = None) -> None:
-    """Record why on ``version``, then move the ``champion`` alias to it.
+def promote(model_name: str, version: str | int, reason: str, settings: LooplineSettings | None = None, *,
+            alias: str = CHAMPION) -> None:
+    """Record why on ``version``, then move ``alias`` (the ``champion``, by default) to it.
 
     Tags first, alias last: the alias is the commit point. A crash in between leaves the alias where it was
     (on a version whose tags say ``promoted``) and the challenger tagged with a verdict its retry carries
-    out; the alias never points at a version whose tags do not say why it is there.
+    out; the alias never points at a version whose tags do not say why it is there. The ``loopline.promotion``
+    tag says ``promoted`` for the champion, the alias's name for another alias.
     """
     mlflow_client = client(settings)
-    mlflow_client.set_model_version_tag(model_name, str(version), "loopline.promotion", "promoted")
+    mlflow_client.set_model_version_tag(model_name, str(version), "loopline.promotion",
+                                        "promoted" if alias == CHAMPION else alias)
     mlflow_client.set_model_version_tag(model_name, str(version), "loopline.promotion_reason", reason)
     crash_point("promotion:after_tags")
-    mlflow_client.set_registered_model_alias(model_name, CHAMPION, str(version))
-    log.info("%s version %s is the champion now: %s", model_name, version, reason)
+    mlflow_client.set_registered_model_alias(model_name, alias, str(version))
+    log.info("%s version %s has @%s now: %s", model_name, version, alias, reason)
 
 
 def keep_champion(model_name: str, version: str | int, reason: str, settings: LooplineSettings | None = None) -> None:

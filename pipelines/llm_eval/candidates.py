@@ -37,6 +37,8 @@ PROMOTED_AT_TAG = "loopline.gate.promoted_at"
 EVAL_RUN_TAG = "loopline.gate.eval_run"
 ROLLBACK_REASON_TAG = "loopline.rollback.reason"
 RESTORED_BY_TAG = "loopline.rollback.restored_by"
+ROLLBACK_AT_TAG = "loopline.rollback.at"
+HELD_TAG = "loopline.release.held"  # passed the offline gate; a live release (compare_release) decides
 MAX_TAG_CHARS = 4000  # well under the registries' tag value limits
 
 
@@ -113,6 +115,13 @@ def set_alias(client: Any, kind: Kind, name: str, alias: str, version: int) -> N
         client.set_registered_model_alias(name, alias, str(version))
 
 
+def delete_alias(client: Any, kind: Kind, name: str, alias: str) -> None:
+    if kind == "prompt":
+        client.delete_prompt_alias(name, alias)
+    else:
+        client.delete_registered_model_alias(name, alias)
+
+
 def subjects(assistant: AssistantConfig, kinds: tuple[str, ...]) -> list[tuple[Kind, str]]:
     """The (kind, name) pairs of the assistant the gate looks after: its prompt, and its adapter when it has one."""
     found: list[tuple[Kind, str]] = []
@@ -160,8 +169,12 @@ def find_candidate(assistant: AssistantConfig, gate, golden_digest: str,
 
 
 def record_decision(candidate: Candidate, *, passed: bool, reason: str, golden_digest: str, eval_run: str,
-                    settings: LooplineSettings | None = None, now: datetime | None = None) -> bool:
+                    settings: LooplineSettings | None = None, now: datetime | None = None,
+                    hold: bool = False) -> bool:
     """Tag the candidate with the decision and, when it passed, make it the champion (compare-and-set).
+
+    ``hold``: a passed candidate is tagged passed and :data:`HELD_TAG` but ``champion`` stays: a live release of
+    it decides (``steps.compare_release``).
 
     Returns:
         Whether ``champion`` moved to the candidate.
@@ -179,11 +192,17 @@ def record_decision(candidate: Candidate, *, passed: bool, reason: str, golden_d
                                      "judged; the retry judges it against the new champion")
     tags = {DECISION_TAG: "passed" if passed else "blocked", REASON_TAG: reason, DIGEST_TAG: golden_digest,
             AGAINST_TAG: str(candidate.champion_version), EVAL_RUN_TAG: eval_run}
-    if passed:
+    if passed and hold:
+        tags[HELD_TAG] = "true"
+    elif passed:
         tags.update({REPLACED_TAG: str(candidate.champion_version or ""), PROMOTED_AT_TAG: now.isoformat()})
     set_version_tags(client, candidate.kind, candidate.name, candidate.version, tags)
     if not passed:
         log.info("%s blocked; champion stays v%s: %s", candidate.label, candidate.champion_version, reason)
+        return False
+    if hold:
+        log.info("%s passed the offline gate; @champion stays v%s until the live release decides", candidate.label,
+                 candidate.champion_version)
         return False
     set_alias(client, candidate.kind, candidate.name, CHAMPION, candidate.version)
     log.info("%s is the champion now (was v%s): %s", candidate.label, candidate.champion_version, reason)
@@ -268,10 +287,10 @@ def roll_back(kind: Kind, name: str, reason: str, run_key: str, settings: Loopli
                                 "fix the cause or move the alias by hand")
     target = int(previous)
     set_version_tags(client, kind, name, current, {DECISION_TAG: "rolled_back", ROLLBACK_REASON_TAG: reason,
-                                                   "loopline.rollback.at": now.isoformat()})
+                                                   ROLLBACK_AT_TAG: now.isoformat()})
     set_version_tags(client, kind, name, target, {RESTORED_BY_TAG: run_key, "loopline.rollback.from": str(current),
                                                   ROLLBACK_REASON_TAG: reason,
-                                                  "loopline.rollback.at": now.isoformat()})
+                                                  ROLLBACK_AT_TAG: now.isoformat()})
     set_alias(client, kind, name, CHAMPION, target)
     log.warning("Rolled %s %s@champion back from v%s to v%s: %s", kind, name, current, target, reason)
     return RollBack(kind, name, current, target, reason, already=False)

@@ -66,7 +66,7 @@ def live_traffic(assistant: AssistantConfig, day: date, settings: LooplineSettin
             if row.get("assistant") == assistant.dag_id and row.get("origin", LIVE_ORIGIN) == LIVE_ORIGIN
             and query_log.is_shown(row)]  # a shadow answer is no user's: it is judged by the release comparison
     refused = sum(1 for row in rows if row.get("refused"))
-    latencies = [float(row["latency_ms"]) for row in rows if isinstance(row.get("latency_ms"), (int, float))]
+    latencies = query_log.latencies_ms(rows)
     thumbs = thumbs_by_day(assistant.experiment_name, day, day, settings).get(day.isoformat(), {"up": 0, "down": 0})
     rated = thumbs["up"] + thumbs["down"]
     return {"day": day.isoformat(), "answers": len(rows), "refused": refused,
@@ -129,13 +129,14 @@ def arm_figures(rows: list[dict[str, Any]], arm: str, version: str) -> ArmFigure
     ``groundedness`` is the mean over the answers that said something (scored), ``hallucination_rate`` their
     share with an unsupported sentence; refusals, latency and tokens count every answer of the arm.
     """
+    from pipelines.assistant import query_log
     from pipelines.llm_eval.scorers import p95
 
     mine = [row for row in rows if row.get("arm") == arm and row.get("version") == version]
     scores = [row.get("scores") or {} for row in mine]
     grounded = [float(s["groundedness"]) for s in scores if isinstance(s.get("groundedness"), (int, float))]
     judged = [bool(s["hallucinated"]) for s in scores if s.get("hallucinated") is not None]
-    latencies = [float(row["latency_ms"]) for row in mine if isinstance(row.get("latency_ms"), (int, float))]
+    latencies = query_log.latencies_ms(mine)
     tokens = [int(row.get("tokens_in") or 0) + int(row.get("tokens_out") or 0) for row in mine]
     refused = sum(1 for row in mine if row.get("refused"))
     return {"arm": arm, "version": version, "answers": len(mine), "shown": sum(1 for r in mine if r.get("shown")),

@@ -401,57 +401,22 @@ def gate_candidate(config: LlmEvalConfig, champion: EvalSummary, candidate_eval:
     client.set_tag(candidate_eval["run_id"], DECISION_TAG, "passed" if decision.passed else "blocked")
     client.set_tag(candidate_eval["run_id"], REASON_TAG, reason[:MAX_TAG_CHARS])
     client.set_tag(candidate_eval["run_id"], "loopline.gate.champion_run", champion["run_id"])
-    assistant = assistant_config(config)
-    if decision.passed and assistant.release is not None and assistant.release.challenger == subject.kind:
-        reason = (f"{reason}; held for the live {assistant.release.mode} release: compare_release promotes it or "
-                  "rolls it back on live answers")
-        _hold_promotion(subject, reason, champion["golden_digest"], candidate_eval["run_id"], settings)
-        promoted = False
-    else:
-        promoted = record_decision(subject, passed=decision.passed, reason=reason,
-                                   golden_digest=champion["golden_digest"], eval_run=candidate_eval["run_id"],
-                                   settings=settings)
+    release = assistant_config(config).release
+    held = False  # a release of this kind of challenger: the live comparison moves champion, not this gate
+    if decision.passed and release is not None and release.challenger == subject.kind:
+        held = True
+        reason = (f"{reason}; held for the live {release.mode} release: compare_release promotes it or rolls it "
+                  "back on live answers")
+    promoted = record_decision(subject, passed=decision.passed, reason=reason, golden_digest=champion["golden_digest"],
+                               eval_run=candidate_eval["run_id"], settings=settings, hold=held)
     log.info("Gate on %s against champion v%s: %s", subject.label, subject.champion_version, reason)
     return {"candidate": candidate, "passed": decision.passed, "promoted": promoted, "reason": reason,
             "failed_checks": [check.name for check in decision.failures], "champion_run_id": champion["run_id"],
             "candidate_run_id": candidate_eval["run_id"], "golden_digest": champion["golden_digest"]}
 
 
-def _hold_promotion(subject: Any, reason: str, golden_digest: str, eval_run: str,
-                    settings: LooplineSettings | None) -> None:
-    """Tag a candidate that passed the offline gate as passed, without moving ``champion``: a live release decides.
-
-    Raises:
-        tracking.ChampionMoved: the champion alias moved since the candidate was judged (as ``record_decision``).
-    """
-    from pipelines.core import tracking
-    from pipelines.llm_eval.candidates import (
-        AGAINST_TAG,
-        CHAMPION,
-        DECISION_TAG,
-        DIGEST_TAG,
-        EVAL_RUN_TAG,
-        REASON_TAG,
-        alias_version,
-        set_version_tags,
-    )
-
-    client = tracking.client(settings)
-    current = alias_version(client, subject.kind, subject.name, CHAMPION)
-    if current != subject.champion_version:
-        raise tracking.ChampionMoved(f"{subject.kind} {subject.name}@champion moved from v{subject.champion_version} "
-                                     f"to v{current} while v{subject.version} was judged; the retry judges it "
-                                     "against the new champion")
-    set_version_tags(client, subject.kind, subject.name, subject.version, {
-        DECISION_TAG: "passed", REASON_TAG: reason, DIGEST_TAG: golden_digest,
-        AGAINST_TAG: str(subject.champion_version), EVAL_RUN_TAG: eval_run, RELEASE_HELD_TAG: "true"})
-    log.info("%s passed the offline gate; @champion stays v%s until the live release decides", subject.label,
-             subject.champion_version)
-
-
 # --- shadow and canary: the live release of the challenger ------------------------------------------------------
 
-RELEASE_HELD_TAG = "loopline.release.held"
 RELEASE_DAY_TAG = "loopline.release.day"
 RELEASE_MODE_TAG = "loopline.release.mode"
 RELEASE_RUN_TAG = "loopline.release.decided_by"
@@ -544,13 +509,13 @@ def _record_release_run(config: LlmEvalConfig, assistant: AssistantConfig, chall
 def _promote_released(challenger: Any, reason: str, run_id: str, day, mode: str, run_key: str,
                       settings: LooplineSettings) -> None:
     from pipelines.core import tracking
-    from pipelines.llm_eval.candidates import DIGEST_TAG, record_decision, set_version_tags, version_tags
+    from pipelines.llm_eval.candidates import DIGEST_TAG, HELD_TAG, record_decision, set_version_tags, version_tags
 
     client = tracking.client(settings)
     digest = version_tags(client, challenger.kind, challenger.name, challenger.version).get(DIGEST_TAG, "")
     record_decision(challenger, passed=True, reason=reason, golden_digest=digest, eval_run=run_id, settings=settings)
     set_version_tags(client, challenger.kind, challenger.name, challenger.version, {
-        RELEASE_DAY_TAG: day.isoformat(), RELEASE_MODE_TAG: mode, RELEASE_RUN_TAG: run_key, RELEASE_HELD_TAG: "false"})
+        RELEASE_DAY_TAG: day.isoformat(), RELEASE_MODE_TAG: mode, RELEASE_RUN_TAG: run_key, HELD_TAG: "false"})
     log.info("%s promoted to @champion by its live %s release: %s", challenger.label, mode, reason)
 
 
@@ -564,8 +529,10 @@ def _roll_back_released(challenger: Any, reason: str, run_id: str, day, mode: st
         DECISION_TAG,
         EVAL_RUN_TAG,
         REASON_TAG,
+        ROLLBACK_AT_TAG,
         ROLLBACK_REASON_TAG,
         alias_version,
+        delete_alias,
         set_version_tags,
     )
 
@@ -573,12 +540,9 @@ def _roll_back_released(challenger: Any, reason: str, run_id: str, day, mode: st
     set_version_tags(client, challenger.kind, challenger.name, challenger.version, {
         DECISION_TAG: "rolled_back", REASON_TAG: reason, ROLLBACK_REASON_TAG: reason,
         AGAINST_TAG: str(challenger.champion_version), EVAL_RUN_TAG: run_id, RELEASE_DAY_TAG: day.isoformat(),
-        RELEASE_MODE_TAG: mode, RELEASE_RUN_TAG: run_key, "loopline.rollback.at": datetime.now(UTC).isoformat()})
+        RELEASE_MODE_TAG: mode, RELEASE_RUN_TAG: run_key, ROLLBACK_AT_TAG: datetime.now(UTC).isoformat()})
     if alias_version(client, challenger.kind, challenger.name, challenger.challenger_alias) == challenger.version:
-        if challenger.kind == "prompt":
-            client.delete_prompt_alias(challenger.name, challenger.challenger_alias)
-        else:
-            client.delete_registered_model_alias(challenger.name, challenger.challenger_alias)
+        delete_alias(client, challenger.kind, challenger.name, challenger.challenger_alias)
     log.warning("%s rolled back by its live %s release (it loses @%s; @champion stays v%s): %s", challenger.label,
                 mode, challenger.challenger_alias, challenger.champion_version, reason)
 

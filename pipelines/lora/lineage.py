@@ -33,11 +33,9 @@ def live_index_version(ref: AssetRef | None, settings: LooplineSettings,
     """
     if ref is None:
         return None, None
-    try:
-        from pipelines.rag import versions
-        from pipelines.templates import CONFIG_DIR, config_files, load_config, read_yaml
-    except ImportError:  # a deployment without the rag package: nothing to record
-        return None, None
+    from pipelines.rag import versions
+    from pipelines.templates import CONFIG_DIR, config_files, load_config, read_yaml
+
     for path in config_files(config_dir or CONFIG_DIR):
         try:
             if read_yaml(path).get("template") != "rag_index":

@@ -382,16 +382,13 @@ def _hand_to_gate(config: LoraTuneConfig, summary: dict[str, Any], version: str,
     challenger = alias_version(client, "adapter", name, alias)
     champion = str(current.version) if current is not None else None
     move = candidate_move(version, champion, str(challenger) if challenger is not None else None, alias, force=force)
-    if move.alias == "champion":
-        tracking.promote(name, version, move.reason, settings)
-        champion = version
-    elif move.alias:
-        # Tags first, alias last (as tracking.promote): the alias never names a version whose tags do not say why.
-        client.set_model_version_tag(name, version, "loopline.promotion", alias)
-        client.set_model_version_tag(name, version, "loopline.promotion_reason", move.reason)
-        client.set_registered_model_alias(name, alias, version)
-    log.info("%s version %s: %s", name, version, move.reason)
-    holds = move.alias or ("champion" if champion == version else alias if str(challenger) == version else None)
+    if move.alias:
+        tracking.promote(name, version, move.reason, settings, alias=move.alias)
+        champion = version if move.alias == tracking.CHAMPION else champion
+    else:
+        log.info("%s version %s: %s", name, version, move.reason)
+    # No move: the version holds champion or the candidate alias already (candidate_move's two no-move cases).
+    holds = move.alias or (tracking.CHAMPION if champion == version else alias)
     return cast(AdapterRegistration, {
         **summary, "promoted": move.alias == "champion", "reason": move.reason, "alias": holds,
         "challenger_set": move.announce, "champion": champion})

@@ -210,7 +210,7 @@ def train(model, examples: list[Example], tuning: Any, pad_id: int, device: str,
     warmup = max(1, total // 10)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: (s + 1) / warmup if s < warmup else max(0.1, 1 - (s - warmup) / max(1, total - warmup)))
-    if getattr(tuning, "gradient_checkpointing", False):
+    if tuning.gradient_checkpointing:
         enable_checkpointing(model)
     model.to(device).train()
     records: list[StepRecord] = []
@@ -220,7 +220,7 @@ def train(model, examples: list[Example], tuning: Any, pad_id: int, device: str,
              len(examples), tuning.batch_size, total, tuning.epochs, steps_per_epoch, tuning.max_steps, device,
              f" ({torch.cuda.get_device_name(device)})" if str(device).startswith("cuda") else
              f" ({torch.get_num_threads()} threads)",
-             ", gradient checkpointing" if getattr(tuning, "gradient_checkpointing", False) else "")
+             ", gradient checkpointing" if tuning.gradient_checkpointing else "")
     step = 0
     for epoch in range(1, tuning.epochs + 1):
         order = torch.randperm(len(examples), generator=generator).tolist()

@@ -27,6 +27,7 @@ import os
 import re
 import stat
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path, PurePosixPath
@@ -465,13 +466,20 @@ def chunk_document(doc: Document, size: int, overlap: int) -> list[tuple[str, st
     The chunk text is the heading path, a blank line, then the chunk's body (at most ``size`` characters);
     a document without headings has bare bodies.
     """
+    return _pack(doc, sections(doc.text, doc.kind), size, overlap,
+                 lambda section: HEADING_SEPARATOR.join(section.heading_path))
+
+
+def _pack(doc: Document, parts: list[Section], size: int, overlap: int,
+          header: Callable[[Section], str]) -> list[tuple[str, str]]:
+    """(heading path, ``header(section)``, a blank line, the body) of every chunk of ``parts``, in order."""
     out = []
-    for section in sections(doc.text, doc.kind):
-        heading = HEADING_SEPARATOR.join(section.heading_path)
+    for section in parts:
+        heading, head = HEADING_SEPARATOR.join(section.heading_path), header(section)
         for a, b in chunk_spans(doc.text, section.blocks, size, overlap):
             body = doc.text[a:b].strip()
             if body:
-                out.append((heading, f"{heading}\n\n{body}" if heading else body))
+                out.append((heading, f"{head}\n\n{body}" if head else body))
     return out
 
 
@@ -530,19 +538,15 @@ def chunk_document_by_symbol(doc: Document, size: int, overlap: int) -> list[tup
         return []
     first = parts[0]
     summary = first_sentence(doc.text[first.blocks[0][0]:first.blocks[0][1]]) if first.blocks else ""
-    out = []
-    for section in parts:
-        heading = HEADING_SEPARATOR.join(section.heading_path)
+
+    def header(section: Section) -> str:
         name = qualified_name(section.heading_path)
-        header_lines = [name, identifier_words(name)] if name else []
+        lines = [name, identifier_words(name)] if name else []
         if summary and section is not first:
-            header_lines.append(f"In {section.heading_path[0] if section.heading_path else doc.doc_id}: {summary}")
-        header = "\n".join(line for line in header_lines if line)
-        for a, b in chunk_spans(doc.text, section.blocks, size, overlap):
-            body = doc.text[a:b].strip()
-            if body:
-                out.append((heading, f"{header}\n\n{body}" if header else body))
-    return out
+            lines.append(f"In {section.heading_path[0] if section.heading_path else doc.doc_id}: {summary}")
+        return "\n".join(line for line in lines if line)
+
+    return _pack(doc, parts, size, overlap, header)
 
 
 def chunk_document_with(doc: Document, size: int, overlap: int, strategy: str = "structure") -> list[tuple[str, str]]:

@@ -27,13 +27,13 @@ import logging
 import os
 import random
 import re
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.core.errors import NotRetryable
+from pipelines.core.files import publish_folder
 from pipelines.core.settings import LooplineSettings, get_settings
 from pipelines.rag.corpus import Corpus, identifier_words, qualified_name, sections
 
@@ -236,13 +236,8 @@ def registered_model_path(uri: str, settings: LooplineSettings | None = None) ->
                                     "or fix the URI") from None
     target = root / str(found.version)
     if not (target / "model").is_dir():
-        partial = root / f".{found.version}.partial"
-        shutil.rmtree(partial, ignore_errors=True)  # left by a copy that was killed half-way
-        mlflow.artifacts.download_artifacts(artifact_uri=found.source, dst_path=str(partial))
-        downloaded = partial / Path(found.source.rstrip("/")).name
-        target.mkdir(parents=True, exist_ok=True)
-        os.replace(downloaded, target / "model")
-        partial.rmdir()
+        with publish_folder(target) as partial:  # a copy killed half-way never looks complete
+            mlflow.artifacts.download_artifacts(artifact_uri=found.source, dst_path=str(partial))  # → partial/model
     return target / "model"
 
 

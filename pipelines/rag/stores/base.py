@@ -100,8 +100,8 @@ class VectorStore(ABC):
 
     backend: str = ""
     fusion: HybridFusion | None = None
-    """When set (``search.hybrid: weighted_rrf``), ``hybrid`` search is :meth:`fused_search` instead of the
-    backend's own hybrid query."""
+    """When set (``search.hybrid: weighted_rrf``), :meth:`retrieve`'s ``hybrid`` is :meth:`fused_search` instead of
+    the backend's own hybrid query."""
     max_chunks_per_document: int | None = None
     """When set (``search.max_chunks_per_document``), :meth:`retrieve` keeps at most this many chunks of one
     document, so the k results span more documents."""
@@ -206,6 +206,7 @@ class VectorStore(ABC):
                      fusion: HybridFusion | None = None) -> list[SearchHit]:
         """Hybrid search by :func:`fuse_reciprocal_rank` of this store's own vector and BM25 searches."""
         fusion = fusion or self.fusion or HybridFusion()
+        version = version or self.live_version()  # resolved once for both lists
         n = max(k, fusion.candidates)
         by_vector = self.search(text, vector, n, mode="vector", version=version)
         by_text = self.search(text, vector, n, mode="text", version=version) if fusion.text_weight > 0 else []
@@ -214,11 +215,16 @@ class VectorStore(ABC):
 
     def retrieve(self, text: str, vector: Sequence[float] | None, k: int, mode: SearchMode = "hybrid",
                  version: str | None = None) -> list[SearchHit]:
-        """:meth:`search` for readers and the evaluation: with ``max_chunks_per_document`` set, ``k * overfetch``
-        hits are fetched and the k best kept with at most that many chunks per document."""
+        """What readers and the evaluation search with: :meth:`search`, or :meth:`fused_search` for ``hybrid``
+        when ``fusion`` is set; with ``max_chunks_per_document`` set, ``k * overfetch`` hits are fetched and the k
+        best kept with at most that many chunks per document."""
+        n = k if self.max_chunks_per_document is None else k * self.overfetch
+        if mode == "hybrid" and self.fusion is not None:
+            hits = self.fused_search(text, vector, n, version)
+        else:
+            hits = self.search(text, vector, n, mode=mode, version=version)
         if self.max_chunks_per_document is None:
-            return self.search(text, vector, k, mode=mode, version=version)
-        hits = self.search(text, vector, k * self.overfetch, mode=mode, version=version)
+            return hits
         return limit_per_document(hits, k, self.max_chunks_per_document)
 
     def close(self) -> None:  # noqa: B027 - optional

@@ -210,8 +210,6 @@ class LanceDBStore(VectorStore):
             rows = (table.search(text, query_type="fts", fts_columns="text")
                     .select([*COLUMNS, "_score"]).limit(k).to_list())
             return [_hit(r, float(r["_score"])) for r in rows]
-        if mode == "hybrid" and self.fusion is not None:
-            return self.fused_search(text, vector, k, version)
         if mode == "hybrid":
             # No select(): LanceDB warns on every hybrid query that names its output columns.
             rows = (table.search(query_type="hybrid", vector_column_name="vector", fts_columns="text")

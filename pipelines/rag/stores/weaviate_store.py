@@ -273,8 +273,6 @@ class WeaviateStore(VectorStore):
                                            return_metadata=MetadataQuery(score=True),
                                            return_properties=PROPERTIES)
             return [_hit(o, float(o.metadata.score)) for o in result.objects]
-        if mode == "hybrid" and self.fusion is not None:
-            return self.fused_search(text, vector, k, version)
         if mode == "hybrid":
             result = collection.query.hybrid(
                 query=text, vector=[float(x) for x in vector], target_vector=VECTOR_NAME,
