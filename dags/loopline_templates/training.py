@@ -35,6 +35,11 @@ def _doc(config: TrainingConfig) -> str:
         "multiclass": f"2 to {checks.max_classes} classes",
         "regression": "a finite, varying target",
     }[config.task]
+    approval = (f"""   **Approval required** (`promotion.approval: required`): a version the gate promotes waits in
+   **approve_promotion** (Browse → Required Actions, or the task's page) with the evidence; Approve moves the alias
+   (**finalize_promotion**, only if the champion judged against still holds it), Reject or no answer within
+   {p.approval_timeout_hours:g} h leaves the champion. The answer and who gave it go into the audit record.
+""" if p.approval == "required" else "")
     return f"""\
 # {config.dag_id}
 
@@ -61,10 +66,11 @@ window, force promote).
 5. **evaluate_and_promote**: the challenger and the `champion` on the same holdout, by `{p.metric}`
    ({direction} is better). Promotion needs {floor}, a gain of at least {p.min_improvement} over the champion,
    and {slices}; {baseline}.
-   Otherwise the version is tagged with the reason.
+   Otherwise the version is tagged with the reason. Every verdict is an audit record in MLflow
+   (experiment `loopline_audit`: the evidence, git commit, config digest, window, dataset digest).
    The alias moves last, after the version's tags, and only if it still points at the champion judged
    against; a champion that cannot be scored blocks the promotion (the task fails and retries).
-6. **score_batch**: the newest day of features scored with the version `@champion` names (loaded by number);
+{approval}6. **score_batch**: the newest day of features scored with the version `@champion` names (loaded by number);
    predictions (column `{config.prediction_name}`), stamped with that version, go under the data home.
 
 A training set that fails its checks fails the run without retry: nothing is registered, the champion stays.
@@ -127,14 +133,14 @@ def build_dag(config: TrainingConfig) -> DAG:
                 return steps.train_and_register(run_config(params), info)
 
         @task(outlets=[config.champion_asset.asset()])
-        def evaluate_and_promote(info: dict, trained: dict, params=None) -> dict:
-            """Challenger against champion on the same holdout; move the alias or record why not."""
+        def evaluate_and_promote(info: dict, trained: dict, params=None, dag_run=None) -> dict:
+            """Challenger against champion on the same holdout; move the alias (or ask a person) or say why not."""
             from pipelines.training import steps
             with fail_without_retry():
                 return steps.evaluate_and_promote(run_config(params), info, trained,
-                                                  force=bool(params.get("force_promote")))
+                                                  force=bool(params.get("force_promote")), source=_source(dag_run))
 
-        @task
+        @task(trigger_rule="none_failed")
         def score_batch(decision: dict) -> dict:
             """Score the newest features with the champion; write predictions with its version."""
             from pipelines.training import steps
@@ -148,6 +154,54 @@ def build_dag(config: TrainingConfig) -> DAG:
         start_date_guard(config)  # a leaf of its own (see its docstring)
         wait_for_features() >> info
         checked >> trained
-        score_batch(decision)
+        scored = score_batch(decision)
+        if config.policy.approval == "required":
+            approval_tasks(config, run_config, info, trained, decision) >> scored
 
     return training_pipeline()
+
+
+def _source(dag_run) -> dict:
+    return {"dag_id": dag_run.dag_id, "run_id": dag_run.run_id}
+
+
+def approval_tasks(config: TrainingConfig, run_config, info, trained, decision):
+    """``promotion.approval: required``: a person approves or rejects what the gate would promote.
+
+    needs_approval skips the request when the gate said no (or the version is the champion already);
+    approve_promotion waits in Airflow's Required Actions (Human-in-the-loop) with the evidence; no answer within
+    ``approval_timeout_hours`` answers Reject; finalize_promotion moves the alias or records the rejection, and who.
+    """
+    from datetime import timedelta
+
+    from airflow.providers.standard.operators.hitl import HITLOperator
+
+    from pipelines.training.steps import APPROVE, REJECT
+
+    @task.short_circuit(ignore_downstream_trigger_rules=False)
+    def needs_approval(decision: dict) -> bool:
+        """Ask a person only when the gate said promote (promotion.approval: required)."""
+        return bool(decision.get("awaiting_approval"))
+
+    pulled = "ti.xcom_pull(task_ids='evaluate_and_promote')"
+    approve_promotion = HITLOperator(
+        task_id="approve_promotion",
+        subject="{{ " + pulled + "['approval_subject'] }}",
+        body="{{ " + pulled + "['approval_body'] }}",
+        options=[APPROVE, REJECT],
+        defaults=[REJECT],  # what the timeout answers
+        response_timeout=timedelta(hours=config.policy.approval_timeout_hours),
+        doc_md="A person approves or rejects the promotion (Required Actions); no answer before the timeout rejects.",
+    )
+
+    @task
+    def finalize_promotion(info: dict, trained: dict, decision: dict, response: dict, params=None,
+                           dag_run=None) -> dict:
+        """Move the alias if approved; record the answer and who gave it either way."""
+        from pipelines.training import steps
+        with fail_without_retry():
+            return steps.finalize_promotion(run_config(params), info, trained, decision, response,
+                                            source=_source(dag_run))
+
+    needs_approval(decision) >> approve_promotion
+    return finalize_promotion(info, trained, decision, approve_promotion.output)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 from pipelines.core.params import apply_form
@@ -183,6 +183,7 @@ def emit_trigger(config: DriftCheckConfig, target: TargetAsset, evidence: DriftE
             log.warning("This run claimed %s in try %s, but Airflow holds no event of it (that try died before "
                         "it finished): emitting the claimed event now", target.name, claimed["try_number"])
             history.set_action(config.instance, run_id, f"emitted {target.name} → {target.dag_id}")
+            _record_trigger(config, target, cast(EventExtra, claimed["extra"]), run_id, settings)
             return cast(EventExtra, claimed["extra"])
         extra = event_extra(evidence, verdict, target)
         rails = config.guard_rails
@@ -196,5 +197,20 @@ def emit_trigger(config: DriftCheckConfig, target: TargetAsset, evidence: DriftE
             raise NotEmitted(f"drift found, but {target.name} is not emitted: {decision.reason}")
         crash_point("drift:after_claim")
         history.set_action(config.instance, run_id, f"emitted {target.name} → {target.dag_id}")
+    _record_trigger(config, target, extra, run_id, settings)
     log.info("Emitting %s (starts %s): %s", target.name, target.dag_id, decision.reason)
     return extra
+
+
+def _record_trigger(config: DriftCheckConfig, target: TargetAsset, extra: EventExtra, run_id: str,
+                    settings: LooplineSettings) -> str:
+    """The audit record of an emission (pipelines/audit): written before Airflow records the event, so a try that
+    dies after it is retried and rewrites the same record."""
+    from pipelines.audit.records import AuditEvent, git_commit, record
+
+    return record(AuditEvent(
+        kind="drift_trigger", subject=f"asset {target.name}", version=None, decision="emitted",
+        reason="; ".join(extra.get("reasons") or []) or "drift past the policy", at=datetime.now(UTC),
+        key=f"drift:{target.name}:{run_id}", evidence=dict(extra),
+        provenance={"git_commit": git_commit(), "drift_check": config.dag_id},
+        source={"dag_id": config.dag_id, "run_id": run_id, "target_dag_id": target.dag_id}), settings)

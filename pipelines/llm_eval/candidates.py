@@ -198,6 +198,9 @@ def record_decision(candidate: Candidate, *, passed: bool, reason: str, golden_d
         tags.update({REPLACED_TAG: str(candidate.champion_version or ""), PROMOTED_AT_TAG: now.isoformat()})
     set_version_tags(client, candidate.kind, candidate.name, candidate.version, tags)
     if not passed:
+        audit_event(client, candidate.kind, candidate.name, candidate.version, "rejection", "rejected", reason, now,
+                    f"gate:{candidate.champion_version}", candidate.champion_version,
+                    {"eval_run": eval_run, "golden_digest": golden_digest}, settings)
         log.info("%s blocked; champion stays v%s: %s", candidate.label, candidate.champion_version, reason)
         return False
     if hold:
@@ -205,8 +208,28 @@ def record_decision(candidate: Candidate, *, passed: bool, reason: str, golden_d
                  candidate.champion_version)
         return False
     set_alias(client, candidate.kind, candidate.name, CHAMPION, candidate.version)
+    audit_event(client, candidate.kind, candidate.name, candidate.version, "promotion", "promoted", reason, now,
+                f"gate:{candidate.champion_version}", candidate.champion_version,
+                {"eval_run": eval_run, "golden_digest": golden_digest}, settings)
     log.info("%s is the champion now (was v%s): %s", candidate.label, candidate.champion_version, reason)
     return True
+
+
+def audit_event(client: Any, kind: Kind, name: str, version: int, event: str, decision: str, reason: str,
+                at: datetime, key: str, previous: int | None, evidence: dict[str, Any],
+                settings: LooplineSettings | None) -> str:
+    """Write the audit record of a gate decision or rollback on ``kind name`` v``version`` (pipelines/audit).
+
+    Its provenance is the version's own tags (an adapter's carry the corpus digest and index version it learnt
+    from, see pipelines/lora/lineage.py) and the git commit.
+    """
+    from pipelines.audit.records import AuditEvent, git_commit, record
+
+    made_of = {"git_commit": git_commit(), "version_tags": version_tags(client, kind, name, version)}
+    return record(AuditEvent(kind=event, subject=f"{kind} {name}", version=str(version), decision=decision,  # type: ignore[arg-type]
+                             reason=reason, at=at, key=f"{kind}:{name}:v{version}:{key}",
+                             previous=None if previous is None else str(previous), evidence=evidence,
+                             provenance=made_of), settings)
 
 
 @dataclass(frozen=True)
@@ -292,5 +315,7 @@ def roll_back(kind: Kind, name: str, reason: str, run_key: str, settings: Loopli
                                                   ROLLBACK_REASON_TAG: reason,
                                                   ROLLBACK_AT_TAG: now.isoformat()})
     set_alias(client, kind, name, CHAMPION, target)
+    audit_event(client, kind, name, target, "rollback", "rolled_back", reason, now, f"rollback:{run_key}", current,
+                {"rolled_back_from": current, "run_key": run_key}, settings)
     log.warning("Rolled %s %s@champion back from v%s to v%s: %s", kind, name, current, target, reason)
     return RollBack(kind, name, current, target, reason, already=False)

@@ -532,6 +532,7 @@ def _roll_back_released(challenger: Any, reason: str, run_id: str, day, mode: st
         ROLLBACK_AT_TAG,
         ROLLBACK_REASON_TAG,
         alias_version,
+        audit_event,
         delete_alias,
         set_version_tags,
     )
@@ -543,6 +544,9 @@ def _roll_back_released(challenger: Any, reason: str, run_id: str, day, mode: st
         RELEASE_MODE_TAG: mode, RELEASE_RUN_TAG: run_key, ROLLBACK_AT_TAG: datetime.now(UTC).isoformat()})
     if alias_version(client, challenger.kind, challenger.name, challenger.challenger_alias) == challenger.version:
         delete_alias(client, challenger.kind, challenger.name, challenger.challenger_alias)
+    audit_event(client, challenger.kind, challenger.name, challenger.version, "rollback", "rolled_back", reason,
+                datetime.now(UTC), f"release:{run_key}", challenger.champion_version,
+                {"release_mode": mode, "release_day": day.isoformat(), "eval_run": run_id}, settings)
     log.warning("%s rolled back by its live %s release (it loses @%s; @champion stays v%s): %s", challenger.label,
                 mode, challenger.challenger_alias, challenger.champion_version, reason)
 
@@ -635,6 +639,23 @@ def roll_back_champion(fallback: AssistantFallbackConfig, reasons: list[str], ru
 
 # --- the index: a new live version judged against the one evaluated before it -----------------------------------
 
+def _record_index_rollback(assistant: AssistantConfig, champion: EvalSummary, previous: EvalSummary, reason: str,
+                           settings: LooplineSettings) -> str:
+    """The audit record of an index version the answers gate took back (pipelines/audit)."""
+    from datetime import UTC, datetime
+
+    from pipelines.audit.records import AuditEvent, git_commit, record
+
+    return record(AuditEvent(
+        kind="rollback", subject=f"index {assistant.index}", version=str(previous["index_version"]),
+        decision="rolled_back", reason=reason, at=datetime.now(UTC),
+        key=f"index:{assistant.index}:rollback:{champion['run_id']}",
+        previous=str(champion["index_version"]),
+        evidence={"metrics": champion["metrics"], "previous_metrics": previous["metrics"],
+                  "eval_run": champion["run_id"], "previous_eval_run": previous["run_id"]},
+        provenance={"git_commit": git_commit(), "golden_digest": champion["golden_digest"]}), settings)
+
+
 INDEX_DECISION_TAG = "loopline.gate.index_decision"
 
 
@@ -694,6 +715,7 @@ def gate_index(config: LlmEvalConfig, champion: EvalSummary, settings: LooplineS
     rolled_back = None
     if not decision.passed:
         rolled_back = rollback(index_config(assistant), to=previous["index_version"], settings=settings)
+        _record_index_rollback(assistant, champion, previous, reason, settings)
         client.set_tag(champion["run_id"], DECISION_TAG, "blocked")
         client.set_tag(champion["run_id"], REASON_TAG, reason[:MAX_TAG_CHARS])
         log.warning("Index %s blocked, rolled back to %s: %s", champion["index_version"], previous["index_version"],

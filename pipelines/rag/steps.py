@@ -779,11 +779,35 @@ def record_index(config: RagIndexConfig, plan: IndexPlan, embedded: EmbeddedChun
             "loopline.live_version": str(live)}
     summary["mlflow_run_id"] = _log_run(config, plan, run_id, f"{live} {mode}", qs,
                                         _run_metrics(summary, embedded, verdict), tags, settings)
+    if mode == "full":  # a blue/green build: a version went live, or the gate kept the live one
+        _record_audit_event(config, plan, verdict, summary, settings)
     shown = ", ".join(f"{m} hit@{config.evaluation.k} {v['hit_rate']:.3f} MRR {v['mrr']:.3f}"
                       for m, v in (metrics or {}).items())
     log.info("Index %s: %s, live %s; embedded %d, skipped %d unchanged, deleted %d; %s", config.instance,
              action, live, summary["embedded"], summary["skipped_unchanged"], summary["deleted"], shown)
     return summary
+
+
+def _record_audit_event(config: RagIndexConfig, plan: IndexPlan, verdict: IndexVerdict, summary: IndexRunSummary,
+                        settings: LooplineSettings) -> str:
+    """The audit record of a blue/green build (pipelines/audit): the version made live, or refused, and on what."""
+    from datetime import UTC, datetime
+
+    from pipelines.audit.records import AuditEvent, config_digest, config_snapshot, git_commit, record
+
+    switched = summary["action"] == "switched"
+    target = plan["target_version"]
+    return record(AuditEvent(
+        kind="promotion" if switched else "rejection", subject=f"index {config.instance}", version=target,
+        decision="promoted" if switched else "rejected", reason=verdict.get("gate") or summary["action"],
+        at=datetime.now(UTC), key=f"index:{config.instance}:{target}", previous=plan["live_version"],
+        evidence={"k": verdict.get("k"), "candidate": verdict.get("candidate"), "live": verdict.get("live")},
+        provenance={"git_commit": git_commit(), "config_digest": config_digest(config),
+                    "config": config_snapshot(config), "corpus_digest": plan["corpus_digest"],
+                    "embedding_model": plan["model_id"], "chunker": plan["chunker"],
+                    "documents": plan["documents"], "chunks": plan["chunks"], "plan_id": plan["plan_id"]},
+        source={"dag_id": config.dag_id, "run_id": summary["dag_run_id"], "mlflow_run": summary["mlflow_run_id"]},
+    ), settings)
 
 
 # --- without Airflow ----------------------------------------------------------------------------------------

@@ -136,6 +136,12 @@ class PromotionPolicy(StrictModel):
                     "shares or mean), previous_value:<feature> (regression: that feature, the day before's value, "
                     "as the prediction) or rule:<feature> (the best one-split rule on that feature).")
     min_gain_over_baseline: float = Field(0.0, ge=0, description="A first model must beat the baseline by this much.")
+    approval: Literal["none", "required"] = Field(
+        "none", description="required: a version the gate promotes waits for a person to approve it in the Airflow "
+                            "UI (Required Actions) before it takes the alias; a rejection or no answer leaves the "
+                            "champion as it is.")
+    approval_timeout_hours: float = Field(
+        72, gt=0, le=24 * 30, description="With approval: required, how long the request waits; then it is rejected.")
 
     @property
     def metric_name(self) -> str:

@@ -10,21 +10,23 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import subprocess
 import tempfile
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, NotRequired, TypedDict
 
+from pipelines.audit import records
+from pipelines.audit.records import git_commit
 from pipelines.core.errors import NotRetryable
 from pipelines.core.files import write_atomic
 from pipelines.core.home import DataHome
 from pipelines.core.locks import instance_lock
 from pipelines.core.params import apply_form
-from pipelines.core.settings import REPO_ROOT, LooplineSettings, get_settings
+from pipelines.core.settings import LooplineSettings, get_settings
 from pipelines.core.trusted_models import UntrustedModel, load_registered_model, serialization_format
 from pipelines.features.config import FeaturesConfig
+from pipelines.training import audit
 from pipelines.training.config import TRAINING_FORM, TrainingConfig, entity_keys, load_features_config
 from pipelines.training.dataset import SPLIT, TrainingSetError, Window
 
@@ -85,6 +87,12 @@ class PromotionResult(TypedDict):
     # The same figures under their old names, for a roc_auc policy (churn's); absent for other metrics.
     challenger_roc_auc: NotRequired[float]
     champion_roc_auc: NotRequired[float | None]
+    # promotion.approval: required and the gate said promote: the alias waits for a person (finalize_promotion).
+    awaiting_approval: NotRequired[bool]
+    judged_against: NotRequired[str | None]  # the champion the gate judged against (the approval is for that)
+    approval_subject: NotRequired[str]
+    approval_body: NotRequired[str]  # Markdown: the evidence shown on the Required Actions page
+    record: NotRequired[str]  # the audit record's MLflow run (pipelines/audit)
 
 
 class ScoredBatch(TypedDict):
@@ -243,14 +251,6 @@ def training_key(training: TrainingConfig, info: TrainingSetInfo) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def _git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
-                              check=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def fit(training: TrainingConfig, frame, numeric: list[str], categorical: list[str]) -> Any:
     """Train the configured family on the ``train`` split (no MLflow: the benchmark times this alone)."""
     from pipelines.training.families import build_model
@@ -344,7 +344,7 @@ def _train_and_register(training: TrainingConfig, info: TrainingSetInfo, setting
     with mlflow.start_run(experiment_id=experiment,
                           run_name=f"{training.family} {info['window_start']}…{info['window_end']}") as run, \
             tempfile.TemporaryDirectory() as plots_dir:
-        mlflow.set_tags({"loopline.dag_id": training.dag_id, TRAINING_KEY_TAG: key, "git_commit": _git_commit()})
+        mlflow.set_tags({"loopline.dag_id": training.dag_id, TRAINING_KEY_TAG: key, "git_commit": git_commit()})
         mlflow.log_params({
             "family": training.family, "seed": training.seed,
             **family_params(training.family, training.hyperparameters),
@@ -446,7 +446,8 @@ class ChampionUntrusted(NotRetryable, ChampionUnscorable):
 
 
 def evaluate_and_promote(training: TrainingConfig, info: TrainingSetInfo, trained: TrainedVersion, *,
-                         force: bool = False, settings: LooplineSettings | None = None) -> PromotionResult:
+                         force: bool = False, settings: LooplineSettings | None = None,
+                         source: dict[str, Any] | None = None) -> PromotionResult:
     """Challenger against the current champion on the same holdout and slices; move the alias or say why not.
 
     Holds the instance's lock (``training:<instance>``) from reading the champion to moving the alias, and
@@ -455,6 +456,11 @@ def evaluate_and_promote(training: TrainingConfig, info: TrainingSetInfo, traine
     belong to the versions named in the verdict.
 
     Both are loaded through Loopline's trusted-types allowlist (:mod:`pipelines.core.trusted_models`).
+
+    With ``promotion.approval: required`` a version the gate (or ``force``) would promote is tagged
+    ``awaiting_approval`` instead, and the result carries the request a person answers (:func:`finalize_promotion`
+    applies it). Every verdict that moves or keeps the alias is written as an audit record (``source``: the
+    Airflow run's ids, kept in it).
 
     Raises:
         UntrustedModel: the challenger is pickle-only or holds untrusted types; it is tagged ``rejected`` with
@@ -465,11 +471,11 @@ def evaluate_and_promote(training: TrainingConfig, info: TrainingSetInfo, traine
     """
     settings = settings or get_settings()
     with instance_lock(f"training:{training.instance}", settings=settings):
-        return _evaluate_and_promote(training, info, trained, force, settings)
+        return _evaluate_and_promote(training, info, trained, force, settings, source or {})
 
 
 def _evaluate_and_promote(training: TrainingConfig, info: TrainingSetInfo, trained: TrainedVersion, force: bool,
-                          settings: LooplineSettings) -> PromotionResult:
+                          settings: LooplineSettings, source: dict[str, Any]) -> PromotionResult:
     import pandas as pd
 
     from pipelines.core import tracking
@@ -533,16 +539,132 @@ def _evaluate_and_promote(training: TrainingConfig, info: TrainingSetInfo, train
     else:
         decision = promotion.decide(challenger, champion_eval, policy, champion_version=champion_version,
                                     force=force, baseline=baseline_value)
+    figures = _figures(policy.metric, round(challenger.metric, 4),
+                       round(champion_eval.metric, 4) if champion_eval else None,
+                       baseline_value=None if baseline_value is None else round(baseline_value, 4), judged=True)
+    evidence = audit.evidence(training, challenger, champion_eval, champion_version, baseline_value)
+    made_of = audit.provenance(training, info, trained)
+    source = {**source, "mlflow_run": trained["run_id"], "model_version": version}
+    if decision.promote and policy.approval == "required":
+        return _request_approval(training, version, decision, champion_version, evidence, made_of, figures,
+                                 settings)
     champion_now = tracking.apply_decision(name, version, decision, settings, expected_champion=champion_version)
+    record = records.record(audit.gate_event(training, version, decision.promote, decision.reason,
+                                             datetime.now(UTC), champion_version, evidence, made_of, source), settings)
+    if decision.promote:
+        records.tag_model_version(name, version, record, settings)
     if unscorable is not None and not decision.promote:
         raise (ChampionUntrusted if untrusted_champion else ChampionUnscorable)(unscorable)
-    return PromotionResult(
-        version=version, promoted=decision.promote, reason=decision.reason,
-        champion=str(champion_now.version) if champion_now else None,
-        **_figures(policy.metric, round(challenger.metric, 4),
-                   round(champion_eval.metric, 4) if champion_eval else None,
-                   baseline_value=None if baseline_value is None else round(baseline_value, 4), judged=True),
-    )
+    return PromotionResult(version=version, promoted=decision.promote, reason=decision.reason,
+                           champion=str(champion_now.version) if champion_now else None, record=record, **figures)
+
+
+AWAITING_APPROVAL = "awaiting_approval"
+APPROVE, REJECT = "Approve", "Reject"  # the options of the approval request (ApprovalOperator's own words)
+
+
+def _request_approval(training: TrainingConfig, version: str, decision, champion_version: str | None,
+                      evidence: dict[str, Any], made_of: dict[str, Any], figures: dict[str, Any],
+                      settings: LooplineSettings) -> PromotionResult:
+    """Tag the version ``awaiting_approval`` with the gate's reason; the alias stays until a person answers."""
+    from pipelines.core import tracking
+
+    client = tracking.client(settings)
+    for key, value in (("loopline.promotion", AWAITING_APPROVAL), ("loopline.promotion_reason", decision.reason),
+                       ("loopline.judged_against", champion_version or "")):
+        client.set_model_version_tag(training.model_name, version, key, value)
+    subject, body = audit.approval_request(training, version, decision.reason, evidence, made_of)
+    log.info("%s version %s passed the gate and waits for approval (promotion.approval: required): %s",
+             training.model_name, version, decision.reason)
+    return PromotionResult(version=version, promoted=False, reason=decision.reason,
+                           champion=champion_version, awaiting_approval=True, judged_against=champion_version,
+                           approval_subject=subject, approval_body=body, **figures)
+
+
+class ChampionMovedDuringApproval(NotRetryable, RuntimeError):
+    """The champion alias moved while the approval request waited: the verdict was against another champion."""
+
+
+def finalize_promotion(training: TrainingConfig, info: TrainingSetInfo, trained: TrainedVersion,
+                       decision: PromotionResult, response: dict[str, Any] | None, *,
+                       settings: LooplineSettings | None = None,
+                       source: dict[str, Any] | None = None) -> PromotionResult:
+    """Carry out a person's answer to the approval request: Approve moves the alias, Reject (or no answer before the
+    timeout, which Airflow answers with Reject) leaves it; both are recorded with who answered.
+
+    Args:
+        decision: ``evaluate_and_promote``'s result (``awaiting_approval``).
+        response: the approval task's result (``chosen_options``, ``responded_by_user``, ``responded_at``).
+
+    Raises:
+        ChampionMovedDuringApproval: the alias is no longer on the champion judged against (not retryable: run
+            the training again to judge the version against the new champion); nothing moved.
+    """
+    settings = settings or get_settings()
+    with instance_lock(f"training:{training.instance}", settings=settings):
+        return _finalize_promotion(training, info, trained, decision, response or {}, settings, source or {})
+
+
+def _finalize_promotion(training: TrainingConfig, info: TrainingSetInfo, trained: TrainedVersion,
+                        decision: PromotionResult, response: dict[str, Any], settings: LooplineSettings,
+                        source: dict[str, Any]) -> PromotionResult:
+    from pipelines.audit.records import AuditEvent
+    from pipelines.core import tracking
+
+    name, version = training.model_name, decision["version"]
+    chosen = (response.get("chosen_options") or [REJECT])[0]
+    user = response.get("responded_by_user") or {}
+    approver = user.get("name") or user.get("id")
+    answered_at = response.get("responded_at")
+    at = datetime.fromisoformat(answered_at) if isinstance(answered_at, str) else answered_at or datetime.now(UTC)
+    judged_against = decision.get("judged_against")
+    holder = tracking.champion(name, settings)
+    holder_version = str(holder.version) if holder is not None else None
+    figures = {k: decision[k] for k in ("metric", "challenger_value", "champion_value", "baseline_value",
+                                        "challenger_roc_auc", "champion_roc_auc") if k in decision}
+    if holder_version == version:  # this run's approval was carried out already (a retry)
+        return PromotionResult(version=version, promoted=True, reason=decision["reason"], champion=version,
+                               **figures)
+    approved = chosen == APPROVE
+    if approved and holder_version != judged_against:
+        raise ChampionMovedDuringApproval(
+            f"{name}@champion moved from {_v(judged_against)} to {_v(holder_version)} while v{version}'s approval "
+            f"request waited: the approval was for a verdict against {_v(judged_against)}, so nothing moved. Run "
+            f"{training.dag_id} again to judge v{version} against {_v(holder_version)}")
+    if approved:
+        outcome, reason = "approved", f"{decision['reason']}; approved by {approver} at {at:%Y-%m-%d %H:%M} UTC"
+    elif approver is None:
+        outcome, reason = "timed_out", (f"no answer within {training.policy.approval_timeout_hours:g} h "
+                                        f"(promotion.approval_timeout_hours): rejected; the gate had said: "
+                                        f"{decision['reason']}")
+    else:
+        outcome, reason = "rejected", f"rejected by {approver}; the gate had said: {decision['reason']}"
+    made_of = audit.provenance(training, info, trained)
+    evidence = {k: v for k, v in figures.items()} | {"champion_version": judged_against}
+    source = {**source, "mlflow_run": trained["run_id"], "model_version": version}
+    key = f"model:{name}:v{version}:approval:{judged_against or 'none'}"
+    client = tracking.client(settings)
+    client.set_model_version_tag(name, version, "loopline.approval", outcome)
+    client.set_model_version_tag(name, version, "loopline.approved_by" if approved else "loopline.rejected_by",
+                                 approver or "timeout")
+    records.record(AuditEvent(kind="approval", subject=f"model {name}", version=version, decision=outcome,
+                              reason=reason, at=at, key=key, previous=judged_against, approved_by=approver,
+                              evidence=evidence, provenance=made_of, source=source), settings)
+    if not approved:
+        tracking.keep_champion(name, version, reason, settings)
+        return PromotionResult(version=version, promoted=False, reason=reason, champion=holder_version, **figures)
+    tracking.promote(name, version, reason, settings)
+    record = records.record(AuditEvent(kind="promotion", subject=f"model {name}", version=version,
+                                       decision="promoted", reason=reason, at=at, key=f"{key}:promotion",
+                                       previous=judged_against, approved_by=approver, evidence=evidence,
+                                       provenance=made_of, source=source), settings)
+    records.tag_model_version(name, version, record, settings)
+    return PromotionResult(version=version, promoted=True, reason=reason, champion=version, record=record,
+                           **figures)
+
+
+def _v(version: str | None) -> str:
+    return f"v{version}" if version else "no version"
 
 
 def _figures(metric: str, challenger: float, champion: float | None = None, *, baseline_value: float | None = None,
