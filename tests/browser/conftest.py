@@ -30,8 +30,11 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 SCREENSHOTS = REPO_ROOT / "test-artifacts" / "screenshots"
 PORT = 8282
 WINDOW_DAYS = 8  # the training window the form asks for; churn_world prepares its features
+# churn_training's YAML with promotion.approval: required, as a DAG and a model of its own (the approval tests):
+# a short timeout, so that a request nobody answers is rejected within the test.
+APPROVAL_DAG, APPROVAL_MODEL, APPROVAL_TIMEOUT_HOURS = "churnapproval_training", "churn_approval", 0.03
 DAGS = ["assistant_lora_tune", "churn_drift_check", "churn_features", "churn_training", "docs_drift_check",
-        "docs_rag_index"]
+        "docs_rag_index", APPROVAL_DAG]
 # The Ask test's index: the live version of the `docs` index, built from two documents instead of all of
 # docs/ (the whole folder takes 40 to 80 s to embed here; these two about 10 s), with two questions of its own.
 ASK_DOCS = ["rag.md", "operations.md"]
@@ -118,6 +121,30 @@ def build_ask_world(settings: LooplineSettings, root: Path) -> dict:
     return {"seconds": seconds, "live_version": built["published"]["live_version"]}
 
 
+def dags_with_approval(folder: Path) -> Path:
+    """The repository's dags/ (linked) plus :data:`APPROVAL_DAG`, whose YAML is churn_training's with
+    ``promotion.approval: required`` and a model of its own; returns the folder."""
+    import shutil
+
+    import yaml
+
+    repo = REPO_ROOT / "dags"
+    folder.mkdir(parents=True)
+    for entry in repo.iterdir():
+        if entry.name not in ("configs", "__pycache__"):
+            (folder / entry.name).symlink_to(entry)
+    (folder / "configs").mkdir()
+    for config in (repo / "configs").glob("*.yaml"):
+        (folder / "configs" / config.name).symlink_to(config)
+    config = yaml.safe_load((repo / "configs" / "churn_training.yaml").read_text())
+    config.update(instance=APPROVAL_DAG.removesuffix("_training"), model_name=APPROVAL_MODEL,
+                  tags=["churn", "training", "approval"])
+    config["promotion"].update(approval="required", approval_timeout_hours=APPROVAL_TIMEOUT_HOURS)
+    (folder / "configs" / f"{APPROVAL_DAG}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    shutil.copy(repo / "churn_training.py", folder / f"{APPROVAL_DAG}.py")  # a copy: it reads configs/ beside it
+    return folder
+
+
 def _wants_ask_world(request) -> bool:
     return any("ask_world" in getattr(item, "fixturenames", ()) for item in request.session.items)
 
@@ -127,7 +154,10 @@ def airflow(tmp_path_factory, request) -> Airflow:
     home = tmp_path_factory.mktemp("browser_home")
     settings = LooplineSettings(home=home, airflow_port=PORT)
     churn_world.prepare(settings, datetime.now(UTC).date(), WINDOW_DAYS)
-    with standalone(settings, log=lambda message: None) as client, ThreadPoolExecutor(1) as pool:
+    # The scheduler rejects an unanswered approval request within 5 s of its timeout (15 s by default).
+    with standalone(settings, log=lambda message: None, dags_folder=dags_with_approval(home / "dags"),
+                    extra_env={"AIRFLOW__SCHEDULER__TRIGGER_TIMEOUT_CHECK_INTERVAL": "5"}) as client, \
+            ThreadPoolExecutor(1) as pool:
         wait_for_dags(client, DAGS)
         airflow = Airflow(client, settings)
         if _wants_ask_world(request):  # the api-server reads the data home on each question: build it meanwhile
