@@ -46,6 +46,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from pipelines.core.home import DataHome
 from pipelines.core.settings import LooplineSettings, get_settings, passwords_in
+from pipelines.lineage import uris
 from pipelines.templates import CONFIG_DIR
 
 log = logging.getLogger(__name__)
@@ -338,6 +339,36 @@ def index_versions(rag_config, settings: LooplineSettings | None = None) -> list
             "built_by": record.get("built_by"),
         })
     return rows
+
+
+# --- lineage (OpenLineage events under the data home) -------------------------------------------------------
+
+LINEAGE_LISTED = 200  # raw inputs listed per kind; the count says how many there are
+
+
+def lineage_summary(uri: str, runs: list | None, settings: LooplineSettings | None = None) -> dict[str, Any] | None:
+    """How dataset ``uri`` (a champion, a live index version) was made, from the OpenLineage events.
+
+    Returns:
+        None when no event names it (lineage is recorded from the OpenLineage provider's install on); else
+        ``{"uri", "steps": [{"job", "dag_id", "dag_run_id", "at", "outputs"}], "sources": {kind: [uri, ...]},
+        "source_counts": {kind: n}, "datasets": n}``: the task runs that made it and its inputs, newest first, and
+        the raw inputs (read, never written by a task) grouped by kind (``file``, ``corpus``, ``model``…).
+    """
+    from pipelines.lineage.graph import lineage_of, read_runs
+
+    graph = lineage_of(uri, read_runs(settings) if runs is None else runs)
+    if graph.made_by is None:
+        return None
+    sources: dict[str, set[str]] = {}
+    for node in graph.walk():
+        if node.made_by is None:
+            sources.setdefault(node.uri.split("://", 1)[0], set()).add(node.uri)
+    steps = [{"job": run.job, "dag_id": run.dag_id, "dag_run_id": run.dag_run_id, "at": run.at.isoformat(),
+              "outputs": list(run.outputs)} for run in graph.runs()]
+    unique = {kind: sorted(found) for kind, found in sources.items()}
+    return {"uri": uri, "steps": steps, "sources": {kind: found[:LINEAGE_LISTED] for kind, found in unique.items()},
+            "source_counts": {kind: len(found) for kind, found in unique.items()}, "datasets": len(graph.uris())}
 
 
 # --- asset-triggered runs (Airflow's metadata database) -----------------------------------------------------
@@ -651,6 +682,15 @@ def gather(settings: LooplineSettings | None = None, *, config_dir: Path = CONFI
         "use_cases": [],
     }
 
+    read: list = []
+
+    def lineage_runs() -> list:  # the events file is read once per page, when a champion needs it
+        if not read:
+            from pipelines.lineage.graph import read_runs
+
+            read.append(read_runs(settings))
+        return read[0]
+
     def linkable(report: str | None) -> str | None:  # no link to a report the viewer would be refused
         return report if report and any(readable(d) for d in report_owners(report, all_cases)) else None
 
@@ -668,6 +708,10 @@ def gather(settings: LooplineSettings | None = None, *, config_dir: Path = CONFI
                                config.template, settings)
             if summary:
                 summary["dag_id"] = config.dag_id
+                if summary["champion"]:
+                    summary["lineage"] = _section(
+                        errors, f"lineage of {config.model_name}", lineage_summary,
+                        uris.model_version(config.model_name, summary["champion"]["version"]), lineage_runs())
                 entry["models"].append(summary)
         for config in case.of("drift_check"):
             verdicts = _section(errors, f"drift history of {config.dag_id}", drift_verdicts, config.instance,
@@ -677,8 +721,11 @@ def gather(settings: LooplineSettings | None = None, *, config_dir: Path = CONFI
             entry["drift"].append({"dag_id": config.dag_id, "kind": config.kind, "checks": verdicts})
         for config in case.of("rag_index"):
             versions = _section(errors, f"index versions of {config.dag_id}", index_versions, config, settings)
-            entry["indexes"].append({"dag_id": config.dag_id, "backend": config.index.backend,
-                                     "versions": versions or []})
+            live = next((v["version"] for v in versions or [] if v["live"]), None)
+            entry["indexes"].append({
+                "dag_id": config.dag_id, "backend": config.index.backend, "versions": versions or [],
+                "lineage": live and _section(errors, f"lineage of {config.dag_id}", lineage_summary,
+                                             uris.index_version(config.instance, live), lineage_runs())})
         for config in case.of("assistant"):
             entry["assistants"].append(assistant_summary(config, settings, errors, today=today))
         for config in case.of("llm_eval"):
@@ -687,6 +734,10 @@ def gather(settings: LooplineSettings | None = None, *, config_dir: Path = CONFI
                 for run in evaluations["runs"]:
                     run["report"] = linkable(run["report"])
                 entry["evaluations"].append(evaluations)
+        for lineage in [m.get("lineage") for m in entry["models"]] + [i["lineage"] for i in entry["indexes"]]:
+            for step in (lineage or {}).get("steps", []):
+                if not readable(step["dag_id"]):  # the run exists, but this viewer may not open it
+                    step["dag_run_id"] = None
         entry["runs"] = _section(errors, "asset-triggered runs", asset_triggered_runs, case.dag_ids,
                                  session=session, settings=settings) or []
         for run in entry["runs"]:

@@ -50,6 +50,17 @@ def ensure_simple_auth_password(settings: LooplineSettings) -> Path:
     return path
 
 
+def openlineage_transport(settings: LooplineSettings) -> str:
+    """The OpenLineage transport: HTTP to ``LOOPLINE_OPENLINEAGE_URL``, else one JSON line per event appended to
+    :func:`pipelines.lineage.graph.events_file` (no server needed)."""
+    from pipelines.lineage.graph import events_file
+
+    if settings.openlineage_url:
+        return json.dumps({"type": "http", "url": settings.openlineage_url})
+    events_file(settings).parent.mkdir(parents=True, exist_ok=True)
+    return json.dumps({"type": "file", "log_file_path": str(events_file(settings)), "append": True})
+
+
 def airflow_environment(settings: LooplineSettings | None = None, *, port: int | None = None,
                         log_server_ports: tuple[int, int] | None = None,
                         dags_folder: Path | None = None) -> dict[str, str]:
@@ -81,6 +92,10 @@ def airflow_environment(settings: LooplineSettings | None = None, *, port: int |
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
+        # Every task's OpenLineage run events (Airflow's provider), with what a step declared (pipelines/lineage).
+        "AIRFLOW__OPENLINEAGE__NAMESPACE": "loopline",
+        "AIRFLOW__OPENLINEAGE__TRANSPORT": openlineage_transport(settings),
+        "AIRFLOW__OPENLINEAGE__EXTRACTORS": "pipelines.lineage.extractor.LooplineTaskExtractor",
     }
     if port:
         env["AIRFLOW__API__PORT"] = str(port)

@@ -78,6 +78,10 @@ class LooplineSettings(BaseSettings):
     # A Postgres server that accepts TCP but never answers must not hold a task or a worker forever.
     postgres_connect_timeout_s: int = Field(default=10, ge=1, description="connect_timeout of every Postgres URL.")
 
+    # OpenLineage (Airflow's provider): every task's run events go to a file under the data home, or to this
+    # endpoint (Marquez, say: http://localhost:5000) when set.
+    openlineage_url: str | None = Field(default=None, description="OpenLineage HTTP endpoint; default: a file.")
+
     # dbt
     dbt_target: Literal["duckdb", "postgres"] = "duckdb"
 

@@ -112,6 +112,33 @@ class DbtProjectError(NotRetryable, ValueError):
     """The dbt project breaks Loopline's contract (docs/adding-a-use-case.md); fix the project, then clear the run."""
 
 
+def built_models(work_dir: Path) -> tuple[str, list[str]]:
+    """The project's name and the models of the last ``dbt build`` in ``work_dir``, upstream first, from dbt's own
+    manifest (``target/manifest.json``): the model-level lineage of a day's mart."""
+    manifest = json.loads((Path(work_dir) / "target" / "manifest.json").read_text())
+    models = {node_id: node for node_id, node in manifest["nodes"].items() if node["resource_type"] == "model"}
+    ordered: list[str] = []
+
+    def visit(node_id: str) -> None:
+        if node_id in ordered or node_id not in models:
+            return
+        for upstream in models[node_id].get("depends_on", {}).get("nodes", []):
+            visit(upstream)
+        ordered.append(node_id)
+
+    for node_id in sorted(models):
+        visit(node_id)
+    project = manifest.get("metadata", {}).get("project_name") or next(iter(models.values()))["package_name"]
+    return project, [models[node_id]["name"] for node_id in ordered]
+
+
+def project_name(project_dir: Path) -> str:
+    """The ``name`` of the project's ``dbt_project.yml`` (its manifest's ``project_name``)."""
+    import yaml
+
+    return str(yaml.safe_load((Path(project_dir) / "dbt_project.yml").read_text())["name"])
+
+
 def staging_window_days(project_dir: Path) -> int:
     """How many days of landing, ending on ``ds``, the project's models read: var ``loopline_lookback_days``.
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import TypedDict
 
@@ -231,7 +231,35 @@ def build_mart(config: FeaturesConfig, ds: date) -> MartBuild:
             raise BatchQuarantined(f"{exc}; quarantined to {where}", where) from exc
         result = replace(result, mart_rows=warehouse.count_day(ds, config.dbt.mart))
     log.info("dbt build for %s: %s", ds, result)
+    _declare_build_lineage(config, p, ds, window_days)
     return MartBuild(**asdict(result))
+
+
+def _declare_build_lineage(config: FeaturesConfig, p: FeaturePaths, ds: date, window_days: int) -> None:
+    """build_mart read the landing files of its staging window and wrote the day of each model dbt built."""
+    from pipelines import lineage
+    from pipelines.features.dbt import built_models
+    from pipelines.features.landing import partition_dir, table_file
+    from pipelines.lineage import uris
+
+    project, models = built_models(p.dbt_work)
+    read = [table_file(config.landing, partition_dir(config.landing, p.landing, ds - timedelta(days=back)), table)
+            for back in range(window_days) for table in config.landing.tables]
+    lineage.declare(inputs=[uris.file(path) for path in read if path.exists()],
+                    outputs=[uris.dbt_model(project, model, ds) for model in models])
+
+
+def _mart_uri(config: FeaturesConfig, p: FeaturePaths, ds: date) -> str:
+    from pipelines.features.dbt import project_name
+    from pipelines.lineage import uris
+
+    return uris.dbt_model(project_name(p.dbt_project), config.dbt.mart, ds)
+
+
+def _suite_result_uri(config: FeaturesConfig, p: FeaturePaths, ds: date) -> str:
+    from pipelines.lineage import uris
+
+    return uris.expectations_result(config.instance, p.suite.stem, ds)
 
 
 def validate_mart(config: FeaturesConfig, ds: date) -> MartValidation:
@@ -241,6 +269,7 @@ def validate_mart(config: FeaturesConfig, ds: date) -> MartValidation:
     (with their count and examples) or lists every failed expectation. The suite's report is saved as JSON
     whenever the suite runs.
     """
+    from pipelines import lineage
     from pipelines.core.expectations import DataValidationError, raise_for_failures, validate_dataframe
     from pipelines.features.entity import duplicate_entity_days
 
@@ -269,17 +298,23 @@ def validate_mart(config: FeaturesConfig, ds: date) -> MartValidation:
         except DataValidationError as exc:
             raise BatchQuarantined(str(exc), where) from exc
     log.info("%s: %d expectations passed on %d rows", report.batch_name, report.evaluated, len(frame))
+    lineage.declare(inputs=[_mart_uri(config, p, ds)], outputs=[_suite_result_uri(config, p, ds)])
     return MartValidation(rows=len(frame), expectations=report.evaluated, success=True)
 
 
 def publish_features(config: FeaturesConfig, ds: date) -> PublishedDay:
     """Copy the validated day of the mart to where Feast's offline source reads it."""
+    from pipelines import lineage
     from pipelines.features.feast_store import publish_offline_day
+    from pipelines.lineage import uris
 
     p = FeaturePaths(config)
     frame = _read_mart_day(config, p, ds)
     path = publish_offline_day(frame, p.offline, ds)
     log.info("Published %d rows of %s to %s", len(frame), ds, path)
+    lineage.declare(inputs=[_mart_uri(config, p, ds), _suite_result_uri(config, p, ds)],
+                    outputs=[uris.feature_view_day(config.feast.project, view, ds)
+                             for view in config.feast.feature_views])
     return PublishedDay(rows=len(frame), path=str(path))
 
 

@@ -184,6 +184,8 @@ def build_dataset(config: LoraTuneConfig, base: BaseModelInfo, *,
     Raises:
         DatasetError: no readable document, no pair, too few pairs, a text out of bounds, a text in both splits.
     """
+    from pipelines import lineage as run_lineage
+    from pipelines.lineage import uris
     from pipelines.lora import dataset, lineage
     from pipelines.lora.base_model import load_tokenizer
 
@@ -208,6 +210,10 @@ def build_dataset(config: LoraTuneConfig, base: BaseModelInfo, *,
              info["examples_cut"], limit, digest[:12])
     log.info("Lineage: corpus digest %s…, %s", corpus.digest[:12],
              f"live index {index} version {index_version}" if index_version else "no live docs index version")
+    index_uri = ([uris.index_version(index.removesuffix("_rag_index"), index_version)]
+                 if index and index_version else [])
+    run_lineage.declare(inputs=[*(uris.file(corpus.root / doc.doc_id) for doc in corpus.documents), *index_uri],
+                        outputs=[uris.file(info["train_path"]), uris.file(info["eval_path"])])
     return info
 
 
@@ -309,7 +315,9 @@ def register_adapter(config: LoraTuneConfig, base: BaseModelInfo, data: TuningDa
     ``force`` gives a registered adapter ``champion`` whatever the rule or the gate would say (the reason records
     it).
     """
+    from pipelines import lineage
     from pipelines.core import tracking
+    from pipelines.lineage import uris
     from pipelines.lora import experiment
     from pipelines.lora.evaluation import registration_decision
 
@@ -339,6 +347,8 @@ def register_adapter(config: LoraTuneConfig, base: BaseModelInfo, data: TuningDa
     version = experiment.register_version(name, tuned["model_uri"], key=tuned["tuning_key"], base=base, data=data,
                                           evaluation=evaluation, reason=gate.reason, settings=settings)
     summary.update(registered=True, version=version, registration_reason=gate.reason)
+    lineage.declare(inputs=[uris.file(data["train_path"]), uris.file(data["eval_path"]), uris.file(base["path"])],
+                    outputs=[uris.model_version(name, version)])
     if config.evaluation.promotion == "gate":
         return _hand_to_gate(config, summary, version, current, force=force, settings=settings)
     if current is not None and str(current.version) == version:

@@ -36,9 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypedDict
 
+from pipelines import lineage
 from pipelines.core import tracking
 from pipelines.core.faults import crash_point
 from pipelines.core.settings import LooplineSettings, get_settings
+from pipelines.lineage import uris
 from pipelines.rag import embeddings, plans
 from pipelines.rag.corpus import Corpus, load_corpus
 from pipelines.rag.embeddings import EmbeddingModelError
@@ -260,7 +262,10 @@ def plan_index(config: RagIndexConfig, run_id: str = "manual",
     p = plans.paths(config, settings)
     now = _corpus_now(config, settings)
     with index_lock(config, settings):
-        return _plan_locked(config, now, p, run_id, settings)
+        plan = _plan_locked(config, now, p, run_id, settings)
+    lineage.declare(inputs=[uris.file(now.root / doc.doc_id) for doc in now.corpus.documents],
+                    outputs=[uris.corpus(config.instance, now.corpus.digest)])
+    return plan
 
 
 def _plan_locked(config: RagIndexConfig, now: _CorpusNow, p: plans.RagPaths, run_id: str,
@@ -708,6 +713,10 @@ def publish_index(config: RagIndexConfig, plan: IndexPlan, run_id: str = "manual
         else:
             result = _apply_staged(config, full, store, catalog, plans.paths(config, settings).staged(plan["plan_id"]))
         result["retired_versions"] = retire_versions(store, catalog, config.index.previous_versions_kept)
+    if result["changed"]:
+        lineage.declare(inputs=[uris.corpus(config.instance, plan["corpus_digest"]),
+                                uris.embedding_model(plan["model_id"])],
+                        outputs=[uris.index_version(config.instance, result["live_version"])])
     return result
 
 

@@ -188,11 +188,30 @@ def build_training_set(training: TrainingConfig, window: Window) -> TrainingSetI
         numeric=list(columns.numeric), categorical=list(columns.categorical),
         entity_keys=keys,
     )
+    _declare_training_set_lineage(training, features, frame, path)
     # label_rate is the label's mean: a rate for a 0/1 label, not for class ids or a regression target.
     log.info("Training set for %s: %d rows (%d train, %d holdout), label %s %.3f, digest %s…",
              window, info["rows"], info["train_rows"], info["holdout_rows"],
              "rate" if training.task == "binary" else "mean", info["label_rate"], info["digest"][:12])
     return info
+
+
+def _declare_training_set_lineage(training: TrainingConfig, features: FeaturesConfig, frame, path: Path) -> None:
+    """The training set read the label files of its label days and the feature views' days before each."""
+    from datetime import timedelta
+
+    from pipelines import lineage
+    from pipelines.features.landing import partition_dir, table_file
+    from pipelines.lineage import uris
+
+    settings = get_settings()
+    label_days = sorted(set(frame["label_day"]))
+    landing_root = settings.resolve(features.landing.path)
+    labels = [table_file(features.landing, partition_dir(features.landing, landing_root, day), training.label.table)
+              for day in label_days]
+    feature_days = [uris.feature_view_day(features.feast.project, view, day - timedelta(days=1))
+                    for day in label_days for view in features.feast.feature_views]
+    lineage.declare(inputs=[*(uris.file(p) for p in labels), *feature_days], outputs=[uris.file(path)])
 
 
 def training_set_file(training: TrainingConfig, window: Window, digest: str,
@@ -320,6 +339,16 @@ def train_and_register(training: TrainingConfig, info: TrainingSetInfo, *,
 
 
 def _train_and_register(training: TrainingConfig, info: TrainingSetInfo, settings: LooplineSettings) -> TrainedVersion:
+    from pipelines import lineage
+    from pipelines.lineage import uris
+
+    trained = _train_or_reuse(training, info, settings)
+    lineage.declare(inputs=[uris.file(info["path"])], outputs=[uris.model_version(training.model_name,
+                                                                                   trained["version"])])
+    return trained
+
+
+def _train_or_reuse(training: TrainingConfig, info: TrainingSetInfo, settings: LooplineSettings) -> TrainedVersion:
     import mlflow
     import pandas as pd
 

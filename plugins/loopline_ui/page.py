@@ -211,6 +211,7 @@ def _model(model: dict[str, Any], links: _Links) -> str:
             f'registered {_e(champion["created"])}</div>'
             f'<div>{metrics or "<span class=muted>no metrics logged</span>"}</div>'
             f'<div>{params}</div><div class="muted">{_e(champion.get("reason"))}</div></div>')
+        out.append(_lineage(model.get("lineage"), links))
     elif model["versions"]:
         out.append(f'<p class="empty" data-model="{_e(name)}">No champion yet: no version passed the policy.</p>')
     else:
@@ -229,6 +230,26 @@ def _model(model: dict[str, Any], links: _Links) -> str:
         out.append(_table(["version", "registered", "promotion", *metric_names, "params", "reason"], rows,
                           f' class="versions" data-model="{_e(name)}"'))
     return "".join(out)
+
+
+def _lineage(lineage: dict[str, Any] | None, links: _Links) -> str:
+    """How a champion was made, folded: the task runs that made it and its raw inputs by kind (no script)."""
+    if not lineage:
+        return ""
+    steps = [f'<tr><td><code>{_e(s["job"])}</code></td><td>{_e(s["at"][:19].replace("T", " "))}</td>'
+             f'<td>{links.run(s["dag_id"], s["dag_run_id"]) if s.get("dag_run_id") else "–"}</td>'
+             f'<td class="muted">{_e(", ".join(s["outputs"][:3]))}{" …" if len(s["outputs"]) > 3 else ""}</td></tr>'
+             for s in lineage["steps"]]
+    counts = lineage["source_counts"]
+    sources = "".join(
+        f'<details class="sources" data-kind="{_e(kind)}"><summary>{_e(kind)}: {counts[kind]}</summary><ul>'
+        + "".join(f"<li><code>{_e(uri)}</code></li>" for uri in found)
+        + ("<li>…</li>" if counts[kind] > len(found) else "") + "</ul></details>"
+        for kind, found in lineage["sources"].items())
+    return (f'<details class="lineage" data-lineage="{_e(lineage["uri"])}"><summary>Lineage of '
+            f'<code>{_e(lineage["uri"])}</code>: {len(lineage["steps"])} task runs, '
+            f'{sum(counts.values())} raw inputs</summary>'
+            + _table(["task", "finished", "run", "wrote"], steps) + f"<div>Raw inputs: {sources}</div></details>")
 
 
 def _drift(drift: dict[str, Any], links: _Links) -> str:
@@ -263,7 +284,8 @@ def _index(index: dict[str, Any], links: _Links) -> str:
             f'<tr data-index-version="{_e(v["version"])}"><td>{_e(v["version"])}</td><td>{_badge(v["status"])}</td>'
             f'<td>{metrics or "–"}</td><td>{_e(v.get("model_id"))}<br><span class="muted">{chunker}</span></td>'
             f'<td>{_e(v.get("went_live_because") or v.get("gate"))}</td></tr>')
-    return "".join(out) + _table(["version", "status", "evaluation", "model · chunker", "why"], rows)
+    return ("".join(out) + _table(["version", "status", "evaluation", "model · chunker", "why"], rows)
+            + _lineage(index.get("lineage"), links))
 
 
 def _ms(value: Any) -> str:

@@ -120,6 +120,22 @@ def test_each_run_is_one_mlflow_run_with_lineage(ragdag):
         assert "hit_at_2_vector" in run.data.metrics and "mrr_at_2_hybrid" in run.data.metrics
 
 
+def test_the_index_versions_lineage_names_its_corpus_digest_files_and_embedding_model(ragdag):
+    from pipelines.lineage import uris
+    from pipelines.lineage.graph import lineage_of
+
+    config, _, (first, _), root = ragdag
+    summary = xcom(first, "record_index")
+    graph = lineage_of(uris.index_version("ragdag", summary["live_version"]))
+    assert graph.made_by is not None and graph.made_by.job == "ragdag_rag_index.publish_index"
+    assert graph.made_by.dag_run_id == first.run_id
+    corpus = uris.corpus("ragdag", summary["corpus_digest"])
+    assert {node.uri for node in graph.inputs} == {corpus, uris.embedding_model(summary["model_id"])}
+    [corpus_node] = [node for node in graph.inputs if node.uri == corpus]
+    assert corpus_node.made_by.job == "ragdag_rag_index.plan_index"
+    assert {node.uri for node in corpus_node.inputs} == {uris.file(root / "corpus" / name) for name in CORPUS}
+
+
 def test_an_empty_corpus_fails_the_run_without_retry_and_changes_nothing(ragdag):
     config, _, _, root = ragdag
     (root / "empty").mkdir()

@@ -98,6 +98,60 @@ def test_training_registers_promotes_and_scores(trained):
     assert len(predictions) == scored["rows"] > 0
 
 
+def test_the_champions_lineage_names_its_landing_partitions_dbt_models_and_feature_days(trained):
+    """OpenLineage events of the runs (Airflow's provider, file transport): champion → training set → the feature
+    view days before each label day → the GE result and dbt models of each → the landing files dbt's staging
+    window read, and the label files."""
+    from loopline_ui.page import render
+    from pipelines import cockpit
+    from pipelines.features.dbt import staging_window_days
+    from pipelines.features.landing import partition_dir, table_file
+    from pipelines.lineage import uris
+    from pipelines.lineage.graph import lineage_of
+
+    _, run = trained
+    info = xcom(run, "build_training_set")
+    champion = tracking.champion("churn")
+    graph = lineage_of(uris.model_version("churn", champion.version))
+    assert graph.made_by.job == "churn_training.train_and_register" and graph.made_by.dag_run_id == run.run_id
+    assert [node.uri for node in graph.inputs] == [uris.file(info["path"])]
+
+    found = graph.uris()
+    features = load_config(REPO / "dags" / "configs" / "churn_features.yaml")
+    landing = get_settings().resolve(features.landing.path)
+    # The window is 11-12 … 11-20; labels of 11-12 would read 11-11's features, which were never built, so the
+    # training set holds the labels of 11-13 … 11-20, and they read the features of 11-12 … 11-19.
+    label_days = sorted(set(pd.read_parquet(info["path"])["label_day"]))
+    assert label_days == [FIRST_FEATURE_DAY + timedelta(days=n) for n in range(1, 9)]
+    feature_days = built = [day - timedelta(days=1) for day in label_days]
+    lookback = staging_window_days(REPO / "dags" / "dbt" / "churn")
+    read_days = {day - timedelta(days=back) for day in built for back in range(lookback)}
+    def landed(day, table):
+        return uris.file(table_file(features.landing, partition_dir(features.landing, landing, day), table))
+
+    expected_files = {landed(day, table) for day in read_days for table in features.landing.tables}
+    expected_files |= {landed(day, "labels") for day in label_days}
+    assert {uri for uri in found if uri.startswith("file://") and "/landing/" in uri} == expected_files
+    models = ("stg_customers", "stg_events", "stg_labels", "customer_daily_features")
+    assert {uri for uri in found if uri.startswith("dbt://")} == {
+        uris.dbt_model("loopline_churn", model, day) for model in models for day in built}
+    assert {uri for uri in found if uri.startswith("gx://")} == {
+        uris.expectations_result("churn", "customer_daily_features", day) for day in built}
+    views = {uris.feature_view_day("churn", view, day) for view in features.feast.feature_views
+             for day in feature_days}
+    assert {uri for uri in found if uri.startswith("feast://")} == views
+
+    # The Loopline page shows it under the champion: the runs that made it, linked, and the raw inputs by kind.
+    page = cockpit.gather()
+    [model] = [m for case in page["use_cases"] for m in case["models"] if m["name"] == "churn"]
+    lineage = model["lineage"]
+    assert lineage["uri"] == uris.model_version("churn", champion.version)
+    assert lineage["source_counts"]["file"] == len(expected_files)
+    assert {step["dag_run_id"] for step in lineage["steps"]} >= {run.run_id}
+    html = render(page)
+    assert f'data-lineage="{lineage["uri"]}"' in html and "churn_features.build_mart" in html
+
+
 def test_rerunning_the_same_window_registers_nothing_new(trained):
     dags, _ = trained
     before = {v.version for v in versions()}
