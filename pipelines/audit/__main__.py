@@ -3,6 +3,7 @@
 ```
 python -m pipelines.audit export --since 2026-11-01 [--until 2026-12-01] [--out audit/]
 python -m pipelines.audit list --since 2026-11-01
+python -m pipelines.audit rebuild <record run id>     # a model or index record: do its figures come back?
 ```
 
 ``export`` writes one self-contained HTML page and one JSON file (``audit-<since>.html``/``.json``, by default
@@ -29,7 +30,11 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("--until", default=None, help="end, exclusive (default: now)")
         if name == "export":
             command.add_argument("--out", type=Path, default=None, help="folder (default: $LOOPLINE_HOME/audit)")
+    again = sub.add_parser("rebuild", help="rebuild a record's model or index and compare its figures")
+    again.add_argument("record", help="the record's MLflow run id (list shows them)")
     args = parser.parse_args(argv)
+    if args.command == "rebuild":
+        return _rebuild(args.record)
 
     from pipelines.audit.export import describe, export, parse_day
     from pipelines.audit.records import events
@@ -54,6 +59,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"HTML: {written.html}")
     print(f"JSON: {written.json}")
     return 0
+
+
+def _rebuild(record_run: str) -> int:
+    """Exit 0 when the record's figures come back within the tolerance, 1 when not, 2 when it cannot be rebuilt."""
+    from pipelines.audit.rebuild import CannotRebuild, find_record, rebuild
+
+    try:
+        result = rebuild(find_record(record_run))
+    except CannotRebuild as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    print(result.describe())
+    return 0 if result.reproduced else 1
 
 
 if __name__ == "__main__":

@@ -63,4 +63,4 @@ def parse_day(value: str) -> datetime:
 def describe(event: AuditEvent) -> str:
     """One line of an event, for the terminal."""
     who = f", by {event.approved_by}" if event.approved_by else ""
-    return f"{event.at:%Y-%m-%d %H:%M} {event.title}{who}: {event.reason}"
+    return f"{event.at:%Y-%m-%d %H:%M} [{event.record_run}] {event.title}{who}: {event.reason}"

@@ -136,6 +136,30 @@ def test_the_index_versions_lineage_names_its_corpus_digest_files_and_embedding_
     assert {node.uri for node in corpus_node.inputs} == {uris.file(root / "corpus" / name) for name in CORPUS}
 
 
+def test_rebuilding_the_index_from_its_promotion_record_reproduces_its_evaluation(ragdag):
+    from datetime import timedelta
+
+    from pipelines.audit import records
+    from pipelines.audit.rebuild import INDEX_TOLERANCE, rebuild
+
+    _, _, (first, _), _ = ragdag
+    summary = xcom(first, "record_index")
+    [record] = [e for e in records.events(datetime.now(UTC) - timedelta(hours=2))
+                if e.subject == "index ragdag" and e.version == summary["live_version"]]
+    assert (record.kind, record.decision, record.previous) == ("promotion", "promoted", None)
+    assert record.provenance["corpus_digest"] == summary["corpus_digest"]
+    assert record.provenance["embedding_model"] == summary["model_id"]
+    result = rebuild(record)
+    assert set(result.figures) == {f"{mode} {name}" for mode in summary["metrics"] for name in ("hit_rate", "mrr")}
+    for recorded, rebuilt in result.figures.values():
+        assert abs(recorded - rebuilt) <= INDEX_TOLERANCE, result.describe()
+    import mlflow
+
+    from pipelines.core.settings import get_settings
+
+    assert mlflow.get_tracking_uri() == get_settings().mlflow_uri  # the scratch build's MLflow is not left behind
+
+
 def test_an_empty_corpus_fails_the_run_without_retry_and_changes_nothing(ragdag):
     config, _, _, root = ragdag
     (root / "empty").mkdir()

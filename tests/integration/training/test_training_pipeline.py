@@ -152,6 +152,20 @@ def test_the_champions_lineage_names_its_landing_partitions_dbt_models_and_featu
     assert f'data-lineage="{lineage["uri"]}"' in html and "churn_features.build_mart" in html
 
 
+def test_rebuilding_the_champion_from_its_promotion_record_reproduces_its_metrics(trained):
+    from pipelines.audit import records
+    from pipelines.audit.rebuild import MODEL_TOLERANCE, find_record, rebuild
+
+    champion = tracking.champion("churn")
+    record = find_record(champion.tags[records.RECORD_TAG])
+    assert (record.kind, record.version) == ("promotion", str(champion.version))
+    result = rebuild(record)
+    assert set(result.figures) == {"roc_auc", "baseline roc_auc"}
+    for recorded, rebuilt in result.figures.values():
+        assert abs(recorded - rebuilt) <= MODEL_TOLERANCE, result.describe()
+    assert result.reproduced
+
+
 def test_rerunning_the_same_window_registers_nothing_new(trained):
     dags, _ = trained
     before = {v.version for v in versions()}
