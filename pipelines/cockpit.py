@@ -718,7 +718,10 @@ def gather(settings: LooplineSettings | None = None, *, config_dir: Path = CONFI
                                 settings) or []
             for verdict in verdicts:
                 verdict["report"] = linkable(verdict.get("report"))
-            entry["drift"].append({"dag_id": config.dag_id, "kind": config.kind, "checks": verdicts})
+            # The share the chart draws its line at: columns drifting (tabular), chunks changed (rag).
+            threshold = config.tabular.drift_share if config.kind == "tabular" else config.rag.corpus_change_share
+            entry["drift"].append({"dag_id": config.dag_id, "kind": config.kind, "checks": verdicts,
+                                   "threshold": threshold})
         for config in case.of("rag_index"):
             versions = _section(errors, f"index versions of {config.dag_id}", index_versions, config, settings)
             live = next((v["version"] for v in versions or [] if v["live"]), None)

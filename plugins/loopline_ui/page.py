@@ -18,6 +18,8 @@ from html import escape
 from typing import Any
 from urllib.parse import quote
 
+from loopline_ui.charts import Series, line_chart
+
 STYLE = """
 :root { color-scheme: light dark; --fg: #1a202c; --muted: #5f6b7a; --line: #e2e8f0; --card: #ffffff;
         --bg: #f7fafc; --ok: #15803d; --bad: #b91c1c; --warn: #a16207; --accent: #0d9488; }
@@ -34,6 +36,8 @@ table { border-collapse: collapse; width: 100%; margin: 4px 0 8px; }
 th, td { text-align: left; padding: 5px 8px; border-bottom: 1px solid var(--line); vertical-align: top; }
 th { font-weight: 600; color: var(--muted); font-size: 12px; text-transform: uppercase; letter-spacing: .03em; }
 td.num { font-variant-numeric: tabular-nums; }
+.charts { display: flex; flex-wrap: wrap; gap: 12px; }
+svg.chart { max-width: 100%; height: auto; }
 .chip { display: inline-block; border: 1px solid var(--line); border-radius: 12px; padding: 1px 9px;
         margin: 0 4px 4px 0; font-size: 12px; }
 .badge { display: inline-block; border-radius: 4px; padding: 0 6px; font-size: 12px; font-weight: 600; color: #fff; }
@@ -216,6 +220,7 @@ def _model(model: dict[str, Any], links: _Links) -> str:
         out.append(f'<p class="empty" data-model="{_e(name)}">No champion yet: no version passed the policy.</p>')
     else:
         out.append(f'<p class="empty" data-model="{_e(name)}">No version registered yet.</p>')
+    out.append(_model_chart(model))
     if model["versions"]:
         metric_names = list(dict.fromkeys(k for v in model["versions"] for k in v["metrics"]))[:2]
         rows = []
@@ -230,6 +235,17 @@ def _model(model: dict[str, Any], links: _Links) -> str:
         out.append(_table(["version", "registered", "promotion", *metric_names, "params", "reason"], rows,
                           f' class="versions" data-model="{_e(name)}"'))
     return "".join(out)
+
+
+def _model_chart(model: dict[str, Any]) -> str:
+    """The first metric of each version, oldest first; champions filled."""
+    versions = sorted(model["versions"], key=lambda v: int(v["version"]))
+    metric = next((k for v in versions for k in v["metrics"]), None)
+    if metric is None:
+        return ""
+    return line_chart(f"{metric} per version (filled: champion)", [f"v{v['version']}" for v in versions],
+                      [Series(metric, [v["metrics"].get(metric) for v in versions],
+                              [bool(v["champion"]) for v in versions])], chart_id=f"model-{model['name']}")
 
 
 def _lineage(lineage: dict[str, Any] | None, links: _Links) -> str:
@@ -256,6 +272,11 @@ def _drift(drift: dict[str, Any], links: _Links) -> str:
     out = [f'<h3>Drift verdicts · {links.dag(drift["dag_id"])} <span class="muted">({_e(drift["kind"])})</span></h3>']
     if not drift["checks"]:
         return "".join(out) + '<p class="empty">No drift check has run yet.</p>'
+    checks = drift["checks"][::-1]  # oldest first
+    out.append(line_chart("drift share per check", [str(c.get("check_day")) for c in checks],
+                          [Series("drift share", [c.get("drift_share") for c in checks])], unit="%",
+                          threshold=drift.get("threshold"), threshold_name="fires at", y_min=0,
+                          chart_id=f"drift-{drift['dag_id']}"))
     rows = []
     for c in drift["checks"]:
         status = "drift" if str(c.get("verdict") or "").startswith("DRIFT") else c.get("status")
@@ -274,6 +295,13 @@ def _index(index: dict[str, Any], links: _Links) -> str:
            f'<span class="muted">({_e(index["backend"])})</span></h3>']
     if not index["versions"]:
         return "".join(out) + '<p class="empty">No index version built yet.</p>'
+    versions = index["versions"][::-1]  # oldest first
+    modes = list(dict.fromkeys(mode for v in versions for mode in v["metrics"]))
+    k = next((v.get("k") for v in versions if v.get("k")), "k")
+    out.append(line_chart(f"hit@{k} per version (filled: live)", [v["version"] for v in versions],
+                          [Series(mode, [v["metrics"].get(mode, {}).get("hit_rate") for v in versions],
+                                  [bool(v["live"]) for v in versions]) for mode in modes],
+                          y_max=1, chart_id=f"index-{index['dag_id']}"))
     rows = []
     for v in index["versions"]:
         k = v.get("k") or "k"
@@ -300,6 +328,11 @@ def _count(value: Any) -> str:
     return "–" if value is None else _e(value)
 
 
+def _up_share(day: dict[str, Any]) -> float | None:
+    up, down = day.get("thumbs_up"), day.get("thumbs_down")
+    return None if not (up or down) else up / (up + down)
+
+
 def _assistant(assistant: dict[str, Any], links: _Links) -> str:
     """An assistant's answers per UTC day: counts, tokens, latency, budget share and thumbs."""
     out = [f'<h3>Assistant answers per day · {links.dag(assistant["dag_id"])} <span class="muted">(UTC; daily '
@@ -308,6 +341,19 @@ def _assistant(assistant: dict[str, Any], links: _Links) -> str:
         return "".join(out) + '<p class="empty">No accounting: the query log could not be read.</p>'
     if not any(day["answers"] for day in assistant["days"]):
         out.append(f'<p class="empty">No answer in the last {len(assistant["days"])} days.</p>')
+    days = assistant["days"][::-1]  # oldest first
+    labels = [day["day"][5:] for day in days]
+    charted = assistant["dag_id"]
+    out.append('<div class="charts">' + "".join([
+        line_chart("latency per day", labels, [Series("p50", [day["latency_p50_ms"] for day in days]),
+                                               Series("p95", [day["latency_p95_ms"] for day in days])],
+                   unit=" ms", y_min=0, chart_id=f"latency-{charted}"),
+        line_chart("tokens per day", labels, [Series("tokens", [day["tokens"] for day in days])],
+                   threshold=assistant["max_tokens_per_day"], threshold_name="daily budget", y_min=0,
+                   chart_id=f"tokens-{charted}"),
+        line_chart("thumbs up share per day", labels, [Series("thumbs up", [_up_share(day) for day in days])],
+                   unit="%", y_min=0, y_max=1, chart_id=f"feedback-{charted}"),
+    ]) + "</div>")
     rows = []
     for day in assistant["days"]:
         checks = f' <span class="muted">({_e(day["checks"])} checks)</span>' if day.get("checks") else ""

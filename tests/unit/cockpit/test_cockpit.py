@@ -149,6 +149,44 @@ def test_the_page_shows_champion_verdicts_and_reasons_escaped():
     assert "No run was started" not in html
 
 
+def test_the_page_draws_its_charts_on_the_server_with_the_values_and_the_threshold():
+    summary = _summary()
+    case = summary["use_cases"][0]
+    case["drift"][0]["threshold"] = 0.3
+    case["drift"][0]["checks"].insert(0, {**case["drift"][0]["checks"][0], "dag_run_id": "r2",
+                                          "check_day": "2026-11-29", "drift_share": 0.1})
+    case["indexes"] = [{"dag_id": "docs_rag_index", "backend": "lancedb", "lineage": None, "versions": [
+        {"version": "docs_v2", "status": "live", "live": True, "model_id": "m", "chunker": {}, "k": 4,
+         "metrics": {"vector": {"hit_rate": 0.9, "mrr": 0.8}}},
+        {"version": "docs_v1", "status": "retired", "live": False, "model_id": "m", "chunker": {}, "k": 4,
+         "metrics": {"vector": {"hit_rate": 0.7, "mrr": 0.6}}}]}]
+    case["assistants"] = [{"dag_id": "docs_assistant", "experiment": "e", "max_tokens_per_day": 50_000, "days": [
+        {"day": "2026-11-29", "answers": 4, "refused": 1, "checks": 0, "tokens_in": 900, "tokens_out": 100,
+         "tokens": 1000, "latency_p50_ms": 4000.0, "latency_p95_ms": 9000.0, "budget_share": 0.02,
+         "thumbs_up": 3, "thumbs_down": 1},
+        {"day": "2026-11-28", "answers": 0, "refused": 0, "checks": 0, "tokens_in": 0, "tokens_out": 0,
+         "tokens": 0, "latency_p50_ms": None, "latency_p95_ms": None, "budget_share": 0.0,
+         "thumbs_up": 0, "thumbs_down": 0}]}]
+    html = render(summary, base="/loopline", user="admin")
+
+    def chart(chart_id: str) -> str:
+        start = html.index(f'data-chart="{chart_id}"')
+        return html[start:html.index("</svg>", start)]
+
+    model = chart("model-churn")  # oldest version first; the champion's point filled
+    assert model.index('data-x="v2"') < model.index('data-x="v3"') and 'data-value="0.74"' in model
+    drift = chart("drift-churn_drift_check")
+    assert 'class="threshold" data-value="0.3"' in drift
+    assert drift.index('data-x="2026-11-28" data-value="0.5"') < drift.index('data-x="2026-11-29" data-value="0.1"')
+    index = chart("index-docs_rag_index")
+    assert 'data-x="docs_v1" data-value="0.7"' in index and 'data-x="docs_v2" data-value="0.9"' in index
+    assert 'data-series="p95" data-x="11-29" data-value="9000.0"' in chart("latency-docs_assistant")
+    assert 'class="threshold" data-value="50000"' in chart("tokens-docs_assistant")
+    feedback = chart("feedback-docs_assistant")
+    assert 'data-x="11-29" data-value="0.75"' in feedback and 'data-x="11-28"' not in feedback  # no thumbs: no point
+    assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")  # nothing fetched from elsewhere
+
+
 def test_gather_never_shows_a_secret(tmp_path):
     """A password in the MLflow URI (unreachable server: its error message names the URI) and in the
     environment: the page data carries neither."""
