@@ -579,6 +579,16 @@ def assistant_summary(config, settings: LooplineSettings, errors: list[str], *, 
             "max_tokens_per_day": config.budgets.max_tokens_per_day, "days": days}
 
 
+def prompt_version(config, settings: LooplineSettings) -> int | None:
+    """The prompt version answers load (``prompt.alias``), or None before one is registered."""
+    if not _mlflow_store_exists(settings):
+        return None
+    from pipelines.core import tracking
+    from pipelines.llm_eval.candidates import alias_version
+
+    return alias_version(tracking.client(settings), "prompt", config.prompt.name, config.prompt.alias)
+
+
 # --- LLM evaluations and the release gate (MLflow evaluation runs) ---------------------------------------------
 
 RECENT_EVALUATIONS = 6
@@ -730,14 +740,20 @@ def gather(settings: LooplineSettings | None = None, *, config_dir: Path = CONFI
                 "lineage": live and _section(errors, f"lineage of {config.dag_id}", lineage_summary,
                                              uris.index_version(config.instance, live), lineage_runs())})
         for config in case.of("assistant"):
-            entry["assistants"].append(assistant_summary(config, settings, errors, today=today))
+            assistant = assistant_summary(config, settings, errors, today=today)
+            served = _section(errors, f"prompt of {config.dag_id}", prompt_version, config, settings)
+            assistant["prompt_lineage"] = served and _section(
+                errors, f"lineage of prompt {config.prompt.name}", lineage_summary,
+                uris.prompt_version(config.prompt.name, served), lineage_runs())
+            entry["assistants"].append(assistant)
         for config in case.of("llm_eval"):
             evaluations = _section(errors, f"evaluations of {config.dag_id}", evaluation_summary, config, settings)
             if evaluations:
                 for run in evaluations["runs"]:
                     run["report"] = linkable(run["report"])
                 entry["evaluations"].append(evaluations)
-        for lineage in [m.get("lineage") for m in entry["models"]] + [i["lineage"] for i in entry["indexes"]]:
+        for lineage in ([m.get("lineage") for m in entry["models"]] + [i["lineage"] for i in entry["indexes"]]
+                        + [a.get("prompt_lineage") for a in entry["assistants"]]):
             for step in (lineage or {}).get("steps", []):
                 if not readable(step["dag_id"]):  # the run exists, but this viewer may not open it
                     step["dag_run_id"] = None

@@ -86,9 +86,14 @@ def prepare_generator(config: AssistantConfig, settings: LooplineSettings | None
 
 def seed_prompt(config: AssistantConfig, settings: LooplineSettings | None = None) -> SeededPrompt:
     """Register the prompt file in MLflow if its content is new; set the alias if the prompt has none."""
+    from pipelines import lineage
     from pipelines.assistant import prompts
+    from pipelines.core.settings import get_settings
+    from pipelines.lineage import uris
 
     seeded = prompts.seed_prompt(config, settings)
+    prompt_file = (settings or get_settings()).resolve(config.prompt.template_file)
+    lineage.declare(inputs=[uris.file(prompt_file)], outputs=[uris.prompt_version(seeded["name"], seeded["version"])])
     log.info("Prompt %s: the file is version %s (%s); @%s is version %s%s", seeded["name"], seeded["version"],
              "registered now" if seeded["registered"] else "registered before", seeded["alias"],
              seeded["alias_version"], " (set now)" if seeded["alias_set"] else "")

@@ -368,6 +368,7 @@ def _assistant(assistant: dict[str, Any], links: _Links) -> str:
     out.append(_table(["day", "answers", "declined", "tokens in", "tokens out", "p50 latency", "p95 latency",
                        "budget used", "thumbs up", "thumbs down"], rows,
                       f' class="assistant-days" data-assistant="{_e(assistant["dag_id"])}"'))
+    out.append(_lineage(assistant.get("prompt_lineage"), links))
     return "".join(out)
 
 

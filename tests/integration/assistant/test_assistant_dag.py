@@ -36,6 +36,14 @@ def test_the_dag_prepares_seeds_and_checks_its_answers(airflow_db, assistant_wor
     assert generator["converted"] is False and generator["digest"] == assistant_world.generator["digest"]
     seeded = xcom(run, "seed_prompt")
     assert (seeded["registered"], seeded["alias_set"]) == (False, False)
+    # Lineage (OpenLineage events): the prompt version the assistant serves was seeded from its file by this run.
+    from pipelines.lineage import uris
+    from pipelines.lineage.graph import lineage_of
+
+    graph = lineage_of(uris.prompt_version(seeded["name"], seeded["version"]))
+    assert (graph.made_by.job, graph.made_by.dag_run_id) == (f"{dag.dag_id}.seed_prompt", run.run_id)
+    prompt_file = assistant_world.settings.resolve(assistant_world.config.prompt.template_file)
+    assert [node.uri for node in graph.inputs] == [uris.file(prompt_file)]
     checks = xcom(run, "check_answers")
     assert not checks["answerable"]["refused"] and checks["off_corpus"]["refused"]
     assert "kites.md" in {s["doc_id"] for s in checks["answerable"]["sources"]}

@@ -195,6 +195,12 @@ def test_the_dag_emits_churn_retrain_once_with_the_evidence(airflow_db, world, c
     extra = events[0][3]
     assert extra["drift_share"] >= 0.3 and "monthly_charges" in extra["drifted_columns"]
     assert extra["run_id"] == first.run_id and extra["mlflow_run_id"] and extra["report_uri"].endswith(".html")
+    from pipelines.audit.records import events as audit_events
+
+    [trigger] = [e for e in audit_events(datetime.now(UTC) - timedelta(hours=1), kinds=("drift_trigger",))
+                 if e.source.get("run_id") == first.run_id]
+    assert (trigger.subject, trigger.decision) == ("asset churn_retrain", "emitted")
+    assert trigger.evidence["drift_share"] == extra["drift_share"] and trigger.reason == "; ".join(extra["reasons"])
 
     # Two hours later the same drift is still there: the daily cap skips the emit task, visibly.
     second = dag.test(logical_date=at(DRIFTED_END + timedelta(days=10), 5), run_conf={"window_end": str(DRIFTED_END)})

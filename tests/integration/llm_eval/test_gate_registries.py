@@ -77,6 +77,18 @@ def test_an_adapter_under_challenger_is_judged_promoted_and_rolled_back(assistan
     with pytest.raises(NothingToRollBack, match="replaced no earlier version"):
         roll_back("adapter", "gatereg_adapter", "again", "run-2")
 
+    # The promotion and the rollback are audit records, with the version's own tags as provenance.
+    from datetime import UTC, datetime, timedelta
+
+    from pipelines.audit.records import events
+
+    found = [e for e in events(datetime.now(UTC) - timedelta(hours=1)) if e.subject == "adapter gatereg_adapter"]
+    assert [(e.kind, e.decision, e.version, e.previous) for e in found] == [
+        ("promotion", "promoted", str(second), str(first)), ("rollback", "rolled_back", str(first), str(second))]
+    assert found[0].evidence == {"eval_run": "r1", "golden_digest": "d" * 64}
+    assert found[1].reason == "refusal share 0.7 above 0.5"
+    assert found[0].provenance["version_tags"]["loopline.gate.decision"] == "passed"
+
 
 def test_a_blocked_prompt_is_tagged_and_not_judged_again_on_the_same_golden_set(assistant, loopline_home):
     import mlflow
