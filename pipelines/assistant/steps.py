@@ -146,5 +146,17 @@ def check_answers(config: AssistantConfig, settings: LooplineSettings | None = N
         return {**result.to_json(), "refusal_reason": result.refusal_reason, "similarity": result.similarity,
                 "overlap": result.overlap}
 
+    _declare_served(config, good)
     return {"answerable": shown(good), "off_corpus": shown(bad), "index_version": good.index_version,
             "prompt_version": good.prompt_version}
+
+
+def _declare_served(config: AssistantConfig, good: Any) -> None:
+    """Lineage: what the assistant answers from now (index version, prompt version, the model), checked by this run."""
+    from pipelines import lineage
+    from pipelines.assistant.retrieval import index_config
+    from pipelines.lineage import uris
+
+    served = [uris.index_version(index_config(config).instance, good.index_version),
+              uris.prompt_version(config.prompt.name, good.prompt_version), f"model://generator/{good.model}"]
+    lineage.declare(inputs=served, outputs=[f"assistant://{config.instance}/{config.dag_id}"])

@@ -789,6 +789,14 @@ def score_latest(training: TrainingConfig, *, settings: LooplineSettings | None 
                           lambda partial: out.to_parquet(partial, index=False))
     log.info("Scored %d %s of %s with %s v%s (column %s) → %s", len(out), "/".join(keys), latest,
              training.model_name, champion.version, score, target)
+    from pipelines import lineage
+    from pipelines.lineage import uris
+
+    features = features_config(training)
+    lineage.declare(inputs=[uris.model_version(training.model_name, champion.version),
+                            *(uris.feature_view_day(features.feast.project, view, latest)
+                              for view in features.feast.feature_views)],
+                    outputs=[uris.file(target)])
     mean = round(float(out[score].mean()), 4)
     batch = ScoredBatch(ds=str(latest), rows=len(out), model_version=str(champion.version), path=str(target),
                         prediction_column=score, mean_prediction=mean)

@@ -45,6 +45,9 @@ def test_the_dag_prepares_seeds_and_checks_its_answers(airflow_db, assistant_wor
     prompt_file = assistant_world.settings.resolve(assistant_world.config.prompt.template_file)
     assert [node.uri for node in graph.inputs] == [uris.file(prompt_file)]
     checks = xcom(run, "check_answers")
+    served = lineage_of(f"assistant://{assistant_world.config.instance}/{dag.dag_id}")
+    assert {node.uri for node in served.inputs} >= {uris.index_version("asktoy", checks["index_version"]),
+                                                    uris.prompt_version(seeded["name"], checks["prompt_version"])}
     assert not checks["answerable"]["refused"] and checks["off_corpus"]["refused"]
     assert "kites.md" in {s["doc_id"] for s in checks["answerable"]["sources"]}
     assert checks["index_version"] == "asktoy_v1"

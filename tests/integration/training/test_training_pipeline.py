@@ -141,6 +141,11 @@ def test_the_champions_lineage_names_its_landing_partitions_dbt_models_and_featu
              for day in feature_days}
     assert {uri for uri in found if uri.startswith("feast://")} == views
 
+    # The batch predictions come from the champion and the day's features.
+    scored = lineage_of(uris.file(xcom(run, "score_batch")["path"]))
+    assert scored.made_by.job == "churn_training.score_batch"
+    assert uris.model_version("churn", champion.version) in {node.uri for node in scored.inputs}
+
     # The Loopline page shows it under the champion: the runs that made it, linked, and the raw inputs by kind.
     page = cockpit.gather()
     [model] = [m for case in page["use_cases"] for m in case["models"] if m["name"] == "churn"]
