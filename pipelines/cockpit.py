@@ -352,8 +352,9 @@ def lineage_summary(uri: str, runs: list | None, settings: LooplineSettings | No
     Returns:
         None when no event names it (lineage is recorded from the OpenLineage provider's install on); else
         ``{"uri", "steps": [{"job", "dag_id", "dag_run_id", "at", "outputs"}], "sources": {kind: [uri, ...]},
-        "source_counts": {kind: n}, "datasets": n}``: the task runs that made it and its inputs, newest first, and
-        the raw inputs (read, never written by a task) grouped by kind (``file``, ``corpus``, ``model``…).
+        "source_counts": {kind: n}, "datasets": n, "flow"}``: the task runs that made it and its inputs, newest
+        first, the raw inputs (read, never written by a task) grouped by kind (``file``, ``corpus``, ``model``…),
+        and the picture's nodes and edges (:meth:`pipelines.lineage.graph.LineageNode.flow`).
     """
     from pipelines.lineage.graph import lineage_of, read_runs
 
@@ -368,7 +369,8 @@ def lineage_summary(uri: str, runs: list | None, settings: LooplineSettings | No
               "outputs": list(run.outputs)} for run in graph.runs()]
     unique = {kind: sorted(found) for kind, found in sources.items()}
     return {"uri": uri, "steps": steps, "sources": {kind: found[:LINEAGE_LISTED] for kind, found in unique.items()},
-            "source_counts": {kind: len(found) for kind, found in unique.items()}, "datasets": len(graph.uris())}
+            "source_counts": {kind: len(found) for kind, found in unique.items()}, "datasets": len(graph.uris()),
+            "flow": graph.flow()}
 
 
 # --- asset-triggered runs (Airflow's metadata database) -----------------------------------------------------

@@ -11,6 +11,7 @@ raw partitions and corpus files that made it.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterable
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,12 @@ def task_key(ti) -> tuple[str, str, str, int]:
 def declare(inputs: Iterable[str] = (), outputs: Iterable[str] = ()) -> None:
     """Record dataset URIs the running task read (``inputs``) and wrote (``outputs``); call it as often as needed.
 
-    Outside an Airflow task it does nothing: the steps run the same from a shell or a test.
+    Outside an Airflow task it does nothing: the steps run the same from a shell or a test. A process that has not
+    imported Airflow is not running a task, and is not made to import it here (seconds, and Airflow's logging
+    set-up, for nothing).
     """
+    if "airflow.sdk" not in sys.modules:
+        return
     try:
         from airflow.sdk import get_current_context
 

@@ -61,6 +61,40 @@ class LineageNode:
         found = {node.made_by.run_id: node.made_by for node in self.walk() if node.made_by is not None}
         return sorted(found.values(), key=lambda run: run.at, reverse=True)
 
+    def flow(self) -> dict:
+        """The lineage folded to kinds of data and jobs, for a picture: ``{"nodes": [{"id", "label", "kind",
+        "count", "depth"}], "edges": [[from, to], …]}``; data nodes are the kinds of dataset (``dbt``, ``feast``,
+        raw ``file`` …), job nodes the tasks (``dag.task``), ``count`` how many datasets or runs each stands for,
+        ``depth`` the column from the raw inputs (0) to the version itself."""
+        written = {uri for run in self.runs() for uri in run.outputs}
+        members: dict[str, set[str]] = {}
+        edges: set[tuple[str, str]] = set()
+
+        def kind(uri: str) -> str:
+            scheme = uri.split("://", 1)[0]
+            return f"data:{scheme}" if scheme != "file" else ("data:file" if uri in written else "data:raw file")
+
+        for run in self.runs():
+            job = f"job:{run.job}"
+            members.setdefault(job, set()).add(run.run_id)
+            for uri in run.inputs:
+                members.setdefault(kind(uri), set()).add(uri)
+                edges.add((kind(uri), job))
+            for uri in run.outputs:
+                members.setdefault(kind(uri), set()).add(uri)
+                edges.add((job, kind(uri)))
+        depth: dict[str, int] = {}
+
+        def level(node: str, seen: frozenset[str] = frozenset()) -> int:
+            if node not in depth:
+                parents = [a for a, b in edges if b == node and a not in seen]
+                depth[node] = 1 + max((level(p, seen | {node}) for p in parents), default=-1)
+            return depth[node]
+
+        nodes = [{"id": node, "label": node.split(":", 1)[1], "kind": node.split(":", 1)[0],
+                  "count": len(found), "depth": level(node)} for node, found in sorted(members.items())]
+        return {"nodes": nodes, "edges": sorted([a, b] for a, b in edges)}
+
     def to_json(self) -> dict:
         out: dict = {"uri": self.uri}
         if self.made_by is not None:

@@ -95,3 +95,63 @@ def _fmt(value: float, unit: str) -> str:
     if abs(value) >= 1000:
         return f"{value:,.0f}{unit}"
     return f"{value:.3g}{unit}"
+
+
+BOX_W, BOX_H, COL_GAP, ROW_GAP = 140, 46, 30, 12
+# What each kind of dataset is, in words (the URI's scheme; written files apart from the raw ones nobody wrote).
+DATA_NAMES = {"raw file": "raw files", "file": "files written", "dbt": "dbt model days", "gx": "GE validations",
+              "feast": "feature view days", "mlflow": "MLflow versions", "corpus": "corpus digests",
+              "index": "index versions", "model": "models", "assistant": "assistant"}
+
+
+def flow_chart(flow: dict, title: str, chart_id: str = "") -> str:
+    """The lineage as columns, raw inputs on the left and the version on the right: kinds of data as rounded
+    boxes, tasks as square ones, each with how many datasets or runs it stands for; arrows from what was read to
+    the task and from the task to what it wrote."""
+    nodes = flow.get("nodes") or []
+    if not nodes:
+        return ""
+    columns: dict[int, list[dict]] = {}
+    for node in nodes:
+        columns.setdefault(node["depth"], []).append(node)
+    place: dict[str, tuple[float, float]] = {}
+    for depth, column in sorted(columns.items()):
+        for row, node in enumerate(sorted(column, key=lambda n: n["label"])):
+            place[node["id"]] = (10 + depth * (BOX_W + COL_GAP), 28 + row * (BOX_H + ROW_GAP))
+    width = 20 + (max(columns) + 1) * (BOX_W + COL_GAP) - COL_GAP
+    height = 40 + max(len(c) for c in columns.values()) * (BOX_H + ROW_GAP)
+    parts = [f'<svg class="chart flow" role="img" aria-label="{escape(title)}" '
+             f'data-chart="{escape(chart_id or title)}" viewBox="0 0 {width} {height}" width="{width}" '
+             f'height="{height}" xmlns="http://www.w3.org/2000/svg">',
+             f"<title>{escape(title)}</title>",
+             '<defs><marker id="arrow" viewBox="0 0 8 8" refX="8" refY="4" markerWidth="7" markerHeight="7" '
+             'orient="auto"><path d="M0,0 L8,4 L0,8 z" fill="#98a2b3"/></marker></defs>',
+             f'<text x="10" y="16" font-size="12" font-weight="600">{escape(title)}</text>']
+    for source, target in flow.get("edges") or []:
+        if source in place and target in place:
+            (x1, y1), (x2, y2) = place[source], place[target]
+            parts.append(f'<line class="edge" data-from="{escape(source)}" data-to="{escape(target)}" '
+                         f'x1="{x1 + BOX_W:.0f}" y1="{y1 + BOX_H / 2:.0f}" x2="{x2 - 2:.0f}" y2="{y2 + BOX_H / 2:.0f}" '
+                         'stroke="#98a2b3" stroke-width="1.2" marker-end="url(#arrow)"/>')
+    for node in nodes:
+        x, y = place[node["id"]]
+        job = node["kind"] == "job"
+        what = "runs" if job else "datasets"
+        # A task: its DAG above, the task in bold; a dataset kind: its name in words.
+        upper, lower = node["label"].split(".", 1) if job and "." in node["label"] else (
+            "", DATA_NAMES.get(node["label"], node["label"]))
+        parts.append(
+            f'<g class="node" data-node="{escape(node["id"])}" data-count="{node["count"]}">'
+            f'<rect x="{x:.0f}" y="{y:.0f}" width="{BOX_W}" height="{BOX_H}" rx="{2 if job else 12}" '
+            f'fill="{"#eef4ff" if job else "#f9fafb"}" stroke="{"#175cd3" if job else "#98a2b3"}"/>'
+            f'<text x="{x + 7:.0f}" y="{y + 13:.0f}" font-size="9" fill="#667085">{escape(_cut(upper))}</text>'
+            f'<text x="{x + 7:.0f}" y="{y + 26:.0f}" font-size="10.5" font-weight="{600 if job else 400}">'
+            f"{escape(_cut(lower))}</text>"
+            f'<text x="{x + 7:.0f}" y="{y + 39:.0f}" font-size="9" fill="#667085">{node["count"]} {what}</text>'
+            f"<title>{escape(node['label'])}: {node['count']} {what}</title></g>")
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _cut(text: str, limit: int = 22) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"

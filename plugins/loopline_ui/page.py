@@ -18,7 +18,7 @@ from html import escape
 from typing import Any
 from urllib.parse import quote
 
-from loopline_ui.charts import Series, line_chart
+from loopline_ui.charts import Series, flow_chart, line_chart
 
 STYLE = """
 :root { color-scheme: light dark; --fg: #1a202c; --muted: #5f6b7a; --line: #e2e8f0; --card: #ffffff;
@@ -38,6 +38,8 @@ th { font-weight: 600; color: var(--muted); font-size: 12px; text-transform: upp
 td.num { font-variant-numeric: tabular-nums; }
 .charts { display: flex; flex-wrap: wrap; gap: 12px; }
 svg.chart { max-width: 100%; height: auto; }
+.flow-wrap { overflow-x: auto; margin: 8px 0; }
+svg.flow { display: block; max-width: none; }
 .chip { display: inline-block; border: 1px solid var(--line); border-radius: 12px; padding: 1px 9px;
         margin: 0 4px 4px 0; font-size: 12px; }
 .badge { display: inline-block; border-radius: 4px; padding: 0 6px; font-size: 12px; font-weight: 600; color: #fff; }
@@ -265,6 +267,8 @@ def _lineage(lineage: dict[str, Any] | None, links: _Links) -> str:
     return (f'<details class="lineage" data-lineage="{_e(lineage["uri"])}"><summary>Lineage of '
             f'<code>{_e(lineage["uri"])}</code>: {len(lineage["steps"])} task runs, '
             f'{sum(counts.values())} raw inputs</summary>'
+            + '<div class="flow-wrap">' + flow_chart(lineage.get("flow") or {}, "what made it (raw inputs on the left)",
+                                                     chart_id=f"lineage-{lineage['uri']}") + "</div>"
             + _table(["task", "finished", "run", "wrote"], steps) + f"<div>Raw inputs: {sources}</div></details>")
 
 

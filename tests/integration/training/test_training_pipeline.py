@@ -153,8 +153,12 @@ def test_the_champions_lineage_names_its_landing_partitions_dbt_models_and_featu
     assert lineage["uri"] == uris.model_version("churn", champion.version)
     assert lineage["source_counts"]["file"] == len(expected_files)
     assert {step["dag_run_id"] for step in lineage["steps"]} >= {run.run_id}
+    jobs = sorted((n["depth"], n["label"]) for n in lineage["flow"]["nodes"] if n["kind"] == "job")
+    assert [label for _, label in jobs] == ["churn_features.build_mart", "churn_features.validate_mart",
+                                            "churn_features.publish_features", "churn_training.build_training_set",
+                                            "churn_training.train_and_register"]
     html = render(page)
-    assert f'data-lineage="{lineage["uri"]}"' in html and "churn_features.build_mart" in html
+    assert f'data-lineage="{lineage["uri"]}"' in html and 'data-node="job:churn_features.build_mart"' in html
 
 
 def test_rebuilding_the_champion_from_its_promotion_record_reproduces_its_metrics(trained):
