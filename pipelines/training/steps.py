@@ -92,6 +92,7 @@ class PromotionResult(TypedDict):
     judged_against: NotRequired[str | None]  # the champion the gate judged against (the approval is for that)
     approval_subject: NotRequired[str]
     approval_body: NotRequired[str]  # Markdown: the evidence shown on the Required Actions page
+    evidence: NotRequired[dict[str, Any]]  # the gate's figures, per slice too, for the approval's audit record
     record: NotRequired[str]  # the audit record's MLflow run (pipelines/audit)
 
 
@@ -607,7 +608,7 @@ def _request_approval(training: TrainingConfig, version: str, decision, champion
              training.model_name, version, decision.reason)
     return PromotionResult(version=version, promoted=False, reason=decision.reason,
                            champion=champion_version, awaiting_approval=True, judged_against=champion_version,
-                           approval_subject=subject, approval_body=body, **figures)
+                           approval_subject=subject, approval_body=body, evidence=evidence, **figures)
 
 
 class ChampionMovedDuringApproval(NotRetryable, RuntimeError):
@@ -669,7 +670,7 @@ def _finalize_promotion(training: TrainingConfig, info: TrainingSetInfo, trained
     else:
         outcome, reason = "rejected", f"rejected by {approver}; the gate had said: {decision['reason']}"
     made_of = audit.provenance(training, info, trained)
-    evidence = {k: v for k, v in figures.items()} | {"champion_version": judged_against}
+    evidence = decision.get("evidence") or {**figures, "champion_version": judged_against}
     source = {**source, "mlflow_run": trained["run_id"], "model_version": version}
     key = f"model:{name}:v{version}:approval:{judged_against or 'none'}"
     client = tracking.client(settings)

@@ -81,7 +81,8 @@ def test_the_export_holds_every_event_of_a_scripted_sequence(tmp_path):
     assert payload["counts"] == {"promotion": 2, "rejection": 1, "rollback": 1, "approval": 1, "drift_trigger": 1}
     approval, promotion, rejection, adapter, rollback, trigger = payload["events"]
     assert approval["approved_by"] == promotion["approved_by"] == "dana"
-    assert promotion["evidence"]["challenger_value"] == decision["challenger_value"]
+    assert promotion["evidence"]["challenger"] == pytest.approx(decision["challenger_value"], abs=1e-4)
+    assert promotion["evidence"] == decision["evidence"]  # the gate's own figures, as the request showed them
     assert promotion["provenance"]["dataset_digest"] == info["digest"]
     assert rejection["reason"] == refused["reason"] and rejection["evidence"]["baseline"] is not None
     assert adapter["evidence"] == {"eval_run": "eval-1", "golden_digest": "g" * 64}

@@ -100,6 +100,7 @@ def test_an_approval_required_promotion_waits_with_the_evidence_and_an_approval_
     assert [(e.kind, e.decision, e.approved_by) for e in found] == [("approval", "approved", "alice"),
                                                                    ("promotion", "promoted", "alice")]
     assert version_tags[records.RECORD_TAG] == found[1].record_run
+    assert found[1].evidence == decision["evidence"] and found[1].evidence["baseline"] is not None
     # A retry of the finalizing task changes nothing and records nothing more.
     again = steps.finalize_promotion(training, info, trained, decision, response)
     assert again["promoted"] and len(audit_events(name, answered - timedelta(seconds=1))) == 2
