@@ -559,6 +559,7 @@ def _evaluate_candidate(config: RagIndexConfig, plan: IndexPlan, run_id: str, qs
     _log_gate(config, plan, run_id, f"{target} {mode}", qs, candidate, live_metrics, k, len(unanswerable),
               decision, summary, settings)
     if not verdict.promote:
+        _record_audit_event(config, plan, False, summary, candidate, live_metrics, run_id, "", settings)
         raise _blocked(config, plan, summary)
     log.info("Candidate %s passes the gate: %s", target, summary)
     return {"mode": mode, "decision": decision, "candidate": candidate, "live": live_metrics, "gate": summary,
@@ -788,8 +789,9 @@ def record_index(config: RagIndexConfig, plan: IndexPlan, embedded: EmbeddedChun
             "loopline.live_version": str(live)}
     summary["mlflow_run_id"] = _log_run(config, plan, run_id, f"{live} {mode}", qs,
                                         _run_metrics(summary, embedded, verdict), tags, settings)
-    if mode == "full":  # a blue/green build: a version went live, or the gate kept the live one
-        _record_audit_event(config, plan, verdict, summary, settings)
+    if action == "switched":  # a blue/green build went live (a blocked one is recorded by evaluate_index)
+        _record_audit_event(config, plan, True, verdict.get("gate") or action, verdict.get("candidate"),
+                            verdict.get("live"), run_id, summary["mlflow_run_id"], settings)
     shown = ", ".join(f"{m} hit@{config.evaluation.k} {v['hit_rate']:.3f} MRR {v['mrr']:.3f}"
                       for m, v in (metrics or {}).items())
     log.info("Index %s: %s, live %s; embedded %d, skipped %d unchanged, deleted %d; %s", config.instance,
@@ -797,25 +799,25 @@ def record_index(config: RagIndexConfig, plan: IndexPlan, embedded: EmbeddedChun
     return summary
 
 
-def _record_audit_event(config: RagIndexConfig, plan: IndexPlan, verdict: IndexVerdict, summary: IndexRunSummary,
+def _record_audit_event(config: RagIndexConfig, plan: IndexPlan, switched: bool, reason: str,
+                        candidate: ModeMetrics | None, live: ModeMetrics | None, run_id: str, mlflow_run: str,
                         settings: LooplineSettings) -> str:
     """The audit record of a blue/green build (pipelines/audit): the version made live, or refused, and on what."""
     from datetime import UTC, datetime
 
     from pipelines.audit.records import AuditEvent, config_digest, config_snapshot, git_commit, record
 
-    switched = summary["action"] == "switched"
     target = plan["target_version"]
     return record(AuditEvent(
         kind="promotion" if switched else "rejection", subject=f"index {config.instance}", version=target,
-        decision="promoted" if switched else "rejected", reason=verdict.get("gate") or summary["action"],
+        decision="promoted" if switched else "rejected", reason=reason,
         at=datetime.now(UTC), key=f"index:{config.instance}:{target}", previous=plan["live_version"],
-        evidence={"k": verdict.get("k"), "candidate": verdict.get("candidate"), "live": verdict.get("live")},
+        evidence={"k": config.evaluation.k, "candidate": candidate, "live": live},
         provenance={"git_commit": git_commit(), "config_digest": config_digest(config),
                     "config": config_snapshot(config), "corpus_digest": plan["corpus_digest"],
                     "embedding_model": plan["model_id"], "chunker": plan["chunker"],
                     "documents": plan["documents"], "chunks": plan["chunks"], "plan_id": plan["plan_id"]},
-        source={"dag_id": config.dag_id, "run_id": summary["dag_run_id"], "mlflow_run": summary["mlflow_run_id"]},
+        source={"dag_id": config.dag_id, "run_id": run_id, "mlflow_run": mlflow_run},
     ), settings)
 
 

@@ -361,6 +361,15 @@ def test_the_gate_blocks_a_broken_embedding_model(world, monkeypatch, broken_mod
     assert len(runs) == 1 and runs[0].data.params["index_version"] == V[3]
     metrics = runs[0].data.metrics
     assert metrics["candidate_hit_at_3_vector"] < metrics["live_hit_at_3_vector"]
+    # The refusal is an audit record too, with the two evaluations it compared (pipelines/audit).
+    from datetime import UTC, datetime, timedelta
+
+    from pipelines.audit.records import events
+
+    [refused] = [e for e in events(datetime.now(UTC) - timedelta(hours=1), kinds=("rejection",))
+                 if e.subject == f"index {INSTANCE}" and e.version == V[3]]
+    assert (refused.decision, refused.previous) == ("rejected", V[2]) and "hit@3 drops" in refused.reason
+    assert refused.evidence["candidate"]["vector"]["hit_rate"] < refused.evidence["live"]["vector"]["hit_rate"]
 
 
 def test_a_good_rebuild_retires_old_versions_and_rollback_goes_back(world, monkeypatch):
