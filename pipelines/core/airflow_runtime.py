@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from pipelines.core.settings import REPO_ROOT, LooplineSettings, get_settings, write_private_file
 
@@ -162,6 +163,23 @@ class AirflowClient:
 
     def unpause(self, dag_id: str) -> None:
         self.patch(f"/api/v2/dags/{dag_id}", {"is_paused": False})
+
+    def set_scheduled_runs_aside(self, dag_id: str, wait_s: float = 30) -> list[str]:
+        """Mark failed the scheduled run(s) that unpausing ``dag_id`` just started; return their ids.
+
+        Unpausing makes the scheduler create the DAG's latest cron run at once. With ``max_active_runs=1`` it
+        holds back a run triggered by hand, and its window may need data nobody built (a weekly training run
+        needs the feature day before last Sunday's), so it would wait for hours. Waits up to ``wait_s`` for it.
+        """
+        deadline = time.monotonic() + wait_s
+        while True:
+            runs = self.get(f"/api/v2/dags/{dag_id}/dagRuns?run_type=scheduled")["dag_runs"]
+            active = [r["dag_run_id"] for r in runs if r["state"] in ("queued", "running")]
+            for run_id in active:
+                self.patch(f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}", {"state": "failed"})
+            if active or time.monotonic() > deadline:
+                return active
+            time.sleep(2)
 
     def trigger(self, dag_id: str, *, logical_date: str, run_id: str | None = None, conf: dict | None = None,
                 data_interval: tuple[str, str] | None = None) -> dict:
