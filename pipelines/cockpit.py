@@ -32,6 +32,7 @@ Airflow processes that load the plugin do not pay for them.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -694,14 +695,11 @@ def gather(settings: LooplineSettings | None = None, *, config_dir: Path = CONFI
         "use_cases": [],
     }
 
-    read: list = []
-
+    @functools.cache
     def lineage_runs() -> list:  # the events file is read once per page, when a champion needs it
-        if not read:
-            from pipelines.lineage.graph import read_runs
+        from pipelines.lineage.graph import read_runs
 
-            read.append(read_runs(settings))
-        return read[0]
+        return read_runs(settings)
 
     def linkable(report: str | None) -> str | None:  # no link to a report the viewer would be refused
         return report if report and any(readable(d) for d in report_owners(report, all_cases)) else None

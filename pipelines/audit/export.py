@@ -34,8 +34,8 @@ def export(since: datetime, out_dir: Path, until: datetime | None = None,
     :meth:`AuditEvent.to_json` writes it plus ``record_run`` (its MLflow run).
     """
     found = events(since, until, settings)
-    counts = {kind: n for kind, n in Counter(e.kind for e in found).items()}
-    counts = {kind: counts.get(kind, 0) for kind in EVENT_KINDS}
+    by_kind = Counter(e.kind for e in found)
+    counts = {kind: by_kind[kind] for kind in EVENT_KINDS}
     period = f"{since:%Y-%m-%d}" + (f"_{until:%Y-%m-%d}" if until else "")
     stem = Path(out_dir) / f"audit-{period}"
     generated = datetime.now(UTC)

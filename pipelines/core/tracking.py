@@ -152,9 +152,9 @@ def apply_decision(model_name: str, version: str | int, decision: Decision,
         expected = str(expected_champion) if expected_champion is not None else None
         if holder != expected:
             raise ChampionMoved(
-                f"the {CHAMPION} alias of {model_name} moved from {_describe(expected)} to {_describe(holder)} while "
-                f"version {version} was being judged: nothing was recorded and the alias stays on "
-                f"{_describe(holder)}; the retry judges version {version} against it")
+                f"the {CHAMPION} alias of {model_name} moved from {describe_version(expected)} to "
+                f"{describe_version(holder)} while version {version} was being judged: nothing was recorded and the "
+                f"alias stays on {describe_version(holder)}; the retry judges version {version} against it")
     if decision.promote:
         promote(model_name, version, decision.reason, settings)
     else:
@@ -162,7 +162,7 @@ def apply_decision(model_name: str, version: str | int, decision: Decision,
     return champion(model_name, settings)
 
 
-def _describe(version: str | None) -> str:
+def describe_version(version: str | None) -> str:
     return f"v{version}" if version is not None else "no version"
 
 

@@ -23,7 +23,8 @@ _DECLARED: dict[tuple[str, str, str, int], tuple[dict[str, None], dict[str, None
 
 
 def task_key(ti) -> tuple[str, str, str, int]:
-    return ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", -1) or -1
+    map_index = getattr(ti, "map_index", None)
+    return ti.dag_id, ti.run_id, ti.task_id, -1 if map_index is None else map_index
 
 
 def declare(inputs: Iterable[str] = (), outputs: Iterable[str] = ()) -> None:

@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, NotRequired, TypedDict
@@ -658,9 +658,10 @@ def _finalize_promotion(training: TrainingConfig, info: TrainingSetInfo, trained
     approved = chosen == APPROVE
     if approved and holder_version != judged_against:
         raise ChampionMovedDuringApproval(
-            f"{name}@champion moved from {_v(judged_against)} to {_v(holder_version)} while v{version}'s approval "
-            f"request waited: the approval was for a verdict against {_v(judged_against)}, so nothing moved. Run "
-            f"{training.dag_id} again to judge v{version} against {_v(holder_version)}")
+            f"{name}@champion moved from {tracking.describe_version(judged_against)} to "
+            f"{tracking.describe_version(holder_version)} while v{version}'s approval request waited: the approval was "
+            f"for a verdict against {tracking.describe_version(judged_against)}, so nothing moved. Run "
+            f"{training.dag_id} again to judge v{version} against {tracking.describe_version(holder_version)}")
     if approved:
         outcome, reason = "approved", f"{decision['reason']}; approved by {approver} at {at:%Y-%m-%d %H:%M} UTC"
     elif approver is None:
@@ -677,24 +678,18 @@ def _finalize_promotion(training: TrainingConfig, info: TrainingSetInfo, trained
     client.set_model_version_tag(name, version, "loopline.approval", outcome)
     client.set_model_version_tag(name, version, "loopline.approved_by" if approved else "loopline.rejected_by",
                                  approver or "timeout")
-    records.record(AuditEvent(kind="approval", subject=f"model {name}", version=version, decision=outcome,
-                              reason=reason, at=at, key=key, previous=judged_against, approved_by=approver,
-                              evidence=evidence, provenance=made_of, source=source), settings)
+    answer = AuditEvent(kind="approval", subject=f"model {name}", version=version, decision=outcome, reason=reason,
+                        at=at, key=key, previous=judged_against, approved_by=approver, evidence=evidence,
+                        provenance=made_of, source=source)
+    records.record(answer, settings)
     if not approved:
         tracking.keep_champion(name, version, reason, settings)
         return PromotionResult(version=version, promoted=False, reason=reason, champion=holder_version, **figures)
     tracking.promote(name, version, reason, settings)
-    record = records.record(AuditEvent(kind="promotion", subject=f"model {name}", version=version,
-                                       decision="promoted", reason=reason, at=at, key=f"{key}:promotion",
-                                       previous=judged_against, approved_by=approver, evidence=evidence,
-                                       provenance=made_of, source=source), settings)
+    record = records.record(replace(answer, kind="promotion", decision="promoted", key=f"{key}:promotion"), settings)
     records.tag_model_version(name, version, record, settings)
     return PromotionResult(version=version, promoted=True, reason=reason, champion=version, record=record,
                            **figures)
-
-
-def _v(version: str | None) -> str:
-    return f"v{version}" if version else "no version"
 
 
 def _figures(metric: str, challenger: float, champion: float | None = None, *, baseline_value: float | None = None,
@@ -755,9 +750,11 @@ def score_latest(training: TrainingConfig, *, settings: LooplineSettings | None 
     """
     import pandas as pd
 
+    from pipelines import lineage
     from pipelines.core import tracking
     from pipelines.features.feast_store import feature_store
     from pipelines.features.steps import FeaturePaths
+    from pipelines.lineage import uris
     from pipelines.training.dataset import ENTITY_TIMESTAMP, day_end
 
     settings = settings or get_settings()
@@ -790,10 +787,6 @@ def score_latest(training: TrainingConfig, *, settings: LooplineSettings | None 
                           lambda partial: out.to_parquet(partial, index=False))
     log.info("Scored %d %s of %s with %s v%s (column %s) → %s", len(out), "/".join(keys), latest,
              training.model_name, champion.version, score, target)
-    from pipelines import lineage
-    from pipelines.lineage import uris
-
-    features = features_config(training)
     lineage.declare(inputs=[uris.model_version(training.model_name, champion.version),
                             *(uris.feature_view_day(features.feast.project, view, latest)
                               for view in features.feast.feature_views)],

@@ -52,19 +52,8 @@ class Airflow:
         self.ask_world: Future | None = None
 
     def set_scheduled_runs_aside(self, dag_id: str, wait_s: float = 20) -> list[str]:
-        """Unpausing a DAG makes the scheduler start its latest cron run; with ``max_active_runs=1`` it would
-        hold a manual run back. Wait for it a little and mark it failed."""
-        deadline = time.monotonic() + wait_s
-        stopped: list[str] = []
-        while time.monotonic() < deadline:
-            for run in self.client.get(f"/api/v2/dags/{dag_id}/dagRuns?run_type=scheduled")["dag_runs"]:
-                if run["state"] in ("queued", "running") and run["dag_run_id"] not in stopped:
-                    self.client.patch(f"/api/v2/dags/{dag_id}/dagRuns/{run['dag_run_id']}", {"state": "failed"})
-                    stopped.append(run["dag_run_id"])
-            if stopped:
-                return stopped
-            time.sleep(2)
-        return stopped
+        """:meth:`AirflowClient.set_scheduled_runs_aside`: the cron run unpausing started would hold a manual run."""
+        return self.client.set_scheduled_runs_aside(dag_id, wait_s)
 
 
 def _on_ci() -> bool:
