@@ -79,8 +79,7 @@ def _rebuild_model(event: AuditEvent, settings: LooplineSettings) -> Rebuilt:
     if digest != made_of["dataset_digest"]:
         raise CannotRebuild(f"{path} has digest {digest[:12]}…, not the record's {made_of['dataset_digest'][:12]}…: "
                             "the file was changed after the promotion")
-    numeric = [c for c in made_of["features"] if pd.api.types.is_numeric_dtype(frame[c])]
-    categorical = [c for c in made_of["features"] if c not in numeric]
+    numeric, categorical = made_of["numeric"], made_of["categorical"]
     log.info("Rebuilding %s v%s: %s on %d rows of %s", training.model_name, event.version, training.family,
              len(frame), path.name)
     with tempfile.TemporaryDirectory() as plots:

@@ -26,7 +26,7 @@ def provenance(training: TrainingConfig, info: TrainingSetInfo, trained: Trained
         "dataset_digest": info["digest"], "training_set": info["path"], "rows": info["rows"],
         "train_rows": info["train_rows"], "holdout_rows": info["holdout_rows"],
         "feature_service": info["feature_service"], "feast_project": info["feast_project"],
-        "features": info["numeric"] + info["categorical"], "training_key": trained["training_key"],
+        "numeric": info["numeric"], "categorical": info["categorical"], "training_key": trained["training_key"],
         "training_run": trained["run_id"], "family": training.family,
     }
 
