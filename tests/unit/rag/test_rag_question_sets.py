@@ -1,4 +1,5 @@
-"""The paraphrased question set of the docstring corpus: big enough, all four packages, and not copied.
+"""The paraphrased question sets of the docstring corpus (the tuning set and the held-out set): big enough,
+all four packages, not copied, and not sharing a source document.
 
 The corpus is exported from the installed packages (read with ``ast``, a few seconds) once per module.
 """
@@ -17,6 +18,8 @@ pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parents[3]
 PARAPHRASED = REPO / "dags" / "evaluation" / "docstrings_paraphrased.yaml"
+HELD_OUT = REPO / "dags" / "evaluation" / "docstrings_paraphrased_heldout.yaml"
+PARAPHRASED_SETS = pytest.mark.parametrize("question_set", [PARAPHRASED, HELD_OUT], ids=["tuning", "held_out"])
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +34,9 @@ def test_default_packages_include_peft():
     assert set(DEFAULT_PACKAGES) == {"airflow", "feast", "mlflow", "peft"}
 
 
-def test_paraphrased_set_has_40_questions_over_the_four_packages():
-    questions = load_questions(PARAPHRASED).questions
+@PARAPHRASED_SETS
+def test_paraphrased_set_has_40_questions_over_the_four_packages(question_set):
+    questions = load_questions(question_set).questions
     per_package = Counter(q.source.split("/", 1)[0] for q in questions)
     assert len(questions) >= 40
     assert set(per_package) == set(DEFAULT_PACKAGES)
@@ -40,17 +44,26 @@ def test_paraphrased_set_has_40_questions_over_the_four_packages():
     assert len({q.question for q in questions}) == len(questions), "a question appears twice"
 
 
-def test_every_expected_source_is_a_document_of_the_corpus(corpus):
+@PARAPHRASED_SETS
+def test_every_expected_source_is_a_document_of_the_corpus(corpus, question_set):
     root, _ = corpus
-    missing = [q.source for q in load_questions(PARAPHRASED).questions if not (root / q.source).is_file()]
+    missing = [q.source for q in load_questions(question_set).questions if not (root / q.source).is_file()]
     assert not missing, f"expected sources not in the exported corpus: {missing}"
 
 
-def test_no_question_copies_8_consecutive_words_of_the_corpus(corpus):
+@PARAPHRASED_SETS
+def test_no_question_copies_8_consecutive_words_of_the_corpus(corpus, question_set):
     _, words = corpus
-    copied = {q.question: runs for q in load_questions(PARAPHRASED).questions
+    copied = {q.question: runs for q in load_questions(question_set).questions
               if (runs := copied_runs(q.question, words, 8))}
     assert not copied, f"questions quoting the corpus: {copied}"
+
+
+def test_held_out_set_shares_no_source_or_question_with_the_tuning_set():
+    """The held-out set checks that choices made on the tuning set generalise: other documents, other tasks."""
+    tuning, held_out = load_questions(PARAPHRASED).questions, load_questions(HELD_OUT).questions
+    assert not {q.source for q in tuning} & {q.source for q in held_out}
+    assert not {q.question for q in tuning} & {q.question for q in held_out}
 
 
 def test_copied_runs_finds_a_quoted_sentence():
