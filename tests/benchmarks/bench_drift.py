@@ -106,14 +106,7 @@ def bench_event_to_training() -> None:
         client.unpause("churn_training")
         # Unpausing starts the latest weekly run, which would wait for features this home lacks and hold the
         # asset-triggered run back (max_active_runs=1): set it aside before measuring.
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            runs = client.get("/api/v2/dags/churn_training/dagRuns?run_type=scheduled")["dag_runs"]
-            if runs:
-                for run in runs:
-                    client.patch(f"/api/v2/dags/churn_training/dagRuns/{run['dag_run_id']}", {"state": "failed"})
-                break
-            time.sleep(1)
+        client.set_scheduled_runs_aside("churn_training")
         client.unpause("churn_drift_check")
         client.trigger("churn_drift_check", logical_date=datetime.now(UTC).isoformat(), run_id="bench",
                        conf={"window_end": str(window_end)})

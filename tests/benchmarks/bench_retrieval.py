@@ -79,42 +79,52 @@ def prune_corpus(corpus: Path, keep: set[str], max_docs: int) -> int:
 
 
 def config_for(instance: str, corpus: Path, *, strategy: str = "structure", model: str | None = None,
-               search: dict | None = None, batch_size: int = 64):
+               search: dict | None = None, batch_size: int = 64, include: tuple[str, ...] = ("**/*.md",),
+               questions: Path = PARAPHRASED):
     from pipelines.rag.config import RagIndexConfig
 
     return RagIndexConfig.model_validate({
         "template": "rag_index", "instance": instance,
-        "corpus": {"path": str(corpus), "include": ["**/*.md"]},
+        "corpus": {"path": str(corpus), "include": list(include)},
         "chunker": {"strategy": strategy},
         "embedding": {"model": model, "batch_size": batch_size},
         "search": search or {},
-        "evaluation": {"questions": str(PARAPHRASED), "k": K, "modes": ["vector"]},
+        "evaluation": {"questions": str(questions), "k": K, "modes": ["vector"]},
     })
+
+
+ONE_PER_DOCUMENT = {"max_chunks_per_document": 1}
+
+
+def weighted_rrf(weight: float) -> dict:
+    return {"hybrid": "weighted_rrf", "text_weight": weight, "rrf_k": 60, "candidates": 50}
+
+
+def techniques(weights: tuple[float, ...] = (0.5, 1.0, 2.0),
+               per_document_weights: tuple[float, ...] = (1.0, 2.0)) -> list[tuple[str, str, dict | None]]:
+    """(label, search mode, ``search:`` settings) of each row, in table order; weights of BM25 in weighted RRF."""
+    return [("vector", "vector", None), ("BM25 alone (text)", "text", None),
+            ("hybrid (LanceDB RRF, native)", "hybrid", None),
+            *[(f"hybrid weighted RRF, BM25 x{w:g}", "hybrid", weighted_rrf(w)) for w in weights],
+            ("vector, 1 chunk per document", "vector", ONE_PER_DOCUMENT),
+            ("hybrid (native), 1 chunk per document", "hybrid", ONE_PER_DOCUMENT),
+            *[(f"hybrid weighted RRF, BM25 x{w:g}, 1 chunk per document", "hybrid",
+               {**weighted_rrf(w), **ONE_PER_DOCUMENT}) for w in per_document_weights]]
 
 
 def measure_docs_instance(chunkers: list[str]) -> None:
     """The same options on the docs instance's own corpus (``docs/``) and question set (``docs_questions.yaml``)."""
-    from pipelines.rag.config import RagIndexConfig
     from pipelines.rag.evaluation import load_questions
 
     questions = {"docs": load_questions(DOCS_QUESTIONS).questions}
-    wrrf, one = {"hybrid": "weighted_rrf", "text_weight": 1.0}, {"max_chunks_per_document": 1}
     for strategy in chunkers:
         def config(search: dict | None = None, strategy: str = strategy):
-            return RagIndexConfig.model_validate({
-                "template": "rag_index", "instance": f"bench_docs_{strategy}",
-                "corpus": {"path": str(REPO / "docs"), "include": ["**/*.md", "**/*.html", "**/*.txt"]},
-                "chunker": {"strategy": strategy}, "search": search or {},
-                "evaluation": {"questions": str(DOCS_QUESTIONS), "k": K, "modes": ["vector"]}})
+            return config_for(f"bench_docs_{strategy}", REPO / "docs", strategy=strategy, search=search,
+                              include=("**/*.md", "**/*.html", "**/*.txt"), questions=DOCS_QUESTIONS)
 
         built = build_index(config())
         print(f"Index of docs/, {strategy} chunker: {built['chunks']:,} chunks in {built['seconds']:.0f} s")
-        for label, mode, search in (("vector", "vector", None), ("BM25 alone (text)", "text", None),
-                                    ("hybrid (LanceDB RRF, native)", "hybrid", None),
-                                    ("hybrid weighted RRF, BM25 x1", "hybrid", wrrf),
-                                    ("vector, 1 chunk per document", "vector", one),
-                                    ("hybrid (native), 1 chunk per document", "hybrid", one),
-                                    ("hybrid weighted RRF, BM25 x1, 1 chunk per document", "hybrid", {**wrrf, **one})):
+        for label, mode, search in techniques(weights=(1.0,), per_document_weights=(1.0,)):
             figures = measure(config(search), mode, questions)
             print(f"  docs/, {strategy:<10} {label:<52} hit@5 {figures['docs']['hit_rate']:.3f} MRR@5 "
                   f"{figures['docs']['mrr']:.3f} | p50 {figures['p50_ms']:.1f} ms", flush=True)
@@ -143,17 +153,17 @@ REWRITE_PROMPT = (
     "reference documentation would use. Reply with the keywords only, on one line.")
 
 
-def rewrite_queries(questions: list[str], max_new_tokens: int = 32) -> tuple[dict[str, str], list[float]]:
+def rewrite_queries(questions: list[str], max_new_tokens: int = 32) -> tuple[dict[str, str], dict[str, float]]:
     """Each question followed by SmolLM2's keywords for it (llama.cpp, greedy), and the milliseconds each took."""
     from pipelines.assistant import model as lm
 
     generator = lm.load_llama_cpp(str(lm.packaged_gguf()))
-    rewritten, latencies = {}, []
+    rewritten, latencies = {}, {}
     for question in questions:
         generation = lm.generate(generator, [{"role": "system", "content": REWRITE_PROMPT},
                                              {"role": "user", "content": question}], max_new_tokens, threads=2)
         rewritten[question] = f"{question}\n{' '.join(generation.text.split())}"
-        latencies.append(generation.latency_ms)
+        latencies[question] = generation.latency_ms
     return rewritten, latencies
 
 
@@ -263,33 +273,21 @@ def main() -> None:
                   f"{figures['known_item']['hit_rate']:.3f} MRR@5 {figures['known_item']['mrr']:.3f} | p50 "
                   f"{figures['p50_ms']:.1f} ms p99 {figures['p99_ms']:.1f} ms", flush=True)
 
-    def wrrf(weight: float) -> dict:
-        return {"hybrid": "weighted_rrf", "text_weight": weight, "rrf_k": 60, "candidates": 50}
-
-    modes = [("vector", "vector", None), ("BM25 alone (text)", "text", None),
-             ("hybrid (LanceDB RRF, native)", "hybrid", None)]
-    weighted = [(f"hybrid weighted RRF, BM25 x{w:g}", "hybrid", wrrf(w)) for w in (0.5, 1.0, 2.0)]
-    one_per_doc = {"max_chunks_per_document": 1}
-    per_document = [("vector, 1 chunk per document", "vector", one_per_doc),
-                    ("hybrid (native), 1 chunk per document", "hybrid", one_per_doc),
-                    *[(f"hybrid weighted RRF, BM25 x{w:g}, 1 chunk per document", "hybrid", {**wrrf(w), **one_per_doc})
-                      for w in (1.0, 2.0)]]
-
+    rewritten_rows = ("vector", "BM25 alone (text)", "hybrid weighted RRF, BM25 x1, 1 chunk per document")
     for strategy in args.chunkers:
         label = f"{strategy} chunker, MiniLM"
         base = {"instance": f"bench_{strategy}", "strategy": strategy, "model": None}
         indexes[label] = build_index(config_for(base["instance"], corpus, strategy=strategy,
                                                 batch_size=args.batch_size))
         print(f"Index {label}: {indexes[label]['chunks']:,} chunks in {indexes[label]['seconds']:.0f} s", flush=True)
-        run_rows(label, base, modes + weighted + per_document)
+        run_rows(label, base, techniques())
         if args.rewrite and strategy == args.chunkers[0]:
             questions = [q.question for qs in sets.values() for q in qs]
             rewritten, generation_ms = rewrite_queries(questions)
             print(f"Rewrote {len(questions)} questions with SmolLM2 (llama.cpp): p50 "
-                  f"{statistics.median(generation_ms):.0f} ms; e.g. {rewritten[questions[0]]!r}", flush=True)
-            extra = dict(zip(questions, generation_ms, strict=True))
-            run_rows(label, base, [(f"SmolLM2 keywords + {name}", mode, search) for name, mode, search in
-                                   (modes[0], modes[1], per_document[-2])], rewritten, extra)
+                  f"{statistics.median(generation_ms.values()):.0f} ms; e.g. {rewritten[questions[0]]!r}", flush=True)
+            run_rows(label, base, [(f"SmolLM2 keywords + {name}", mode, search) for name, mode, search in techniques()
+                                   if name in rewritten_rows], rewritten, generation_ms)
 
     if args.embedder:
         registered, trained, tune_s = {"uri": args.embedder}, {}, 0.0
@@ -318,7 +316,7 @@ def main() -> None:
             indexes[label]["fine_tune"] = {**trained, "seconds": tune_s, "uri": registered["uri"]}
             print(f"Index {label}: {indexes[label]['chunks']:,} chunks in {indexes[label]['seconds']:.0f} s",
                   flush=True)
-            run_rows(label, base, modes + weighted + per_document)
+            run_rows(label, base, techniques())
 
     print("\n| index | technique | paraphrased hit@5 | MRR@5 | held-out hit@5 | MRR@5 | known-item hit@5 | MRR@5 "
           "| p50 ms | p99 ms |")

@@ -51,10 +51,6 @@ class Airflow:
         self.url = client.base_url
         self.ask_world: Future | None = None
 
-    def set_scheduled_runs_aside(self, dag_id: str, wait_s: float = 20) -> list[str]:
-        """:meth:`AirflowClient.set_scheduled_runs_aside`: the cron run unpausing started would hold a manual run."""
-        return self.client.set_scheduled_runs_aside(dag_id, wait_s)
-
 
 def _on_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")

@@ -74,7 +74,7 @@ def test_the_rest_api_refuses_a_bad_conf_with_the_params_message(airflow):
 def triggered(page, airflow, shoot) -> str:
     """churn_training triggered through the form with max_iter changed; the run's id."""
     airflow.client.unpause("churn_training")
-    airflow.set_scheduled_runs_aside("churn_training")
+    airflow.client.set_scheduled_runs_aside("churn_training")
     before = {r["dag_run_id"] for r in airflow.client.get("/api/v2/dags/churn_training/dagRuns")["dag_runs"]}
 
     page.goto(f"{airflow.url}/dags/churn_training")

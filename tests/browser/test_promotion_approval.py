@@ -56,7 +56,7 @@ def mlflow_of(airflow):
 @pytest.fixture(scope="module")
 def first_run(airflow):
     airflow.client.unpause(APPROVAL_DAG)
-    airflow.set_scheduled_runs_aside(APPROVAL_DAG)
+    airflow.client.set_scheduled_runs_aside(APPROVAL_DAG)
     return trigger(airflow, {"window_days": WINDOW_DAYS})
 
 

@@ -87,8 +87,7 @@ def stack(tmp_path_factory):
             # Unpausing makes the scheduler create the latest weekly run, whose window may need a feature day
             # older than the FEATURE_DAYS built here (on a Thursday it needs last Friday's): it would wait for
             # it and, with max_active_runs=1, hold this test's own run in the queue. It is set failed.
-            for run_id in _runs_of(client, "churn_training", "scheduled"):
-                client.patch(f"/api/v2/dags/churn_training/dagRuns/{run_id}", {"state": "failed"})
+            client.set_scheduled_runs_aside("churn_training")
             training_run = f"production_test__{TODAY.isoformat()}"
             client.trigger("churn_training", logical_date=datetime.now(UTC).isoformat(), run_id=training_run,
                            conf={"window_end": TODAY.isoformat(), "window_days": FEATURE_DAYS + 1})

@@ -59,9 +59,7 @@ def test_drift_emits_churn_retrain_and_the_scheduler_starts_training(tmp_path):
 
         # Unpausing churn_training also started its latest weekly run, which waits (hours) for features this
         # home does not have; with max_active_runs=1 it would hold the asset-triggered run back. Set it aside.
-        for run in client.get("/api/v2/dags/churn_training/dagRuns?run_type=scheduled")["dag_runs"]:
-            if run["state"] in ("queued", "running"):
-                client.patch(f"/api/v2/dags/churn_training/dagRuns/{run['dag_run_id']}", {"state": "failed"})
+        client.set_scheduled_runs_aside("churn_training")
         (training_run, *_) = asset_triggered_runs(client, "churn_training")
         consumed = client.get(f"/api/v2/dags/churn_training/dagRuns/{training_run['dag_run_id']}/upstreamAssetEvents")
         (event,) = consumed["asset_events"]
